@@ -1,0 +1,77 @@
+"""Mail accounts: what one is, how its settings are checked, parsed from the CLI's words."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+KINDS = ("imap", "pop3")
+SECURITY = ("ssl", "starttls", "plain")
+DEFAULT_PORTS = {("imap", "ssl"): 993, ("imap", "starttls"): 143, ("imap", "plain"): 143,
+                 ("pop3", "ssl"): 995, ("pop3", "starttls"): 110, ("pop3", "plain"): 110}
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Account:
+    """One mailbox to archive. ``secret`` is the encrypted password token, never the password."""
+
+    name: str
+    kind: str
+    host: str
+    port: int
+    security: str
+    username: str
+    secret: str = field(repr=False)
+    folders: tuple[str, ...] = ("INBOX",)
+    unread_only: bool = False
+    after: str = "none"
+    ca_file: str | None = None
+    enabled: bool = True
+
+    @property
+    def readonly(self) -> bool:
+        """True when the server must not be changed (no after-archive action)."""
+        return self.after == "none"
+
+    def describe(self) -> str:
+        """A one-line description for lists and messages (never the secret)."""
+        return (f"{self.name}: {self.kind} {self.username}@{self.host}:{self.port} ({self.security}), "
+                f"folders {', '.join(self.folders)}, {'unread only' if self.unread_only else 'all mails'}, "
+                f"after archive: {self.after}{'' if self.enabled else ', disabled'}")
+
+
+def parse_after(value: str, kind: str) -> str:
+    """Check an after-archive action: none, read, move:FOLDER or delete; raises ConfigError."""
+    value = (value or "none").strip()
+    if value in ("none", "read", "delete") or (value.startswith("move:") and len(value) > 5):
+        if kind == "pop3" and value not in ("none", "delete"):
+            raise ConfigError(f"POP3 accounts can only keep mail ('none') or delete it after archiving "
+                              f"('delete'), not {value!r}: POP3 has no flags or folders.")
+        return value
+    raise ConfigError(f"The after-archive action {value!r} is not known. Use none, read, move:FOLDER or delete.")
+
+
+def validate(account: Account) -> Account:
+    """Check an account's settings and return it; raises ConfigError with what to fix."""
+    if not NAME_RE.match(account.name):
+        raise ConfigError(f"The account name {account.name!r} is not usable: use up to 64 letters, digits, "
+                          "dots, dashes, underscores or @, starting with a letter or digit.")
+    if account.kind not in KINDS:
+        raise ConfigError(f"The account type {account.kind!r} is not known. Use one of: {', '.join(KINDS)}.")
+    if account.security not in SECURITY:
+        raise ConfigError(f"The security setting {account.security!r} is not known. Use ssl, starttls or plain.")
+    if not account.host:
+        raise ConfigError(f"Account {account.name}: the server name (--host) is missing.")
+    if not 0 < account.port < 65536:
+        raise ConfigError(f"Account {account.name}: the port {account.port} is not a TCP port (1-65535).")
+    if not account.username:
+        raise ConfigError(f"Account {account.name}: the user name (--user) is missing.")
+    if not account.folders:
+        raise ConfigError(f"Account {account.name}: at least one folder is needed (--folder).")
+    parse_after(account.after, account.kind)
+    if account.kind == "pop3" and account.folders != ("INBOX",):
+        raise ConfigError(f"Account {account.name}: POP3 has only the inbox; leave out --folder.")
+    return account

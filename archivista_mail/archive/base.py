@@ -1,0 +1,120 @@
+"""The archive interface: what the importer, the CLI and WebAdmin need from a document store.
+
+The embedded SQLite archive implements it; another DMS plugs in by implementing it and
+registering the class under the ``archivista_mail.archives`` entry point group.
+
+Exactly-once rests on one promise an implementation must keep: ``save_batch`` stores the
+documents, the source ledger (seen keys, cursor, failures) and the pending server actions in
+one durable transaction, and returns only after it is durable.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..model import Cursor, DocumentPlan, RawMail, SaveResult
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A message that could not be archived, kept to be retried on the next run."""
+
+    key: str
+    account: str
+    folder: str
+    uid: int | None
+    reason: str
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class PendingAction:
+    """A server action (read, move:FOLDER, delete) owed for a mail whose archive copy is durable."""
+
+    key: str
+    account: str
+    folder: str
+    uid: int | None
+    action: str
+
+
+class Archive(abc.ABC):
+    """A document archive with the import ledger that makes imports exactly-once."""
+
+    @abc.abstractmethod
+    def ensure_schema(self) -> None:
+        """Create or migrate storage; idempotent, run at the start of every import."""
+
+    # -- the import ledger -------------------------------------------------------------
+    @abc.abstractmethod
+    def known_keys(self, keys: Iterable[str]) -> set[str]:
+        """The subset of source keys already archived (or skipped as duplicates)."""
+
+    @abc.abstractmethod
+    def get_cursor(self, account: str, folder: str) -> Cursor | None:
+        """The folder's cursor, or None if it was never imported."""
+
+    @abc.abstractmethod
+    def failures(self, account: str | None = None, folder: str | None = None) -> list[Failure]:
+        """Messages whose last attempt failed, to be retried."""
+
+    @abc.abstractmethod
+    def pending_actions(self, account: str, folder: str | None = None) -> list[PendingAction]:
+        """Server actions still owed for archived mails."""
+
+    @abc.abstractmethod
+    def actions_done(self, keys: Iterable[str]) -> None:
+        """Forget pending actions once the server has carried them out."""
+
+    @abc.abstractmethod
+    def forget_failures(self, keys: Iterable[str]) -> None:
+        """Drop failures of messages that vanished from the server before they could be archived."""
+
+    @abc.abstractmethod
+    def reset_cursor(self, account: str, folder: str, uidvalidity: int) -> None:
+        """Start a folder over (UIDVALIDITY changed): drop its cursor, failures and actions."""
+
+    @abc.abstractmethod
+    def save_batch(
+        self,
+        mails: list[tuple[RawMail, list[DocumentPlan]]],
+        *,
+        cursor: tuple[str, str, Cursor] | None = None,
+        failed: Iterable[tuple[RawMail, str]] = (),
+        action: str | None = None,
+    ) -> list[SaveResult]:
+        """Archive mails durably in one transaction with the ledger; see the module docstring."""
+
+    # -- documents ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def get_document(self, number: int) -> dict[str, Any]:
+        """One document's metadata; raises NotFoundError."""
+
+    @abc.abstractmethod
+    def list_documents(self, *, limit: int = 50, offset: int = 0, kind: str | None = None,
+                       parent: int | None = None) -> list[dict[str, Any]]:
+        """Documents, newest first."""
+
+    @abc.abstractmethod
+    def search(self, query: str, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Full-text search over subject, addresses, body and attachment text, best first."""
+
+    @abc.abstractmethod
+    def read_blob(self, number: int) -> bytes:
+        """The stored bytes of a document (for a mail: the original message)."""
+
+    # -- deferred text extraction ---------------------------------------------------------
+    @abc.abstractmethod
+    def pending_text(self, limit: int) -> list[dict[str, Any]]:
+        """Documents whose text is not yet extracted (number, mime_type, sha256)."""
+
+    @abc.abstractmethod
+    def save_texts(self, results: Iterable[tuple[int, str, str, str | None]]) -> None:
+        """Store extraction results (number, text, status, error) and index the text."""
+
+    def iter_blob_paths(self) -> Iterator[str]:  # pragma: no cover - optional
+        """Optional: file paths of blobs for parallel readers."""
+        raise NotImplementedError

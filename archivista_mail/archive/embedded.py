@@ -1,0 +1,284 @@
+"""The embedded default archive: SQLite (sqlite-utils, WAL) plus a content-addressed blob store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from ..errors import ArchiveError, NotFoundError
+from ..model import Cursor, DocumentPlan, RawMail, SaveResult
+from .base import Archive, Failure, PendingAction
+from .blobs import BlobStore, sha256_hex
+
+SCHEMA_VERSION = 1
+
+DOCUMENT_COLUMNS = {
+    "number": int, "kind": str, "parent": int, "title": str, "account": str, "folder": str,
+    "message_id": str, "from_addr": str, "to_addr": str, "cc_addr": str, "date": str,
+    "subject": str, "filename": str, "mime_type": str, "inline": int, "size": int,
+    "sha256": str, "text": str, "text_status": str, "text_error": str, "defects": str,
+    "source_key": str, "archived_at": str,
+}
+FTS_COLUMNS = ["title", "subject", "from_addr", "to_addr", "cc_addr", "filename", "text"]
+PUBLIC_COLUMNS = ["number", "kind", "parent", "title", "subject", "from_addr", "to_addr", "cc_addr",
+                  "date", "filename", "mime_type", "inline", "size", "sha256", "account", "folder",
+                  "message_id", "text_status", "text_error", "defects", "archived_at"]
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601 to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def open_database(path: Path) -> sqlite_utils.Database:
+    """Open a SQLite file for a writer beside readers: WAL, durable commits, waits for locks."""
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+    db = sqlite_utils.Database(conn)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before we act on the server
+    db.execute("PRAGMA foreign_keys=ON")
+    return db
+
+
+class EmbeddedArchive(Archive):
+    """Documents and the import ledger in ``archive.db``; blobs under ``blobs/``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = open_database(self.data_dir / "archive.db")
+        self.blobs = BlobStore(self.data_dir / "blobs")
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self.db.conn.close()
+
+    # -- schema -------------------------------------------------------------------------
+    def ensure_schema(self) -> None:
+        db = self.db
+        if "documents" not in db.table_names():
+            # AUTOINCREMENT: a document number is never reused, even after a delete.
+            cols = ", ".join(
+                f"[{c}] {'INTEGER PRIMARY KEY AUTOINCREMENT' if c == 'number' else _sqltype(t)}"
+                for c, t in DOCUMENT_COLUMNS.items()
+            )
+            db.execute(f"CREATE TABLE documents ({cols})")
+            db.execute("CREATE UNIQUE INDEX documents_mail_sha256 ON documents(sha256) "
+                       "WHERE kind = 'mail' AND parent IS NULL")
+            db["documents"].create_index(["parent"], if_not_exists=True)
+            db["documents"].create_index(["text_status"], if_not_exists=True)
+            db["documents"].enable_fts(FTS_COLUMNS, create_triggers=True, tokenize="unicode61 remove_diacritics 2")
+        if "seen" not in db.table_names():
+            db["seen"].create({"key": str, "number": int, "seen_at": str}, pk="key")
+        if "cursors" not in db.table_names():
+            db["cursors"].create({"account": str, "folder": str, "uidvalidity": int, "last_uid": int,
+                                  "updated_at": str}, pk=("account", "folder"))
+        if "failures" not in db.table_names():
+            db["failures"].create({"key": str, "account": str, "folder": str, "uid": int, "reason": str,
+                                   "attempts": int, "first_failed": str, "last_failed": str}, pk="key")
+            db["failures"].create_index(["account", "folder"])
+        if "actions" not in db.table_names():
+            db["actions"].create({"key": str, "account": str, "folder": str, "uid": int, "action": str,
+                                  "created": str}, pk="key")
+            db["actions"].create_index(["account", "folder"])
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    # -- ledger -------------------------------------------------------------------------
+    def known_keys(self, keys: Iterable[str]) -> set[str]:
+        keys = list(keys)
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.db.execute(f"SELECT key FROM seen WHERE key IN ({marks})", chunk))
+        return found
+
+    def get_cursor(self, account: str, folder: str) -> Cursor | None:
+        row = self.db.execute("SELECT uidvalidity, last_uid FROM cursors WHERE account=? AND folder=?",
+                              [account, folder]).fetchone()
+        return Cursor(row[0], row[1]) if row else None
+
+    def failures(self, account: str | None = None, folder: str | None = None) -> list[Failure]:
+        sql = "SELECT key, account, folder, uid, reason, attempts FROM failures WHERE 1=1"
+        args: list[Any] = []
+        if account is not None:
+            sql += " AND account=?"
+            args.append(account)
+        if folder is not None:
+            sql += " AND folder=?"
+            args.append(folder)
+        return [Failure(*row) for row in self.db.execute(sql + " ORDER BY key", args)]
+
+    def pending_actions(self, account: str, folder: str | None = None) -> list[PendingAction]:
+        sql = "SELECT key, account, folder, uid, action FROM actions WHERE account=?"
+        args: list[Any] = [account]
+        if folder is not None:
+            sql += " AND folder=?"
+            args.append(folder)
+        return [PendingAction(*row) for row in self.db.execute(sql + " ORDER BY uid", args)]
+
+    def actions_done(self, keys: Iterable[str]) -> None:
+        with self.db.conn:
+            self.db.conn.execute("BEGIN IMMEDIATE")
+            self.db.conn.executemany("DELETE FROM actions WHERE key=?", [(k,) for k in keys])
+
+    def forget_failures(self, keys: Iterable[str]) -> None:
+        with self.db.conn:
+            self.db.conn.execute("BEGIN IMMEDIATE")
+            self.db.conn.executemany("DELETE FROM failures WHERE key=?", [(k,) for k in keys])
+
+    def reset_cursor(self, account: str, folder: str, uidvalidity: int) -> None:
+        with self.db.conn:
+            self.db.conn.execute("BEGIN IMMEDIATE")
+            for table in ("cursors", "failures", "actions"):
+                self.db.conn.execute(f"DELETE FROM {table} WHERE account=? AND folder=?", [account, folder])
+            self.db.conn.execute(
+                "INSERT INTO cursors (account, folder, uidvalidity, last_uid, updated_at) VALUES (?, ?, ?, 0, ?)",
+                [account, folder, uidvalidity, now_iso()])
+
+    def save_batch(
+        self,
+        mails: list[tuple[RawMail, list[DocumentPlan]]],
+        *,
+        cursor: tuple[str, str, Cursor] | None = None,
+        failed: Iterable[tuple[RawMail, str]] = (),
+        action: str | None = None,
+    ) -> list[SaveResult]:
+        failed = list(failed)
+        shas = [[sha256_hex(p.data) for p in plans] for _, plans in mails]
+        blobs: dict[str, bytes] = {}
+        for (_, plans), plan_shas in zip(mails, shas):
+            for plan, sha in zip(plans, plan_shas):
+                blobs.setdefault(sha, plan.data)
+        try:
+            # Blobs first: a row never points at a blob that is not on disk.
+            self.blobs.save_many(blobs)
+            blobs.clear()
+            return self._commit(mails, shas, cursor, failed, action)
+        except (OSError, sqlite3.Error) as e:
+            raise ArchiveError(f"The archive in {self.data_dir} could not store mail: {e}. "
+                               "Check free disk space and permissions; nothing was marked as archived.") from e
+
+    def _commit(self, mails, shas, cursor, failed, action) -> list[SaveResult]:
+        conn = self.db.conn
+        stamp = now_iso()
+        results: list[SaveResult] = []
+        with conn:  # one transaction: documents, seen keys, cursor, failures, actions
+            conn.execute("BEGIN IMMEDIATE")
+            for (raw, plans), plan_shas in zip(mails, shas):
+                row = conn.execute("SELECT number FROM documents WHERE sha256=? AND kind='mail' AND parent IS NULL",
+                                   [plan_shas[0]]).fetchone()
+                if row:
+                    number, duplicate = row[0], True
+                else:
+                    number, duplicate = self._insert_documents(conn, raw, plans, plan_shas, stamp), False
+                conn.execute("INSERT OR IGNORE INTO seen (key, number, seen_at) VALUES (?, ?, ?)", [raw.key, number, stamp])
+                conn.execute("DELETE FROM failures WHERE key=?", [raw.key])
+                if action and action != "none":
+                    conn.execute("INSERT OR REPLACE INTO actions (key, account, folder, uid, action, created) "
+                                 "VALUES (?, ?, ?, ?, ?, ?)", [raw.key, raw.account, raw.folder, raw.uid, action, stamp])
+                results.append(SaveResult(raw.key, number, duplicate))
+            for raw, reason in failed:
+                conn.execute(
+                    "INSERT INTO failures (key, account, folder, uid, reason, attempts, first_failed, last_failed) "
+                    "VALUES (?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT(key) DO UPDATE SET reason=excluded.reason, "
+                    "attempts=attempts+1, last_failed=excluded.last_failed",
+                    [raw.key, raw.account, raw.folder, raw.uid, reason, stamp, stamp])
+            if cursor is not None:
+                account, folder, cur = cursor
+                conn.execute(
+                    "INSERT INTO cursors (account, folder, uidvalidity, last_uid, updated_at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT(account, folder) DO UPDATE SET uidvalidity=excluded.uidvalidity, "
+                    "last_uid=max(last_uid, excluded.last_uid), updated_at=excluded.updated_at",
+                    [account, folder, cur.uidvalidity, cur.last_uid, stamp])
+        return results
+
+    def _insert_documents(self, conn, raw: RawMail, plans: list[DocumentPlan], plan_shas: list[str], stamp: str) -> int:
+        numbers: list[int] = []
+        for plan, sha in zip(plans, plan_shas):
+            parent = numbers[plan.parent] if plan.parent is not None else None
+            cur = conn.execute(
+                "INSERT INTO documents (kind, parent, title, account, folder, message_id, from_addr, to_addr, "
+                "cc_addr, date, subject, filename, mime_type, inline, size, sha256, text, text_status, text_error, "
+                "defects, source_key, archived_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [plan.kind, parent, plan.title, raw.account, raw.folder, plan.message_id, plan.from_,
+                 plan.to, plan.cc, plan.date, plan.subject, plan.filename, plan.mime_type, int(plan.inline),
+                 len(plan.data), sha, plan.text, plan.text_status, plan.text_error,
+                 json.dumps(plan.defects, ensure_ascii=False) if plan.defects else None,
+                 raw.key if plan.parent is None else None, stamp])
+            numbers.append(cur.lastrowid)
+        return numbers[0]
+
+    # -- documents ----------------------------------------------------------------------
+    def get_document(self, number: int) -> dict[str, Any]:
+        row = self.db.execute(f"SELECT {', '.join(PUBLIC_COLUMNS)} FROM documents WHERE number=?", [number]).fetchone()
+        if row is None:
+            raise NotFoundError(f"There is no document number {number} in the archive.")
+        return _row(row)
+
+    def get_text(self, number: int) -> str:
+        """The extracted text of a document ('' if none)."""
+        row = self.db.execute("SELECT text FROM documents WHERE number=?", [number]).fetchone()
+        if row is None:
+            raise NotFoundError(f"There is no document number {number} in the archive.")
+        return row[0] or ""
+
+    def list_documents(self, *, limit: int = 50, offset: int = 0, kind: str | None = None,
+                       parent: int | None = None) -> list[dict[str, Any]]:
+        sql = f"SELECT {', '.join(PUBLIC_COLUMNS)} FROM documents WHERE 1=1"
+        args: list[Any] = []
+        if kind:
+            sql += " AND kind=?"
+            args.append(kind)
+        if parent is not None:
+            sql += " AND parent=?"
+            args.append(parent)
+        sql += " ORDER BY number DESC LIMIT ? OFFSET ?"
+        return [_row(r) for r in self.db.execute(sql, args + [limit, offset])]
+
+    def count_documents(self) -> int:
+        """How many documents the archive holds."""
+        return self.db.execute("SELECT count(*) FROM documents").fetchone()[0]
+
+    def search(self, query: str, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        q = self.db.quote_fts(query)
+        cols = ", ".join(f"d.{c}" for c in PUBLIC_COLUMNS)
+        sql = (f"SELECT {cols} FROM documents_fts JOIN documents d ON d.number = documents_fts.rowid "
+               "WHERE documents_fts MATCH ? ORDER BY rank LIMIT ? OFFSET ?")
+        return [_row(r) for r in self.db.execute(sql, [q, limit, offset])]
+
+    def read_blob(self, number: int) -> bytes:
+        return self.blobs.read(self.get_document(number)["sha256"])
+
+    def blob_path(self, number: int) -> Path:
+        """File path of a document's blob (for streaming large files)."""
+        return self.blobs.path(self.get_document(number)["sha256"])
+
+    # -- deferred text extraction ---------------------------------------------------------
+    def pending_text(self, limit: int) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT number, mime_type, sha256 FROM documents WHERE text_status='pending' "
+                               "ORDER BY number LIMIT ?", [limit])
+        return [{"number": n, "mime_type": m, "sha256": s, "path": str(self.blobs.path(s))} for n, m, s in rows]
+
+    def save_texts(self, results: Iterable[tuple[int, str, str, str | None]]) -> None:
+        with self.db.conn:
+            self.db.conn.execute("BEGIN IMMEDIATE")
+            self.db.conn.executemany("UPDATE documents SET text=?, text_status=?, text_error=? WHERE number=?",
+                                     [(text, status, error, number) for number, text, status, error in results])
+
+
+def _row(row) -> dict[str, Any]:
+    d = dict(zip(PUBLIC_COLUMNS, row))
+    d["inline"] = bool(d["inline"])
+    d["defects"] = json.loads(d["defects"]) if d["defects"] else []
+    return d
+
+
+def _sqltype(t: type) -> str:
+    return {int: "INTEGER", str: "TEXT"}[t]

@@ -1,0 +1,373 @@
+"""The archivista-mail command line: thin click commands over the library.
+
+Exit codes fit cron: 0 ok, 1 some messages failed, 2 configuration error, 3 no account
+reachable, 4 unexpected error.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .accounts import DEFAULT_PORTS, Account, parse_after, validate
+from .archive import open_archive
+from .config import DEFAULT_CONFIG_FILE, DEFAULT_DATA_DIR, Config, load_config
+from .errors import ArchivistaMailError, ConfigError, SourceError
+from .state import State, current_actor
+from .vault import Vault
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_UNEXPECTED = 0, 1, 2, 3, 4
+
+
+class Context:
+    """What every command needs, opened lazily: config, state database, archive."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._state: State | None = None
+        self._archive = None
+
+    @property
+    def state(self) -> State:
+        if self._state is None:
+            self._state = State(self.config.data_dir)
+            self._state.ensure_schema()
+        return self._state
+
+    @property
+    def archive(self):
+        if self._archive is None:
+            self._archive = open_archive(self.config.data_dir, self.config.archive_backend)
+            self._archive.ensure_schema()
+        return self._archive
+
+
+class MainGroup(click.Group):
+    """Maps our errors to sentences on stderr and cron-friendly exit codes."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(EXIT_CONFIG)
+        except SourceError as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(EXIT_UNREACHABLE)
+        except ArchivistaMailError as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(EXIT_FAILED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - last resort, with the type for the bug report
+            click.echo(f"Unexpected error: {type(e).__name__}: {e}. Please report this with the command you ran.",
+                       err=True)
+            sys.exit(EXIT_UNEXPECTED)
+
+
+@click.group(cls=MainGroup)
+@click.version_option(__version__, prog_name="archivista-mail")
+@click.option("--data-dir", envvar="ARCHIVISTA_MAIL_DATA", type=click.Path(file_okay=False, path_type=Path),
+              help=f"Archive and state directory. Default: {DEFAULT_DATA_DIR} (or data_dir in the config file).")
+@click.option("--config", "config_file", envvar="ARCHIVISTA_MAIL_CONFIG",
+              type=click.Path(dir_okay=False, path_type=Path),
+              help=f"Configuration file. Default: {DEFAULT_CONFIG_FILE} if it exists.")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: Path | None, config_file: Path | None) -> None:
+    """Archive IMAP and POP3 mail, with every attachment, into a searchable document archive."""
+    ctx.obj = Context(load_config(data_dir, config_file))
+
+
+# -- accounts -------------------------------------------------------------------------------
+@cli.group()
+def account() -> None:
+    """Add, list, test and remove mail accounts."""
+
+
+def _read_password(password_stdin: bool, name: str) -> str:
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = click.prompt(f"Password for {name}", hide_input=True)
+    else:
+        raise ConfigError("No password given: pipe it in with --password-stdin (passwords are never "
+                          "taken from the command line, where other users could see them).")
+    if not password:
+        raise ConfigError(f"The password for account {name} is empty. Give the mailbox's password.")
+    return password
+
+
+@account.command("add")
+@click.argument("kind", type=click.Choice(["imap", "pop3"]))
+@click.argument("name")
+@click.option("--host", required=True, help="Mail server name or address.")
+@click.option("--port", type=int, help="Server port. Default: 993/995 for ssl, 143/110 otherwise.")
+@click.option("--security", type=click.Choice(["ssl", "starttls", "plain"]), default="ssl", show_default=True,
+              help="ssl: TLS from the start; starttls: upgrade a plain connection; plain: no encryption (insecure).")
+@click.option("--user", "username", required=True, help="Login name on the server.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True),
+              help="PEM file of the CA to trust for this server instead of the system's CAs.")
+@click.option("--folder", "folders", multiple=True, help="IMAP folder to archive (repeatable). Default: INBOX.")
+@click.option("--unread-only", is_flag=True, help="Archive only unread mail (default: all mail).")
+@click.option("--after", default="none", show_default=True,
+              help="After archiving: none (server untouched), read (mark read), move:FOLDER, or delete.")
+@click.option("--disabled", is_flag=True, help="Store the account but do not import from it yet.")
+@click.pass_obj
+def account_add(obj: Context, kind, name, host, port, security, username, password_stdin, ca_file, folders,
+                unread_only, after, disabled) -> None:
+    """Add an IMAP or POP3 account. The password is stored encrypted."""
+    password = _read_password(password_stdin, name)
+    acc = validate(Account(
+        name=name, kind=kind, host=host, port=port or DEFAULT_PORTS[(kind, security)], security=security,
+        username=username, secret=Vault(obj.config.key_path).encrypt(password),
+        folders=tuple(folders) or ("INBOX",), unread_only=unread_only, after=parse_after(after, kind),
+        ca_file=str(Path(ca_file).resolve()) if ca_file else None, enabled=not disabled))
+    obj.state.save_account(acc, current_actor(), new=True)
+    if security == "plain":
+        click.echo(f"Warning: account {name} sends its password and mail unencrypted.", err=True)
+    click.echo(f"Added account {acc.describe()}")
+
+
+@account.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def account_list(obj: Context, as_json: bool) -> None:
+    """List accounts (passwords are never shown)."""
+    accounts = obj.state.accounts()
+    if as_json:
+        click.echo(json.dumps([{"name": a.name, "kind": a.kind, "host": a.host, "port": a.port,
+                                "security": a.security, "user": a.username, "folders": list(a.folders),
+                                "unread_only": a.unread_only, "after": a.after, "ca_file": a.ca_file,
+                                "enabled": a.enabled, "password": "********"} for a in accounts], indent=2))
+        return
+    if not accounts:
+        click.echo("No accounts yet. Add one with 'archivista-mail account add imap NAME ...'.")
+    for a in accounts:
+        click.echo(a.describe())
+
+
+@account.command("remove")
+@click.argument("name")
+@click.pass_obj
+def account_remove(obj: Context, name: str) -> None:
+    """Remove an account. Its archived documents stay in the archive."""
+    obj.state.remove_account(name, current_actor())
+    click.echo(f"Removed account {name}; its archived documents stay.")
+
+
+@account.command("test")
+@click.argument("name")
+@click.pass_obj
+def account_test(obj: Context, name: str) -> None:
+    """Log in to an account and report its folders and message counts."""
+    from .probe import probe_account
+
+    acc = obj.state.account(name)
+    report = probe_account(acc, Vault(obj.config.key_path).decrypt(acc.secret), obj.config.network_timeout)
+    obj.state.audit(current_actor(), "account.test", name, "ok")
+    click.echo(f"Account {name}: login ok at {acc.host}:{acc.port} ({acc.security}).")
+    for folder, count in report.items():
+        click.echo(f"  {folder}: {count} messages")
+
+
+# -- import ---------------------------------------------------------------------------------
+class _TerminalProgress:
+    def __init__(self) -> None:
+        self.total = 0
+        self.done = 0
+
+    def add_total(self, n: int) -> None:
+        self.total += n
+        self._draw()
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        self._draw()
+
+    def _draw(self) -> None:
+        if self.total:
+            width = 30
+            filled = int(width * min(self.done, self.total) / self.total)
+            sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} mails")
+            sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.total:
+            sys.stderr.write("\n")
+
+
+@cli.command("import")
+@click.option("--account", "account_name", help="Import only this account.")
+@click.option("--from", "from_path", type=click.Path(exists=True, path_type=Path),
+              help="Import .eml/.mbox files or Maildir folders from this path instead of the accounts.")
+@click.option("--no-extract", is_flag=True, help="Skip attachment text extraction after the import.")
+@click.pass_obj
+def import_cmd(obj: Context, account_name: str | None, from_path: Path | None, no_extract: bool) -> None:
+    """Fetch new mail and archive it. Quiet unless something failed (for cron)."""
+    from .importer import Importer, Progress, import_lock
+
+    interactive = sys.stderr.isatty()
+    with import_lock(obj.config.data_dir) as locked:
+        if not locked:
+            click.echo(f"Another import is running for {obj.config.data_dir}; this run does nothing.")
+            return
+        progress = _TerminalProgress() if interactive else Progress()
+        importer = Importer(obj.config, obj.archive, obj.state, progress)
+        summary = importer.run(account_name, from_path, actor=current_actor())
+        if interactive:
+            progress.finish()
+        extracted = 0
+        if obj.config.extract_on_import and not no_extract:
+            extracted = importer.extract_pending()
+    for error in summary.errors:
+        click.echo(error, err=True)
+    if interactive or summary.exit_code:
+        extra = f", attachment texts extracted {extracted}" if extracted else ""
+        click.echo(f"Import: {summary.line()}{extra}.", err=not interactive)
+    sys.exit(summary.exit_code)
+
+
+@cli.command("extract")
+@click.pass_obj
+def extract_cmd(obj: Context) -> None:
+    """Extract text from attachments still waiting for it (resumable)."""
+    from .importer import Importer
+
+    n = Importer(obj.config, obj.archive, obj.state).extract_pending()
+    click.echo(f"Extracted text of {n} documents.")
+
+
+@cli.command("runs")
+@click.option("--limit", default=10, show_default=True, help="How many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def runs_cmd(obj: Context, limit: int, as_json: bool) -> None:
+    """Show the latest import runs and failed messages."""
+    runs = obj.state.runs(limit)
+    if as_json:
+        click.echo(json.dumps({"runs": runs, "failures": [f.__dict__ for f in obj.archive.failures()]}, indent=2))
+        return
+    for r in runs:
+        click.echo(f"{r['started']} {r['source']}: {r['status']}; fetched {r['fetched']}, archived {r['archived']}, "
+                   f"duplicates {r['duplicates']}, failed {r['failed']}")
+        for e in r["errors"]:
+            click.echo(f"    {e}")
+    for f in obj.archive.failures():
+        click.echo(f"failed (retried next run): {f.account}/{f.folder} uid {f.uid}: {f.reason} "
+                   f"({f.attempts} attempts)")
+
+
+# -- documents --------------------------------------------------------------------------------
+@cli.group()
+def docs() -> None:
+    """List, search, show and get archived documents."""
+
+
+JSON_FIELDS = ["number", "kind", "parent", "title", "subject", "from", "to", "cc", "date", "filename", "mime_type",
+               "size", "sha256", "account", "folder", "message_id", "inline", "text_status", "defects"]
+
+
+def _public(doc: dict) -> dict:
+    d = dict(doc, **{"from": doc["from_addr"], "to": doc["to_addr"], "cc": doc["cc_addr"]})
+    return {k: d.get(k) for k in JSON_FIELDS}
+
+
+def _echo_docs(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([_public(r) for r in rows], indent=2, ensure_ascii=False))
+        return
+    for r in rows:
+        indent = "  " if r["parent"] else ""
+        who = f"  from {r['from_addr']}" if r["kind"] == "mail" and r["from_addr"] else ""
+        click.echo(f"{r['number']:>7} {indent}{r['kind']:<10} {r['title']}{who}  [{r['mime_type']}, {r['size']} bytes]")
+
+
+@docs.command("list")
+@click.option("--limit", default=50, show_default=True, help="How many documents.")
+@click.option("--offset", default=0, help="Skip this many (for paging).")
+@click.option("--kind", type=click.Choice(["mail", "attachment"]), help="Only mails or only attachments.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def docs_list(obj: Context, limit: int, offset: int, kind: str | None, as_json: bool) -> None:
+    """List documents, newest first."""
+    _echo_docs(obj.archive.list_documents(limit=limit, offset=offset, kind=kind), as_json)
+
+
+@docs.command("search")
+@click.argument("query")
+@click.option("--limit", default=50, show_default=True, help="How many results.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def docs_search(obj: Context, query: str, limit: int, as_json: bool) -> None:
+    """Full-text search over subjects, addresses, bodies and attachment text."""
+    rows = obj.archive.search(query, limit=limit)
+    obj.state.audit(current_actor(), "docs.search", query, f"{len(rows)} results")
+    _echo_docs(rows, as_json)
+
+
+@docs.command("show")
+@click.argument("number", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--text", "with_text", is_flag=True, help="Also print the extracted text.")
+@click.pass_obj
+def docs_show(obj: Context, number: int, as_json: bool, with_text: bool) -> None:
+    """Show a document's metadata, its attachments and (with --text) its text."""
+    doc = obj.archive.get_document(number)
+    children = obj.archive.list_documents(parent=number, limit=1000)
+    obj.state.audit(current_actor(), "docs.show", str(number), "")
+    out = _public(doc)
+    out["children"] = [c["number"] for c in reversed(children)]
+    if with_text:
+        out["text"] = obj.archive.get_text(number)
+    if as_json:
+        click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+        return
+    for key, value in out.items():
+        if key != "text" and value not in (None, "", []):
+            click.echo(f"{key:>12}: {value}")
+    if with_text:
+        click.echo("")
+        click.echo(out["text"])
+
+
+@docs.command("get")
+@click.argument("number", type=int)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="File to write ('-' for standard output).")
+@click.pass_obj
+def docs_get(obj: Context, number: int, output: Path) -> None:
+    """Write a document's stored bytes (for a mail: the original message) to a file."""
+    data = obj.archive.read_blob(number)
+    obj.state.audit(current_actor(), "docs.get", str(number), str(output))
+    if str(output) == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        output.write_bytes(data)
+        click.echo(f"Wrote document {number} ({len(data)} bytes) to {output}.", err=True)
+
+
+@cli.command("audit")
+@click.option("--limit", default=50, show_default=True, help="How many entries.")
+@click.option("--action", help="Only actions starting with this (e.g. 'account', 'docs.get').")
+@click.option("--actor", help="Only this actor.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def audit_cmd(obj: Context, limit: int, action: str | None, actor: str | None, as_json: bool) -> None:
+    """Show the audit trail: account changes, import runs, documents read."""
+    rows = obj.state.audit_entries(limit, action, actor)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    for r in rows:
+        click.echo(f"{r['at']} {r['actor']:<12} {r['action']:<16} {r['target']} {r['detail'][:100]}")
+
+
+def main() -> None:
+    """Console script entry point."""
+    cli(prog_name="archivista-mail")

@@ -1,0 +1,114 @@
+"""Deployment settings, declared once with default and help; read once and passed down.
+
+Accounts and link settings live in the database (edited in WebAdmin and with the CLI); the
+file holds what belongs to the machine: where the archive lives, the key file, tuning.
+The file is INI with one ``[archivista-mail]`` section; see docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_DATA_DIR = "/var/lib/archivista-mail"
+DEFAULT_CONFIG_FILE = "/etc/archivista-mail/archivista-mail.conf"
+SECTION = "archivista-mail"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration file setting: its name, type, default and what it does."""
+
+    name: str
+    type: type
+    default: object
+    help: str
+
+
+SETTINGS = [
+    Setting("archive_backend", str, "embedded",
+            "Archive backend, by its name in the 'archivista_mail.archives' entry point group."),
+    Setting("key_file", str, "",
+            "File holding the key that encrypts stored passwords and client secrets "
+            "(created 0600 on first use). Empty: 'secret.key' in the data directory."),
+    Setting("fetch_batch_size", int, 50,
+            "IMAP: messages fetched per request and archived per transaction."),
+    Setting("fetch_batch_bytes", int, 16 * 1024 * 1024,
+            "IMAP: a batch is cut when the messages in it add up to more bytes than this."),
+    Setting("network_timeout", int, 60,
+            "Seconds a connection may stay silent before the account's run fails."),
+    Setting("extract_workers", int, 0,
+            "Processes that extract attachment text after the import. 0: one per CPU core."),
+    Setting("extract_on_import", bool, True,
+            "Extract attachment text right after each import run (else run 'archivista-mail extract')."),
+]
+
+
+@dataclass(frozen=True)
+class Config:
+    """The settings of one run: data directory plus the file's settings."""
+
+    data_dir: Path
+    archive_backend: str = "embedded"
+    key_file: str = ""
+    fetch_batch_size: int = 50
+    fetch_batch_bytes: int = 16 * 1024 * 1024
+    network_timeout: int = 60
+    extract_workers: int = 0
+    extract_on_import: bool = True
+
+    @property
+    def key_path(self) -> Path:
+        """Where the secret key lives."""
+        return Path(self.key_file) if self.key_file else self.data_dir / "secret.key"
+
+    @property
+    def workers(self) -> int:
+        """How many extraction processes to run."""
+        return self.extract_workers or (os.cpu_count() or 1)
+
+
+def load_config(data_dir: str | Path | None, config_file: str | Path | None = None) -> Config:
+    """Read the configuration file (if any) into a Config; raises ConfigError on a bad value."""
+    values: dict[str, object] = {}
+    path = Path(config_file) if config_file else Path(DEFAULT_CONFIG_FILE)
+    if config_file and not path.exists():
+        raise ConfigError(f"The configuration file {path} does not exist. Check the --config option.")
+    if path.exists():
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read(path, encoding="utf-8")
+        except configparser.Error as e:
+            raise ConfigError(f"The configuration file {path} cannot be read: {e}. Fix its syntax.") from e
+        section = parser[SECTION] if parser.has_section(SECTION) else {}
+        known = {s.name: s for s in SETTINGS}
+        for key, raw in section.items():
+            if key == "data_dir":
+                values["data_dir"] = raw
+                continue
+            if key not in known:
+                raise ConfigError(f"The configuration file {path} has an unknown setting {key!r}. "
+                                  f"Known settings: data_dir, {', '.join(known)}.")
+            values[key] = _convert(known[key], raw, path)
+    chosen = data_dir or values.pop("data_dir", None) or DEFAULT_DATA_DIR
+    values.pop("data_dir", None)
+    names = {f.name for f in fields(Config)}
+    return Config(data_dir=Path(chosen), **{k: v for k, v in values.items() if k in names})
+
+
+def _convert(setting: Setting, raw: str, path: Path) -> object:
+    try:
+        if setting.type is bool:
+            if raw.strip().lower() in ("1", "yes", "true", "on"):
+                return True
+            if raw.strip().lower() in ("0", "no", "false", "off"):
+                return False
+            raise ValueError(raw)
+        return setting.type(raw.strip())
+    except ValueError:
+        raise ConfigError(f"The setting {setting.name} in {path} must be a {setting.type.__name__}, "
+                          f"not {raw!r}.") from None

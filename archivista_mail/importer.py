@@ -1,0 +1,329 @@
+"""The import loop: fetch -> parse -> plan -> save (durable) -> server action, with bulkheads.
+
+A configuration error stops the run; an account error is recorded and the next account runs;
+a message error is recorded as a failure with its reason (retried next run) and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+from .accounts import Account
+from .archive import Archive
+from .archive.embedded import now_iso
+from .config import Config
+from .errors import SecretError, SourceError
+from .extract import extract_text
+from .mime import parse_mail
+from .model import Cursor, DocumentPlan, RawMail, SaveResult
+from .plan import plan_documents
+from .state import State
+from .vault import Vault
+
+FILES_BATCH = 50
+
+
+class Progress:
+    """Told how much there is to do and how much is done; the CLI draws it, cron gets nothing."""
+
+    def add_total(self, n: int) -> None:
+        """More messages were found to import."""
+
+    def advance(self, n: int) -> None:
+        """``n`` more messages were handled."""
+
+
+@dataclass
+class RunSummary:
+    """What one import run did, saved in the database and printed by the CLI."""
+
+    started: str = field(default_factory=now_iso)
+    fetched: int = 0
+    archived: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    accounts_ok: int = 0
+    accounts_failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 ok, 1 some messages or accounts failed, 3 no account reachable."""
+        if self.accounts_failed and not self.accounts_ok:
+            return 3
+        if self.failed or self.accounts_failed:
+            return 1
+        return 0
+
+    def line(self) -> str:
+        """One line for people and logs."""
+        return (f"fetched {self.fetched}, archived {self.archived}, duplicates skipped {self.duplicates}, "
+                f"failed {self.failed}")
+
+
+@contextmanager
+def import_lock(data_dir: Path) -> Iterator[bool]:
+    """Hold the import lock of a data directory; yields False if another run holds it."""
+    path = Path(data_dir) / "import.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield True
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def prepare(raw: RawMail) -> list[DocumentPlan]:
+    """Parse and plan one message. A mail whose parts cannot be planned is kept whole, with the defect."""
+    parsed = parse_mail(raw.raw)
+    try:
+        return plan_documents(raw, parsed)
+    except Exception as e:  # a bug in planning must not lose the mail: archive it raw
+        plans = plan_documents(raw, type(parsed)(subject=parsed.subject, from_=parsed.from_, to=parsed.to,
+                                                 cc=parsed.cc, date=parsed.date, message_id=parsed.message_id,
+                                                 text=parsed.text, defects=parsed.defects))
+        plans[0].defects.append(f"attachments not split out ({type(e).__name__}: {e}); the original is archived")
+        return plans
+
+
+def _prepare_all(raws: Iterable[RawMail], summary: RunSummary) -> tuple[list[tuple[RawMail, list[DocumentPlan]]],
+                                                                          list[tuple[RawMail, str]]]:
+    good, bad = [], []
+    for raw in raws:
+        try:
+            good.append((raw, prepare(raw)))
+        except Exception as e:  # noqa: BLE001 - the message bulkhead
+            reason = f"{type(e).__name__}: {e}"
+            bad.append((raw, reason))
+            summary.errors.append(f"{raw.account}/{raw.folder} message {raw.uid or raw.key}: {reason}")
+    return good, bad
+
+
+def _count(summary: RunSummary, results: list[SaveResult], failed: int) -> None:
+    summary.duplicates += sum(r.duplicate for r in results)
+    summary.archived += sum(not r.duplicate for r in results)
+    summary.failed += failed
+
+
+class Importer:
+    """Runs imports for one data directory. ``progress`` receives counts for a progress bar."""
+
+    def __init__(self, config: Config, archive: Archive, state: State, progress: Progress | None = None) -> None:
+        self.config = config
+        self.archive = archive
+        self.state = state
+        self.vault = Vault(config.key_path)
+        self.progress = progress or Progress()
+
+    # -- whole runs ---------------------------------------------------------------------
+    def run(self, account: str | None = None, from_path: Path | None = None, actor: str = "cron") -> RunSummary:
+        """Import every enabled account (or one, or a path of files); the caller holds the lock."""
+        self.archive.ensure_schema()
+        summary = RunSummary()
+        if from_path is not None:
+            self.import_files(Path(from_path), summary)
+            summary.accounts_ok += 1
+            source = f"files:{from_path}"
+        else:
+            accounts = [self.state.account(account)] if account else [a for a in self.state.accounts() if a.enabled]
+            for acc in accounts:
+                self.import_account(acc, summary)
+            source = account or "all accounts"
+        self.state.save_run({"started": summary.started, "finished": now_iso(), "account": account,
+                             "source": source, "status": ["ok", "partial", "", "unreachable"][summary.exit_code],
+                             "fetched": summary.fetched, "archived": summary.archived,
+                             "duplicates": summary.duplicates, "failed": summary.failed,
+                             "exit_code": summary.exit_code, "errors": summary.errors})
+        self.state.audit(actor, "import.run", source, summary.line())
+        return summary
+
+    def import_account(self, acc: Account, summary: RunSummary) -> None:
+        """One account, behind its bulkhead: its errors are recorded and the run goes on."""
+        try:
+            password = self.vault.decrypt(acc.secret)
+            if acc.kind == "imap":
+                self.import_imap(acc, password, summary)
+            elif acc.kind == "pop3":
+                self.import_pop3(acc, password, summary)
+            summary.accounts_ok += 1
+        except (SourceError, SecretError) as e:
+            summary.accounts_failed += 1
+            summary.errors.append(str(e))
+
+    # -- IMAP -------------------------------------------------------------------------------
+    def import_imap(self, acc: Account, password: str, summary: RunSummary) -> None:
+        """Every folder of an IMAP account: new UIDs above the cursor plus earlier failures."""
+        from .sources.imap import ImapSession
+
+        with ImapSession(acc, password, self.config.network_timeout) as session:
+            for folder in acc.folders:
+                self._imap_folder(acc, session, folder, summary)
+
+    def _imap_folder(self, acc: Account, session, folder: str, summary: RunSummary) -> None:
+        info = session.open_folder(folder)
+        cursor = self.archive.get_cursor(acc.name, folder)
+        if cursor is not None and cursor.uidvalidity != info.uidvalidity:
+            # RFC 3501 2.3.1.1: old UIDs mean nothing now. Rescan; content hashes catch what we have.
+            summary.errors.append(f"Account {acc.name}: folder {folder!r} changed its UIDVALIDITY "
+                                  f"({cursor.uidvalidity} -> {info.uidvalidity}); rescanned it, duplicates skipped.")
+            cursor = None
+        if cursor is None:
+            self.archive.reset_cursor(acc.name, folder, info.uidvalidity)
+            cursor = Cursor(info.uidvalidity, 0)
+        self._imap_pending_actions(acc, session, folder)
+        retry = [f for f in self.archive.failures(acc.name, folder) if f.uid]
+        nothing_new = info.uidnext is not None and info.uidnext <= cursor.last_uid + 1
+        if nothing_new and not retry:
+            return
+        todo = [] if nothing_new else session.list_new(cursor.last_uid, acc.unread_only)
+        if retry:
+            still_there = session.sizes([f.uid for f in retry])
+            gone = {f.uid for f in retry} - {uid for uid, _ in still_there}
+            self.archive.forget_failures([f.key for f in retry if f.uid in gone])
+            todo = still_there + todo
+        keyed = {self._imap_key(acc, folder, info.uidvalidity, uid): (uid, size) for uid, size in todo}
+        known = self.archive.known_keys(keyed)
+        todo = [v for k, v in keyed.items() if k not in known]
+        self.progress.add_total(len(todo))
+        for batch in _batches(todo, self.config.fetch_batch_size, self.config.fetch_batch_bytes):
+            uids = [uid for uid, _ in batch]
+            fetched = session.fetch(uids)
+            raws = [RawMail(raw, acc.name, folder, self._imap_key(acc, folder, info.uidvalidity, uid), uid, received)
+                    for uid, (raw, received) in sorted(fetched.items())]
+            summary.fetched += len(raws)
+            good, bad = _prepare_all(raws, summary)
+            results = self.archive.save_batch(good, cursor=(acc.name, folder, Cursor(info.uidvalidity, max(uids))),
+                                              failed=bad, action=acc.after)
+            _count(summary, results, len(bad))
+            if acc.after != "none" and results:
+                session.apply(acc.after, [raw.uid for raw, _ in good])
+                self.archive.actions_done(r.key for r in results)
+            self.progress.advance(len(batch))
+
+    def _imap_pending_actions(self, acc: Account, session, folder: str) -> None:
+        """Actions owed from a run that stopped between the archive commit and the server action."""
+        pending = self.archive.pending_actions(acc.name, folder)
+        if not pending:
+            return
+        by_action: dict[str, list] = {}
+        for p in pending:
+            by_action.setdefault(p.action, []).append(p)
+        for action, items in by_action.items():
+            if acc.after == action:
+                session.apply(action, [p.uid for p in items if p.uid])
+            self.archive.actions_done(p.key for p in items)
+
+    @staticmethod
+    def _imap_key(acc: Account, folder: str, uidvalidity: int, uid: int) -> str:
+        return f"imap:{acc.name}:{folder}:{uidvalidity}:{uid}"
+
+    # -- POP3 -------------------------------------------------------------------------------
+    def import_pop3(self, acc: Account, password: str, summary: RunSummary) -> None:
+        """A POP3 maildrop: every UIDL not yet archived; DELE only after the commit, QUIT to apply."""
+        from .sources.pop3 import Pop3Session
+
+        delete = acc.after == "delete"
+        with Pop3Session(acc, password, self.config.network_timeout) as session:
+            numbers = {f"pop3:{acc.name}:{uid}": n for uid, n in session.uidl().items()}
+            owed = [p.key for p in self.archive.pending_actions(acc.name)]
+            to_delete = [k for k in owed if k in numbers] if delete else []
+            session.delete([numbers[k] for k in to_delete])
+            known = self.archive.known_keys(numbers)
+            todo = sorted((n, k) for k, n in numbers.items() if k not in known)
+            self.progress.add_total(len(todo))
+            for i in range(0, len(todo), self.config.fetch_batch_size):
+                batch = todo[i:i + self.config.fetch_batch_size]
+                raws = [RawMail(session.retr(n), acc.name, "INBOX", k, n) for n, k in batch]
+                summary.fetched += len(raws)
+                good, bad = _prepare_all(raws, summary)
+                results = self.archive.save_batch(good, failed=bad, action=acc.after)
+                _count(summary, results, len(bad))
+                if delete:
+                    session.delete([numbers[r.key] for r in results])
+                    to_delete += [r.key for r in results]
+                self.progress.advance(len(batch))
+            session.quit()
+        # Only now, after QUIT, are the deletions real; owed actions for vanished UIDLs are done too.
+        self.archive.actions_done(set(to_delete) | {k for k in owed if k not in numbers})
+
+    # -- files ------------------------------------------------------------------------------
+    def import_files(self, path: Path, summary: RunSummary) -> None:
+        """.eml, .mbox and Maildir files below ``path``; the content hash keeps re-runs idempotent."""
+        from .sources.files import iter_files
+
+        batch: list[RawMail] = []
+        for raw in iter_files(path):
+            batch.append(raw)
+            if len(batch) >= FILES_BATCH:
+                self._save_files(batch, summary)
+                batch = []
+        if batch:
+            self._save_files(batch, summary)
+
+    def _save_files(self, batch: list[RawMail], summary: RunSummary) -> None:
+        summary.fetched += len(batch)
+        known = self.archive.known_keys(r.key for r in batch)
+        summary.duplicates += sum(r.key in known for r in batch)
+        fresh = {r.key: r for r in batch if r.key not in known}  # same file twice in one batch: once
+        good, bad = _prepare_all(fresh.values(), summary)
+        _count(summary, self.archive.save_batch(good, failed=bad), len(bad))
+        self.progress.advance(len(batch))
+
+    # -- attachment text ----------------------------------------------------------------------
+    def extract_pending(self, workers: int | None = None, chunk: int = 64) -> int:
+        """Extract text of documents still 'pending', on all cores; resumable. Returns how many."""
+        workers = workers or self.config.workers
+        done = 0
+        pool = ProcessPoolExecutor(workers, mp_context=get_context("fork")) if workers > 1 else None
+        try:
+            while True:
+                rows = self.archive.pending_text(chunk * workers)
+                if not rows:
+                    return done
+                mapper: Callable = pool.map if pool else map  # type: ignore[assignment]
+                results = list(mapper(extract_document, rows))
+                self.archive.save_texts(results)
+                done += len(results)
+        finally:
+            if pool:
+                pool.shutdown()
+
+
+def extract_document(row: dict) -> tuple[int, str, str, str | None]:
+    """Worker: read one blob and extract its text -> (number, text, status, error)."""
+    try:
+        with open(row["path"], "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return row["number"], "", "failed", f"blob unreadable: {e}"
+    result = extract_text(data, row["mime_type"] or "application/octet-stream")
+    return row["number"], result.text, result.status, result.error
+
+
+def _batches(items: list[tuple[int, int]], count: int, max_bytes: int) -> Iterator[list[tuple[int, int]]]:
+    """Cut (uid, size) items into batches of at most ``count`` items and ``max_bytes`` (one item at least)."""
+    batch: list[tuple[int, int]] = []
+    size = 0
+    for item in items:
+        if batch and (len(batch) >= count or size + item[1] > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += item[1]
+    if batch:
+        yield batch
+

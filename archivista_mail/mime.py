@@ -1,0 +1,397 @@
+"""Bytes -> ParsedMail. The one MIME parser for every source.
+
+Total by design: whatever the input, ``parse_mail`` returns a ParsedMail and records what was
+wrong in ``defects``. Python's ``email`` can raise on malformed headers even inside
+``message_from_bytes`` (CPython gh-87162, gh-92107), so every step that touches a header is
+guarded and falls back to the raw value.
+
+We parse with ``policy.compat32``: it is about twice as fast as ``policy.default`` (0.6 ms
+against 1.4 ms per 50 KB mail here) and never builds header objects that can raise; we
+decode RFC 2047 words, RFC 2231 parameters and raw 8-bit bytes ourselves below.
+"""
+
+from __future__ import annotations
+
+import binascii
+import codecs
+import email
+import email.header
+import email.utils
+import re
+from email import policy
+from email.message import Message
+
+from .model import ParsedMail, Part
+
+MAX_DEPTH = 8  # forwarded-in-forwarded messages deeper than this stay inside their parent
+
+# Charset labels seen in real mail that Python's codec registry does not know.
+CHARSET_ALIASES = {
+    "iso-8859-8-i": "iso-8859-8",
+    "iso-8859-6-i": "iso-8859-6",
+    "iso-8859-8-e": "iso-8859-8",
+    "x-unknown": "utf-8",
+    "unknown-8bit": "utf-8",
+    "x-user-defined": "windows-1252",
+    "ansi_x3.4-1968": "ascii",
+    "default": "utf-8",
+    "utf8": "utf-8",
+    "us-ascii": "windows-1252",  # mislabelled 8-bit text is far more common than true ASCII
+}
+
+
+def lookup_charset(label: str | None) -> str | None:
+    """Return a Python codec name for a MIME charset label, or None if unknown."""
+    if not label:
+        return None
+    label = label.strip().strip('"').lower()
+    label = CHARSET_ALIASES.get(label, label)
+    try:
+        return codecs.lookup(label).name
+    except (LookupError, ValueError):
+        return None
+
+
+def decode_bytes(data: bytes, charset: str | None, defects: list[str], where: str) -> str:
+    """Decode text bytes: declared charset, else UTF-8, else Windows-1252; never raises."""
+    codec = lookup_charset(charset)
+    if charset and codec is None:
+        defects.append(f"{where}: unknown charset {charset!r}, decoded as UTF-8 or Windows-1252")
+    if codec:
+        try:
+            return data.decode(codec)
+        except UnicodeDecodeError:
+            if codec == "iso2022_jp":
+                # Outlook writes Microsoft's CP50220 extensions (e.g. NUMERO SIGN) under this label.
+                text = _decode_iso2022jp_as_cp932(data)
+                if text is not None:
+                    return text
+            defects.append(f"{where}: bytes not valid in {charset}, decoded with replacements")
+            return data.decode(codec, "replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        if charset is None and where:
+            defects.append(f"{where}: 8-bit text without charset, decoded as Windows-1252")
+        return data.decode("windows-1252", "replace")
+
+
+def _decode_iso2022jp_as_cp932(data: bytes) -> str | None:
+    """Decode ISO-2022-JP by mapping its JIS X 0208 pairs onto CP932 (Shift_JIS plus extensions)."""
+    out = bytearray()
+    mode = "ascii"
+    i = 0
+    while i < len(data):
+        if data[i] == 0x1B:
+            seq = data[i + 1:i + 3]
+            mode = {b"(B": "ascii", b"(J": "ascii", b"$B": "jis", b"$@": "jis", b"(I": "kana"}.get(seq)
+            if mode is None:
+                return None
+            i += 3
+            continue
+        if mode == "jis" and data[i] not in (0x0A, 0x0D):
+            if i + 1 >= len(data):
+                return None
+            j1, j2 = data[i], data[i + 1]
+            s1 = ((j1 + 1) >> 1) + (0x70 if j1 <= 0x5E else 0xB0)
+            s2 = j2 + (0x1F if j1 & 1 else 0x7D)
+            if j1 & 1 and s2 >= 0x7F:
+                s2 += 1
+            out += bytes((s1, s2))
+            i += 2
+            continue
+        out.append(data[i] | 0x80 if mode == "kana" else data[i])
+        i += 1
+    try:
+        return out.decode("cp932")
+    except UnicodeDecodeError:
+        return None
+
+
+def _raw_to_str(value: str, defects: list[str], where: str) -> str:
+    """Turn a compat32 header string (raw 8-bit bytes kept as surrogates) into real text."""
+    try:
+        value.encode("ascii")
+        return value
+    except UnicodeEncodeError:
+        pass
+    data = value.encode("ascii", "surrogateescape") if _has_surrogates(value) else None
+    if data is None:
+        return value
+    defects.append(f"{where}: raw 8-bit bytes in header")
+    return decode_bytes(data, None, [], "")
+
+
+def _has_surrogates(value: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=")
+
+
+def decode_header_text(value: str | None, defects: list[str], where: str) -> str:
+    """Decode a header value: unfold, fix raw 8-bit bytes, decode RFC 2047 encoded words."""
+    if value is None:
+        return ""
+    value = _raw_to_str(str(value), defects, where)
+    value = re.sub(r"\r?\n(?=[ \t])", "", value).replace("\r", "").replace("\n", "")
+    if "=?" not in value or not _ENCODED_WORD.search(value):
+        return value.strip()
+    try:
+        chunks = email.header.decode_header(value)
+    except Exception as e:  # binascii.Error, HeaderParseError, IndexError ...
+        defects.append(f"{where}: undecodable encoded word ({type(e).__name__})")
+        return value.strip()
+    out = []
+    for chunk, charset in chunks:
+        if isinstance(chunk, bytes):
+            out.append(decode_bytes(chunk, charset, defects, where))
+        else:
+            out.append(chunk)
+    return "".join(out).strip()
+
+
+def _header(msg: Message, name: str, defects: list[str]) -> str | None:
+    try:
+        for key, value in msg.raw_items():
+            if key.lower() == name:
+                return value
+    except Exception as e:  # pragma: no cover - raw_items only iterates a list
+        defects.append(f"{name}: unreadable ({type(e).__name__})")
+    return None
+
+
+def _addresses(msg: Message, name: str, defects: list[str]) -> str:
+    """Decoded 'Name <addr>, ...' for an address header; the raw text when it cannot be split."""
+    values = []
+    try:
+        values = [v for k, v in msg.raw_items() if k.lower() == name]
+    except Exception:  # pragma: no cover
+        return ""
+    if not values:
+        return ""
+    out = []
+    for raw in values:
+        text = _raw_to_str(raw, defects, name)
+        text = re.sub(r"\r?\n(?=[ \t])", "", text)
+        try:
+            pairs = email.utils.getaddresses([text])
+        except Exception as e:
+            defects.append(f"{name}: unparseable address list ({type(e).__name__})")
+            out.append(decode_header_text(text, defects, name))
+            continue
+        for display, addr in pairs:
+            display = decode_header_text(display, defects, name)
+            if not addr and not display:
+                continue
+            out.append(f"{display} <{addr}>" if display else addr)
+    return ", ".join(out)
+
+
+def _content_type(part: Message) -> str:
+    try:
+        return part.get_content_type()
+    except Exception:
+        return "application/octet-stream"
+
+
+def _disposition(part: Message) -> str | None:
+    try:
+        return part.get_content_disposition()
+    except Exception:
+        return None
+
+
+def _filename(part: Message, defects: list[str]) -> str | None:
+    """The part's file name: RFC 2231 (filename*=) and RFC 2047 (=?..?=) both decoded."""
+    try:
+        part = _with_decoded_params(part, defects)
+        name = part.get_filename()
+        if name is None:
+            name = part.get_param("name", header="content-type")
+            if isinstance(name, tuple):  # RFC 2231 triple
+                name = email.utils.collapse_rfc2231_value(name)
+    except Exception as e:
+        defects.append(f"filename: unreadable parameter ({type(e).__name__})")
+        return None
+    if name is None:
+        return None
+    name = decode_header_text(str(name), defects, "filename")
+    name = name.replace("\x00", "").strip()
+    return name or None
+
+
+def _with_decoded_params(part: Message, defects: list[str]) -> Message:
+    """compat32 turns raw 8-bit bytes in parameters into U+FFFD; re-read them from the raw header."""
+    raw = {k.lower(): v for k, v in part.raw_items() if k.lower() in ("content-type", "content-disposition")}
+    if not any(_has_surrogates(v) for v in raw.values()):
+        return part
+    fixed = Message()
+    for name, value in raw.items():
+        fixed[name] = _raw_to_str(value, defects, "filename")
+    return fixed
+
+
+def _payload(part: Message, defects: list[str]) -> bytes:
+    try:
+        data = part.get_payload(decode=True)
+    except Exception as e:
+        defects.append(f"body: could not decode transfer encoding ({type(e).__name__})")
+        raw = part.get_payload()
+        data = raw.encode("ascii", "surrogateescape") if isinstance(raw, str) else b""
+    if data is None:
+        return b""
+    return data
+
+
+_UU_BEGIN = re.compile(rb"^begin [0-7]{3,4} (.+?)\r?$", re.M)
+
+
+def _split_uuencoded(data: bytes, defects: list[str]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """Pull uuencoded blocks (``begin 644 name`` ... ``end``) out of a text body."""
+    if b"begin " not in data:
+        return data, []
+    files = []
+    kept = bytearray()
+    pos = 0
+    for m in _UU_BEGIN.finditer(data):
+        if m.start() < pos:
+            continue
+        end = re.compile(rb"^end\r?$", re.M).search(data, m.end())
+        if not end:
+            continue
+        decoded = bytearray()
+        try:
+            for line in data[m.end():end.start()].splitlines():
+                if line.strip() in (b"", b"`"):
+                    continue
+                try:
+                    decoded += binascii.a2b_uu(line)
+                except binascii.Error:
+                    # Some encoders pad short lines wrongly; this is the documented workaround.
+                    nbytes = (((line[0] - 32) & 63) * 4 + 5) // 3
+                    decoded += binascii.a2b_uu(line[:nbytes])
+        except (binascii.Error, IndexError):
+            defects.append("body: damaged uuencoded block kept in text")
+            continue
+        kept += data[pos:m.start()]
+        pos = end.end()
+        files.append((m.group(1).decode("utf-8", "replace").strip(), bytes(decoded)))
+    kept += data[pos:]
+    return bytes(kept), files
+
+
+def _defect_names(part: Message) -> list[str]:
+    return [type(d).__name__ for d in getattr(part, "defects", [])]
+
+
+def _walk(msg: Message, mail: ParsedMail, depth: int, in_related: bool = False) -> None:
+    """Depth-first over the MIME tree; message/rfc822 becomes a nested ParsedMail."""
+    ctype = _content_type(msg)
+    for name in _defect_names(msg):
+        mail.defects.append(f"mime: {name} in {ctype}")
+    payload = msg.get_payload()
+    if msg.is_multipart() and ctype != "message/rfc822" and isinstance(payload, list):
+        related = ctype == "multipart/related"
+        for child in payload:
+            if isinstance(child, Message):
+                _walk(child, mail, depth, related or in_related)
+        return
+    disposition = _disposition(msg)
+    filename = _filename(msg, mail.defects)
+    if ctype == "message/rfc822" or (ctype.startswith("message/") and isinstance(payload, list)):
+        _add_message_part(msg, mail, depth, filename, disposition)
+        return
+    data = _payload(msg, mail.defects)
+    is_body_text = ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename
+    if is_body_text:
+        charset = _charset(msg)
+        if ctype == "text/plain":
+            data, uu_files = _split_uuencoded(data, mail.defects)
+            for uu_name, uu_data in uu_files:
+                mail.parts.append(Part(uu_name, "application/octet-stream", uu_data))
+            text = decode_bytes(data, charset, mail.defects, "text body")
+            mail.text = f"{mail.text}\n{text}" if mail.text else text
+        else:
+            html = decode_bytes(data, charset, mail.defects, "html body")
+            mail.html = f"{mail.html}\n{html}" if mail.html else html
+        return
+    content_id = msg.get("Content-ID")
+    inline = disposition == "inline" or (disposition is None and in_related and content_id is not None)
+    mail.parts.append(
+        Part(filename, ctype, data, inline=inline, content_id=str(content_id).strip("<> ") if content_id else None)
+    )
+
+
+def _charset(part: Message) -> str | None:
+    try:
+        return part.get_content_charset()
+    except Exception:
+        return None
+
+
+def _add_message_part(msg: Message, mail: ParsedMail, depth: int, filename: str | None, disposition: str | None) -> None:
+    payload = msg.get_payload()
+    inner = payload[0] if isinstance(payload, list) and payload else None
+    if inner is None or not isinstance(inner, Message):
+        data = _payload(msg, mail.defects)
+        mail.parts.append(Part(filename, "message/rfc822", data, inline=disposition == "inline"))
+        return
+    try:
+        data = inner.as_bytes(policy=policy.compat32.clone(linesep="\r\n", max_line_length=0))
+    except Exception as e:
+        mail.defects.append(f"forwarded message: could not serialise ({type(e).__name__})")
+        data = b""
+    if depth >= MAX_DEPTH:
+        mail.defects.append("forwarded message nested too deep: kept as a file")
+        mail.parts.append(Part(filename, "message/rfc822", data))
+        return
+    nested = _from_message(inner, depth + 1)
+    mail.parts.append(Part(filename, "message/rfc822", data, inline=disposition == "inline", message=nested))
+
+
+def _from_message(msg: Message, depth: int) -> ParsedMail:
+    mail = ParsedMail()
+    d = mail.defects
+    mail.subject = decode_header_text(_header(msg, "subject", d), d, "subject")
+    mail.from_ = _addresses(msg, "from", d)
+    mail.to = _addresses(msg, "to", d)
+    mail.cc = _addresses(msg, "cc", d)
+    mail.date = _parse_date(_header(msg, "date", d), d)
+    mid = _header(msg, "message-id", d)
+    if mid:
+        mid = _raw_to_str(mid, d, "message-id").strip()
+        mail.message_id = re.sub(r"\s+", "", mid).strip("<>") or None
+    try:
+        _walk(msg, mail, depth)
+    except RecursionError:
+        mail.defects.append("mime: structure nested too deep to read; archived raw")
+    except Exception as e:  # a parser bug must not lose the mail
+        mail.defects.append(f"mime: structure unreadable ({type(e).__name__}: {e}); archived raw")
+    return mail
+
+
+def _parse_date(value: str | None, defects: list[str]) -> str | None:
+    """ISO 8601 UTC-offset date from the Date header, or None (with a defect) if unreadable."""
+    if not value:
+        return None
+    value = _raw_to_str(value, defects, "date").strip()
+    try:
+        dt = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        defects.append(f"date: unreadable Date header {value[:60]!r}")
+        return None
+    if dt is None:
+        return None
+    return dt.isoformat()
+
+
+def parse_mail(raw: bytes) -> ParsedMail:
+    """Parse RFC 5322 bytes into a ParsedMail. Never raises: problems go into ``defects``."""
+    try:
+        msg = email.message_from_bytes(raw, policy=policy.compat32)
+    except Exception as e:
+        mail = ParsedMail(defects=[f"mime: message unreadable ({type(e).__name__}: {e}); archived raw"])
+        mail.text = decode_bytes(raw, None, [], "")
+        return mail
+    return _from_message(msg, 0)

@@ -1,0 +1,92 @@
+"""Plain data that crosses stage boundaries: source -> parser -> planner -> archive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RawMail:
+    """One message exactly as a source delivered it.
+
+    ``key`` identifies the message at its source (e.g. ``imap:acct:INBOX:uidvalidity:uid``)
+    and is what the archive ledger remembers so a message is never fetched twice.
+    """
+
+    raw: bytes
+    account: str
+    folder: str
+    key: str
+    uid: int | None = None
+    received: str | None = None
+
+
+@dataclass
+class Part:
+    """A leaf of the MIME tree that becomes an attachment document (or a forwarded mail)."""
+
+    filename: str | None
+    content_type: str
+    data: bytes
+    inline: bool = False
+    content_id: str | None = None
+    message: ParsedMail | None = None  # set for message/rfc822 parts
+
+
+@dataclass
+class ParsedMail:
+    """What the parser recovered from the raw bytes; never raises, records defects instead."""
+
+    subject: str = ""
+    from_: str = ""
+    to: str = ""
+    cc: str = ""
+    date: str | None = None
+    message_id: str | None = None
+    text: str = ""
+    html: str = ""
+    parts: list[Part] = field(default_factory=list)
+    defects: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DocumentPlan:
+    """One document to create: the mail itself, an attachment, or a forwarded mail.
+
+    ``parent`` is the index of the parent plan in the same list (None for the top mail).
+    """
+
+    kind: str  # "mail" | "attachment"
+    data: bytes
+    title: str
+    parent: int | None = None
+    subject: str | None = None
+    from_: str | None = None
+    to: str | None = None
+    cc: str | None = None
+    date: str | None = None
+    message_id: str | None = None
+    filename: str | None = None
+    mime_type: str | None = None
+    inline: bool = False
+    text: str | None = None
+    text_status: str = "done"  # done | pending | none | failed
+    text_error: str | None = None
+    defects: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where an IMAP folder's import stands: UIDVALIDITY and highest archived UID."""
+
+    uidvalidity: int
+    last_uid: int
+
+
+@dataclass
+class SaveResult:
+    """What the archive did with one message: its new document number, or the duplicate's."""
+
+    key: str
+    number: int
+    duplicate: bool

@@ -1,0 +1,82 @@
+"""Mail sources. Each delivers original RFC 5322 bytes and translates its library's errors."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from ..accounts import Account
+from ..errors import ArchivistaMailError, AuthError, ConnectError, FetchError
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    """What selecting a folder told us."""
+
+    name: str
+    uidvalidity: int
+    uidnext: int | None
+    exists: int
+
+
+def tls_context(account: Account) -> ssl.SSLContext:
+    """A verifying TLS context: the system CAs, or only the account's CA file if it has one."""
+    try:
+        return ssl.create_default_context(cafile=account.ca_file or None)
+    except (OSError, ssl.SSLError) as e:
+        raise ConnectError(f"Account {account.name}: the CA file {account.ca_file} cannot be read ({e}). "
+                           "Give a PEM file with the certificate of the CA that signed the server's certificate.") from e
+
+
+@contextmanager
+def translated(account: Account, doing: str, timeout: int, auth_errors: tuple[type[BaseException], ...] = (),
+               protocol_errors: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Turn socket, TLS and library errors into our errors, each a sentence naming the account.
+
+    ``doing`` says what was under way ("connecting", "fetching mail") for the message.
+    """
+    where = f"{account.host}:{account.port}"
+    try:
+        yield
+    except ArchivistaMailError:
+        raise
+    except auth_errors as e:
+        raise AuthError(f"Account {account.name}: the server {account.host} rejected the login of user "
+                        f"{account.username!r} ({_reason(e)}). Check the user name and password, and that the "
+                        "mailbox allows this kind of access.") from e
+    except ssl.SSLCertVerificationError as e:
+        raise ConnectError(f"Account {account.name}: the TLS certificate of {where} is not trusted "
+                           f"({e.verify_message or _reason(e)}). Check that the host name matches the certificate; "
+                           "if the server uses its own CA, give its certificate with --ca-file.") from e
+    except ssl.CertificateError as e:  # not a subclass of SSLError on every Python
+        raise ConnectError(f"Account {account.name}: the TLS certificate of {where} does not fit ({e}). "
+                           "Check the host name, or give the server's CA with --ca-file.") from e
+    except ssl.SSLError as e:
+        raise ConnectError(f"Account {account.name}: the TLS handshake with {where} failed ({_reason(e)}). "
+                           "Check that the port and the security setting (ssl or starttls) fit the server.") from e
+    except socket.gaierror as e:
+        raise ConnectError(f"Account {account.name}: the server name {account.host!r} cannot be resolved "
+                           f"({e.strerror}). Check the host name and the machine's DNS settings.") from e
+    except ConnectionRefusedError as e:
+        raise ConnectError(f"Account {account.name}: {where} refused the connection. Check the port and that "
+                           "the mail server is running.") from e
+    except (TimeoutError, socket.timeout) as e:
+        raise ConnectError(f"Account {account.name}: {where} did not answer within {timeout} seconds while "
+                           f"{doing}. Check the network and the server; the next run continues where this one "
+                           "stopped.") from e
+    except (OSError, EOFError, *protocol_errors) as e:
+        raise FetchError(f"Account {account.name}: the connection to {where} failed while {doing} "
+                         f"({_reason(e)}). The next run continues where this one stopped.") from e
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e)
+    if isinstance(e, bytes):  # pragma: no cover
+        text = e.decode("utf-8", "replace")
+    text = text.strip() or type(e).__name__
+    if text.startswith("b'") or text.startswith('b"'):
+        text = text[2:-1]
+    return text[:200]

@@ -1,0 +1,77 @@
+"""Mail from files: .eml files, .mbox files and Maildir folders (migrations, demo, tests)."""
+
+from __future__ import annotations
+
+import mailbox
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..archive.blobs import sha256_hex
+from ..errors import SourceError
+from ..model import RawMail
+
+ACCOUNT = "files"
+
+
+def _is_maildir(path: Path) -> bool:
+    return path.is_dir() and all((path / sub).is_dir() for sub in ("cur", "new", "tmp"))
+
+
+def _is_mbox(path: Path) -> bool:
+    if path.suffix.lower() in (".mbox", ".mbx"):
+        return True
+    if path.suffix.lower() == ".eml":
+        return False
+    with open(path, "rb") as f:
+        return f.read(5) == b"From " and path.suffix == ""
+
+
+def iter_files(path: Path) -> Iterator[RawMail]:
+    """Every message below ``path``, in a stable order; raises SourceError if it does not exist.
+
+    The key is the content hash, so importing the same file twice archives it once.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"The path {path} does not exist. Give an .eml or .mbox file or a folder of them.")
+    if _is_maildir(path):
+        yield from _maildir(path)
+    elif path.is_dir():
+        for top, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in list(dirs):
+                if _is_maildir(Path(top) / name):
+                    dirs.remove(name)  # a Maildir is read as a whole, not file by file
+                    yield from _maildir(Path(top) / name)
+            for name in sorted(files):
+                yield from _file(Path(top) / name)
+    else:
+        yield from _file(path)
+
+
+def _file(path: Path) -> Iterator[RawMail]:
+    try:
+        if _is_mbox(path):
+            box = mailbox.mbox(str(path), create=False)
+            try:
+                for i, key in enumerate(box.iterkeys()):
+                    raw = box.get_bytes(key)
+                    yield RawMail(raw, ACCOUNT, f"{path}#{i}", "file:" + sha256_hex(raw))
+            finally:
+                box.close()
+        elif path.suffix.lower() in (".eml", ".msg", ".txt") or path.suffix == "":
+            raw = path.read_bytes()
+            yield RawMail(raw, ACCOUNT, str(path), "file:" + sha256_hex(raw))
+    except OSError as e:
+        raise SourceError(f"The file {path} cannot be read ({e.strerror}). Check its permissions.") from e
+
+
+def _maildir(path: Path) -> Iterator[RawMail]:
+    try:
+        box = mailbox.Maildir(str(path), factory=None, create=False)
+        for key in sorted(box.iterkeys()):
+            raw = box.get_bytes(key)
+            yield RawMail(raw, ACCOUNT, str(path), "file:" + sha256_hex(raw))
+    except OSError as e:
+        raise SourceError(f"The Maildir {path} cannot be read ({e.strerror}). Check its permissions.") from e

@@ -1,0 +1,162 @@
+"""IMAP through imapclient: login, folders, new UIDs above the cursor, BODY.PEEK[], actions."""
+
+from __future__ import annotations
+
+import imaplib
+from datetime import datetime
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError, LoginError
+
+from ..accounts import Account
+from ..errors import ConfigError, FolderError
+from . import FolderInfo, tls_context, translated
+
+SEEN = b"\\Seen"
+DELETED = b"\\Deleted"
+PROTOCOL_ERRORS = (IMAPClientError, imaplib.IMAP4.error, imaplib.IMAP4.abort)
+
+
+class ImapSession:
+    """One logged-in IMAP connection for an account. Use as a context manager."""
+
+    def __init__(self, account: Account, password: str, timeout: int = 60) -> None:
+        self.account = account
+        self._password = password
+        self.timeout = timeout
+        self.client: IMAPClient | None = None
+        self.folder: FolderInfo | None = None
+
+    def _guard(self, doing: str):
+        return translated(self.account, doing, self.timeout, auth_errors=(LoginError,),
+                          protocol_errors=PROTOCOL_ERRORS)
+
+    def __enter__(self) -> ImapSession:
+        acc = self.account
+        with self._guard("connecting"):
+            if acc.security == "ssl":
+                self.client = IMAPClient(acc.host, port=acc.port, ssl=True, ssl_context=tls_context(acc),
+                                         timeout=self.timeout)
+            else:
+                self.client = IMAPClient(acc.host, port=acc.port, ssl=False, timeout=self.timeout)
+                if acc.security == "starttls":
+                    self.client.starttls(tls_context(acc))
+                elif acc.security != "plain":
+                    raise ConfigError(f"Account {acc.name}: unknown security {acc.security!r}.")
+        with self._guard("logging in"):
+            self.client.login(acc.username, self._password)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Log out; a connection that is already broken is simply dropped."""
+        if self.client is None:
+            return
+        client, self.client = self.client, None
+        try:
+            client.logout()
+        except Exception:  # logging out of a dead connection: nothing left to lose
+            try:
+                client.shutdown()
+            except Exception:
+                pass
+
+    def list_folders(self) -> list[str]:
+        """Names of all folders on the server (decoded from modified UTF-7)."""
+        with self._guard("listing folders"):
+            return [name if isinstance(name, str) else name.decode() for _, _, name in self.client.list_folders()]
+
+    def open_folder(self, name: str) -> FolderInfo:
+        """SELECT (or EXAMINE when read-only) a folder; raises FolderError if it does not exist."""
+        with self._guard(f"opening folder {name!r}"):
+            try:
+                info = self.client.select_folder(name, readonly=self.account.readonly)
+            except IMAPClientError as e:
+                if not self.client.folder_exists(name):
+                    folders = ", ".join(self.list_folders()[:20])
+                    raise FolderError(f"Account {self.account.name}: the folder {name!r} does not exist on "
+                                      f"{self.account.host}. Folders there: {folders}. Fix the account's "
+                                      "folder list.") from e
+                raise
+        self.folder = FolderInfo(name, int(info[b"UIDVALIDITY"]), _int_or_none(info.get(b"UIDNEXT")),
+                                 int(info.get(b"EXISTS", 0)))
+        return self.folder
+
+    def list_new(self, after_uid: int, unread_only: bool) -> list[tuple[int, int]]:
+        """(uid, size) of messages with UID above ``after_uid``, oldest first; unread ones only if asked.
+
+        ``UID FETCH n:*`` costs what is new, not the mailbox size. It returns the last message
+        even when its UID is below n (RFC 3501 6.4.8), hence the filter.
+        """
+        with self._guard("listing new mail"):
+            found = self.client.fetch(f"{after_uid + 1}:*", [b"RFC822.SIZE", b"FLAGS"], modifiers=None)
+        out = []
+        for uid, item in found.items():
+            if uid <= after_uid:
+                continue
+            if unread_only and SEEN in item.get(b"FLAGS", ()):
+                continue
+            out.append((uid, int(item.get(b"RFC822.SIZE", 0))))
+        return sorted(out)
+
+    def sizes(self, uids: list[int]) -> list[tuple[int, int]]:
+        """(uid, size) for given UIDs that still exist."""
+        if not uids:
+            return []
+        with self._guard("listing mail"):
+            found = self.client.fetch(uids, [b"RFC822.SIZE"])
+        return sorted((uid, int(item.get(b"RFC822.SIZE", 0))) for uid, item in found.items() if uid in set(uids))
+
+    def fetch(self, uids: list[int]) -> dict[int, tuple[bytes, str | None]]:
+        """Original bytes (BODY.PEEK[]: does not set \\Seen) and INTERNALDATE of each UID still there."""
+        wanted = set(uids)
+        with self._guard("fetching mail"):
+            found = self.client.fetch(uids, [b"BODY.PEEK[]", b"INTERNALDATE"])
+        out = {}
+        for uid, item in found.items():
+            body = item.get(b"BODY[]")
+            if uid in wanted and body is not None:
+                when = item.get(b"INTERNALDATE")
+                out[uid] = (bytes(body), when.isoformat() if isinstance(when, datetime) else None)
+        return out
+
+    def apply(self, action: str, uids: list[int]) -> None:
+        """Carry out an after-archive action on UIDs of the open folder (idempotent)."""
+        if not uids or action == "none":
+            return
+        with self._guard(f"applying the after-archive action {action!r}"):
+            client = self.client
+            if action == "read":
+                client.add_flags(uids, [SEEN], silent=True)
+            elif action == "delete":
+                client.add_flags(uids, [DELETED], silent=True)
+                self._expunge(uids)
+            elif action.startswith("move:"):
+                target = action[5:]
+                if not client.folder_exists(target):
+                    client.create_folder(target)
+                if client.has_capability("MOVE"):
+                    client.move(uids, target)
+                else:
+                    client.copy(uids, target)
+                    client.add_flags(uids, [DELETED], silent=True)
+                    self._expunge(uids)
+            else:
+                raise ConfigError(f"Account {self.account.name}: unknown after-archive action {action!r}.")
+
+    def _expunge(self, uids: list[int]) -> None:
+        if self.client.has_capability("UIDPLUS"):
+            self.client.uid_expunge(uids)
+        else:  # without UIDPLUS this also expunges messages others flagged \Deleted
+            self.client.expunge()
+
+    def count(self, folder: str) -> int:
+        """How many messages a folder holds (for connection tests)."""
+        with self._guard(f"counting messages in {folder!r}"):
+            return int(self.client.folder_status(folder, [b"MESSAGES"])[b"MESSAGES"])
+
+
+def _int_or_none(value) -> int | None:
+    return int(value) if value is not None else None

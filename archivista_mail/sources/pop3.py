@@ -1,0 +1,102 @@
+"""POP3 through poplib: UIDL listing, RETR, DELE after archive (committed by QUIT)."""
+
+from __future__ import annotations
+
+import poplib
+
+from ..accounts import Account
+from ..errors import ConfigError
+from . import tls_context, translated
+
+# poplib refuses lines over 2,048 bytes (its _MAXLINE guard); real HTML mail has longer ones.
+# RFC 1939 allows 512 octets a line but servers pass long message lines through unchanged.
+poplib._MAXLINE = 64 * 1024 * 1024
+
+
+class _PopAuthError(Exception):
+    """poplib raises error_proto for everything; we split off the login failures."""
+
+
+class Pop3Session:
+    """One logged-in POP3 connection for an account. Use as a context manager."""
+
+    def __init__(self, account: Account, password: str, timeout: int = 60) -> None:
+        self.account = account
+        self._password = password
+        self.timeout = timeout
+        self.client: poplib.POP3 | None = None
+
+    def _guard(self, doing: str):
+        return translated(self.account, doing, self.timeout, auth_errors=(_PopAuthError,),
+                          protocol_errors=(poplib.error_proto,))
+
+    def __enter__(self) -> Pop3Session:
+        acc = self.account
+        with self._guard("connecting"):
+            if acc.security == "ssl":
+                self.client = poplib.POP3_SSL(acc.host, acc.port, timeout=self.timeout, context=tls_context(acc))
+            elif acc.security in ("starttls", "plain"):
+                self.client = poplib.POP3(acc.host, acc.port, timeout=self.timeout)
+                if acc.security == "starttls":
+                    self.client.stls(tls_context(acc))
+            else:
+                raise ConfigError(f"Account {acc.name}: unknown security {acc.security!r}.")
+        with self._guard("logging in"):
+            try:
+                self.client.user(acc.username)
+                self.client.pass_(self._password)
+            except poplib.error_proto as e:
+                raise _PopAuthError(e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes)
+                                    else str(e)) from e
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.quit()
+        else:
+            self.close()
+
+    def quit(self) -> None:
+        """QUIT: this is what makes DELE take effect (RFC 1939 section 6)."""
+        if self.client is None:
+            return
+        client, self.client = self.client, None
+        with self._guard("closing the session"):
+            client.quit()
+
+    def close(self) -> None:
+        """Drop the connection without QUIT: deletions marked in this session are undone by the server."""
+        if self.client is None:
+            return
+        client, self.client = self.client, None
+        try:
+            client.close()
+        except Exception:
+            pass
+
+    def uidl(self) -> dict[str, int]:
+        """UIDL -> message number for every message in the maildrop."""
+        with self._guard("listing mail"):
+            _, lines, _ = self.client.uidl()
+        out = {}
+        for line in lines:
+            num, _, uid = line.decode("ascii", "replace").partition(" ")
+            out[uid.strip()] = int(num)
+        return out
+
+    def retr(self, number: int) -> bytes:
+        """The message's bytes as the server sent them (CRLF lines, dot-stuffing undone)."""
+        with self._guard("fetching mail"):
+            _, lines, _ = self.client.retr(number)
+        return b"\r\n".join(lines) + b"\r\n"
+
+    def delete(self, numbers: list[int]) -> None:
+        """Mark messages for deletion; they go when quit() succeeds."""
+        with self._guard("deleting archived mail"):
+            for n in numbers:
+                self.client.dele(n)
+
+    def count(self) -> int:
+        """How many messages the maildrop holds."""
+        with self._guard("counting messages"):
+            return self.client.stat()[0]

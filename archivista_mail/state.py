@@ -1,0 +1,145 @@
+"""The importer's own state in ``state.db``: accounts, import runs and the audit trail.
+
+Kept apart from the archive (which may be another DMS). What must commit together with the
+documents -- seen keys, cursors, failures, pending server actions -- lives in the archive.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from .accounts import Account
+from .archive.embedded import now_iso, open_database
+from .errors import ConfigError
+
+
+def current_actor() -> str:
+    """Who is acting, for the audit trail: the login behind sudo, else the process user."""
+    user = os.environ.get("SUDO_USER")
+    if user:
+        return user
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+class State:
+    """Accounts, runs and audit entries of one data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        self.db = open_database(Path(data_dir) / "state.db")
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self.db.conn.close()
+
+    def ensure_schema(self) -> None:
+        """Create the tables if missing; idempotent."""
+        db = self.db
+        names = set(db.table_names())
+        if "accounts" not in names:
+            db["accounts"].create({
+                "name": str, "kind": str, "host": str, "port": int, "security": str, "username": str,
+                "secret": str, "folders": str, "unread_only": int, "after": str, "ca_file": str,
+                "enabled": int, "created_at": str, "updated_at": str}, pk="name")
+        if "runs" not in names:
+            db["runs"].create({
+                "id": int, "started": str, "finished": str, "account": str, "source": str, "status": str,
+                "fetched": int, "archived": int, "duplicates": int, "failed": int, "exit_code": int,
+                "errors": str}, pk="id")
+        if "audit" not in names:
+            db["audit"].create({"id": int, "at": str, "actor": str, "action": str, "target": str,
+                                "detail": str}, pk="id")
+            db["audit"].create_index(["at"])
+
+    # -- accounts ---------------------------------------------------------------------
+    def save_account(self, account: Account, actor: str, *, new: bool) -> None:
+        """Insert (new=True) or replace an account, and audit it. Raises ConfigError on name clashes."""
+        exists = self.db.execute("SELECT 1 FROM accounts WHERE name=?", [account.name]).fetchone()
+        if new and exists:
+            raise ConfigError(f"An account named {account.name!r} exists already. Choose another name, "
+                              f"or remove it first with 'archivista-mail account remove {account.name}'.")
+        if not new and not exists:
+            raise ConfigError(f"There is no account named {account.name!r}. See 'archivista-mail account list'.")
+        row = asdict(account)
+        row["folders"] = json.dumps(list(account.folders), ensure_ascii=False)
+        row["unread_only"] = int(account.unread_only)
+        row["enabled"] = int(account.enabled)
+        row["updated_at"] = now_iso()
+        with self.db.conn:
+            if exists:
+                self.db["accounts"].update(account.name, row)
+            else:
+                row["created_at"] = row["updated_at"]
+                self.db["accounts"].insert(row)
+            safe = {k: v for k, v in row.items() if k != "secret"}
+            self.audit(actor, "account.add" if new else "account.change", account.name, json.dumps(safe))
+
+    def accounts(self) -> list[Account]:
+        """All accounts, by name."""
+        rows = self.db.execute("SELECT name, kind, host, port, security, username, secret, folders, unread_only, "
+                               "after, ca_file, enabled FROM accounts ORDER BY name").fetchall()
+        return [_account(r) for r in rows]
+
+    def account(self, name: str) -> Account:
+        """One account by name; raises ConfigError if there is none."""
+        for acc in self.accounts():
+            if acc.name == name:
+                return acc
+        raise ConfigError(f"There is no account named {name!r}. See 'archivista-mail account list'.")
+
+    def remove_account(self, name: str, actor: str) -> None:
+        """Delete an account (its archived documents stay); raises ConfigError if unknown."""
+        self.account(name)
+        with self.db.conn:
+            self.db.execute("DELETE FROM accounts WHERE name=?", [name])
+            self.audit(actor, "account.remove", name, "")
+
+    def set_enabled(self, name: str, enabled: bool, actor: str) -> None:
+        """Enable or disable an account."""
+        self.save_account(replace(self.account(name), enabled=enabled), actor, new=False)
+
+    # -- runs -------------------------------------------------------------------------
+    def save_run(self, run: dict[str, Any]) -> int:
+        """Record an import run's summary; returns its id."""
+        row = dict(run)
+        row["errors"] = json.dumps(row.get("errors", []), ensure_ascii=False)
+        return self.db["runs"].insert(row).last_pk
+
+    def runs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest import runs, newest first."""
+        rows = self.db["runs"].rows_where(order_by="id desc", limit=limit)
+        return [dict(r, errors=json.loads(r["errors"] or "[]")) for r in rows]
+
+    # -- audit ------------------------------------------------------------------------
+    def audit(self, actor: str, action: str, target: str = "", detail: str = "") -> None:
+        """Append an entry to the audit trail."""
+        self.db.execute("INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                        [now_iso(), actor, action, target, detail])
+
+    def audit_entries(self, limit: int = 100, action: str | None = None, actor: str | None = None) -> list[dict[str, Any]]:
+        """Audit entries, newest first, optionally filtered by action prefix and actor."""
+        sql = "SELECT id, at, actor, action, target, detail FROM audit WHERE 1=1"
+        args: list[Any] = []
+        if action:
+            sql += " AND action LIKE ?"
+            args.append(action + "%")
+        if actor:
+            sql += " AND actor=?"
+            args.append(actor)
+        cur = self.db.execute(sql + " ORDER BY id DESC LIMIT ?", args + [limit])
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, r)) for r in cur]
+
+
+def _account(r) -> Account:
+    return Account(name=r[0], kind=r[1], host=r[2], port=r[3], security=r[4], username=r[5], secret=r[6],
+                   folders=tuple(json.loads(r[7])), unread_only=bool(r[8]), after=r[9], ca_file=r[10],
+                   enabled=bool(r[11]))
