@@ -32,20 +32,27 @@ class ImapSession:
                           protocol_errors=PROTOCOL_ERRORS)
 
     def __enter__(self) -> ImapSession:
+        try:
+            self._connect()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _connect(self) -> None:
         acc = self.account
         with self._guard("connecting"):
             if acc.security == "ssl":
                 self.client = IMAPClient(acc.host, port=acc.port, ssl=True, ssl_context=tls_context(acc),
                                          timeout=self.timeout)
-            else:
+            elif acc.security in ("starttls", "plain"):
                 self.client = IMAPClient(acc.host, port=acc.port, ssl=False, timeout=self.timeout)
                 if acc.security == "starttls":
                     self.client.starttls(tls_context(acc))
-                elif acc.security != "plain":
-                    raise ConfigError(f"Account {acc.name}: unknown security {acc.security!r}.")
+            else:
+                raise ConfigError(f"Account {acc.name}: unknown security {acc.security!r}.")
         with self._guard("logging in"):
             self.client.login(acc.username, self._password)
-        return self
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -87,19 +94,13 @@ class ImapSession:
     def list_new(self, after_uid: int, unread_only: bool) -> list[tuple[int, int]]:
         """(uid, size) of messages with UID above ``after_uid``, oldest first; unread ones only if asked.
 
-        ``UID FETCH n:*`` costs what is new, not the mailbox size. It returns the last message
-        even when its UID is below n (RFC 3501 6.4.8), hence the filter.
+        ``UID SEARCH UID n:*`` costs what is new, not the mailbox size. It returns the last
+        message even when its UID is below n (RFC 3501 6.4.8), hence the filter.
         """
+        criteria = ["UID", f"{after_uid + 1}:*"] + (["UNSEEN"] if unread_only else [])
         with self._guard("listing new mail"):
-            found = self.client.fetch(f"{after_uid + 1}:*", [b"RFC822.SIZE", b"FLAGS"], modifiers=None)
-        out = []
-        for uid, item in found.items():
-            if uid <= after_uid:
-                continue
-            if unread_only and SEEN in item.get(b"FLAGS", ()):
-                continue
-            out.append((uid, int(item.get(b"RFC822.SIZE", 0))))
-        return sorted(out)
+            uids = [uid for uid in self.client.search(criteria) if uid > after_uid]
+        return self.sizes(uids)
 
     def sizes(self, uids: list[int]) -> list[tuple[int, int]]:
         """(uid, size) for given UIDs that still exist."""
@@ -107,7 +108,7 @@ class ImapSession:
             return []
         with self._guard("listing mail"):
             found = self.client.fetch(uids, [b"RFC822.SIZE"])
-        return sorted((uid, int(item.get(b"RFC822.SIZE", 0))) for uid, item in found.items() if uid in set(uids))
+        return sorted((uid, int(item.get(b"RFC822.SIZE", 0))) for uid, item in found.items())
 
     def fetch(self, uids: list[int]) -> dict[int, tuple[bytes, str | None]]:
         """Original bytes (BODY.PEEK[]: does not set \\Seen) and INTERNALDATE of each UID still there."""

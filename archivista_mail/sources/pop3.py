@@ -31,6 +31,14 @@ class Pop3Session:
                           protocol_errors=(poplib.error_proto,))
 
     def __enter__(self) -> Pop3Session:
+        try:
+            self._connect()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _connect(self) -> None:
         acc = self.account
         with self._guard("connecting"):
             if acc.security == "ssl":
@@ -48,7 +56,6 @@ class Pop3Session:
             except poplib.error_proto as e:
                 raise _PopAuthError(e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes)
                                     else str(e)) from e
-        return self
 
     def __exit__(self, exc_type, *exc) -> None:
         if exc_type is None:

@@ -1,0 +1,103 @@
+"""Fixtures: a real Dovecot per test session, fresh data directories, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from servers import Dovecot  # noqa: E402
+
+from archivista_mail.cli import cli  # noqa: E402
+
+PASSWORD = "s3cret-Pa55"
+
+
+@pytest.fixture(scope="session")
+def dovecot():
+    """A private Dovecot with users alice, bob, carol, ... (password PASSWORD), stopped by PID at the end."""
+    if shutil.which("dovecot") is None:
+        pytest.fail("Dovecot is not installed: run 'make test' (it installs dovecot-imapd and dovecot-pop3d).")
+    users = {name: PASSWORD for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+                                         "ivan", "judy", "kim", "leo", "mallory", "nina", "oscar", "pat")}
+    server = Dovecot(users).start()
+    yield server
+    server.stop()
+
+
+class Mailbox:
+    """One Dovecot user for one test, with helpers to append and inspect mail over IMAP."""
+
+    def __init__(self, server: Dovecot, user: str) -> None:
+        self.server = server
+        self.user = user
+
+    def client(self):
+        from imapclient import IMAPClient
+
+        c = IMAPClient("127.0.0.1", port=self.server.ports["imap"], ssl=False)
+        c.login(self.user, PASSWORD)
+        return c
+
+    def append(self, messages: list[bytes], folder: str = "INBOX", flags=()) -> None:
+        with self.client() as c:
+            if not c.folder_exists(folder):
+                c.create_folder(folder)
+            for i in range(0, len(messages), 200):
+                c.multiappend(folder, [dict(flags=flags, msg=m) for m in messages[i:i + 200]])
+
+    def messages(self, folder: str = "INBOX") -> dict[int, tuple[bytes, tuple]]:
+        with self.client() as c:
+            if not c.folder_exists(folder):
+                return {}
+            c.select_folder(folder, readonly=True)
+            uids = c.search("ALL")
+            if not uids:
+                return {}
+            data = c.fetch(uids, ["BODY.PEEK[]", "FLAGS"])
+            return {uid: (d[b"BODY[]"], d[b"FLAGS"]) for uid, d in data.items()}
+
+
+_users_handed_out: set[str] = set()
+
+
+@pytest.fixture
+def mailbox(dovecot) -> Mailbox:
+    """An empty mailbox of its own for the test (users are not reused within a session)."""
+    for user in dovecot.users:
+        if user not in _users_handed_out:
+            _users_handed_out.add(user)
+            box = Mailbox(dovecot, user)
+            return box
+    pytest.fail("Out of test mailboxes: add users in conftest.dovecot")
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def run(data_dir):
+    """Invoke the CLI on this test's data directory: run('import', input=...)."""
+    runner = CliRunner()
+
+    def invoke(*args, input=None):
+        return runner.invoke(cli, ["--data-dir", str(data_dir), *args], input=input, catch_exceptions=False)
+
+    return invoke
+
+
+@pytest.fixture(autouse=True)
+def _no_system_config(monkeypatch):
+    monkeypatch.delenv("ARCHIVISTA_MAIL_DATA", raising=False)
+    monkeypatch.delenv("ARCHIVISTA_MAIL_CONFIG", raising=False)
+    os.environ.pop("SUDO_USER", None)

@@ -1,0 +1,236 @@
+"""Real peers for tests and benchmarks: a throw-away Dovecot and a TCP proxy that can cut links.
+
+Dovecot runs from its own config file on 127.0.0.1 high ports with a self-signed certificate;
+it is stopped by killing the process group of the master PID we started, nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+VMAIL = "vmail"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_vmail_user() -> tuple[int, int]:
+    """uid/gid of the system user Dovecot stores mail as (created if missing; needs root)."""
+    try:
+        pw = pwd.getpwnam(VMAIL)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", VMAIL], check=True)
+        pw = pwd.getpwnam(VMAIL)
+    return pw.pw_uid, pw.pw_gid
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """Self-signed certificate for localhost / 127.0.0.1 (cert.pem, key.pem)."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", str(key),
+                    "-out", str(cert), "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+CONFIG = """\
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+listen = 127.0.0.1
+protocols = imap pop3
+ssl = yes
+ssl_cert = <{d}/cert.pem
+ssl_key = <{d}/key.pem
+ssl_dh = </usr/share/dovecot/dh.pem
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+auth_cache_size = 0
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/passwd
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {d}/passwd
+}}
+mail_location = maildir:~/Maildir
+default_internal_user = dovecot
+default_login_user = dovenull
+first_valid_uid = 100
+pop3_uidl_format = %08Xu%08Xv
+service imap-login {{
+  inet_listener imap {{
+    port = {imap}
+  }}
+  inet_listener imaps {{
+    port = {imaps}
+    ssl = yes
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = {pop3}
+  }}
+  inet_listener pop3s {{
+    port = {pop3s}
+    ssl = yes
+  }}
+}}
+service anvil {{
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+protocol imap {{
+  mail_max_userip_connections = 200
+}}
+"""
+
+
+class Dovecot:
+    """A private Dovecot instance. ``users`` maps user name to password."""
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self.uid, self.gid = ensure_vmail_user()
+        self.dir = Path(tempfile.mkdtemp(prefix="amd-", dir="/tmp"))  # short: socket paths < 108 bytes
+        os.chmod(self.dir, 0o755)
+        self.ports = {name: free_port() for name in ("imap", "imaps", "pop3", "pop3s")}
+        self.cert, self.key = make_certificate(self.dir)
+        self.users = dict(users)
+        self._write_users()
+        self.config = self.dir / "dovecot.conf"
+        self.config.write_text(CONFIG.format(d=self.dir, **self.ports))
+        self.master_pid: int | None = None
+
+    def _write_users(self) -> None:
+        lines = []
+        for user, password in self.users.items():
+            home = self.home(user)
+            (home / "Maildir").mkdir(parents=True, exist_ok=True)
+            for p in (home, home / "Maildir"):
+                os.chown(p, self.uid, self.gid)
+            lines.append(f"{user}:{{PLAIN}}{password}:{self.uid}:{self.gid}::{home}::")
+        (self.dir / "passwd").write_text("\n".join(lines) + "\n")
+        os.chmod(self.dir / "passwd", 0o644)
+
+    def home(self, user: str) -> Path:
+        return self.dir / "home" / user
+
+    def start(self) -> Dovecot:
+        (self.dir / "home").mkdir(exist_ok=True)
+        os.chmod(self.dir / "home", 0o755)
+        subprocess.run(["dovecot", "-c", str(self.config)], check=True)
+        pidfile = self.dir / "run" / "master.pid"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if pidfile.exists() and self._listening(self.ports["imaps"]) and self._listening(self.ports["pop3s"]):
+                self.master_pid = int(pidfile.read_text().split()[0])
+                return self
+            time.sleep(0.02)
+        raise RuntimeError(f"Dovecot did not start; see {self.dir}/dovecot.log")
+
+    @staticmethod
+    def _listening(port: int) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.master_pid:
+            try:
+                os.killpg(self.master_pid, signal.SIGKILL)  # the daemonised master leads its own group
+            except ProcessLookupError:
+                pass
+            self.master_pid = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def doveadm(self, *args: str) -> str:
+        """Run doveadm against this instance (never the system one)."""
+        out = subprocess.run(["doveadm", "-c", str(self.config), *args], check=True, capture_output=True, text=True)
+        return out.stdout
+
+    def write_maildir(self, user: str, messages: list[bytes], folder: str = "INBOX") -> None:
+        """Deliver messages straight into the Maildir (fast seeding), owned by vmail, in order."""
+        base = self.home(user) / "Maildir"
+        if folder != "INBOX":
+            base = base / ("." + folder)
+            for sub in ("", "cur", "new", "tmp"):
+                (base / sub).mkdir(parents=True, exist_ok=True)
+                os.chown(base / sub, self.uid, self.gid)
+        for sub in ("cur", "new", "tmp"):
+            (base / sub).mkdir(exist_ok=True)
+            os.chown(base / sub, self.uid, self.gid)
+        stamp = int(time.time())
+        for i, raw in enumerate(messages):
+            path = base / "new" / f"{stamp}.M{i:08d}P1.test"
+            path.write_bytes(raw)
+            os.chown(path, self.uid, self.gid)
+
+
+class CuttingProxy:
+    """TCP proxy to a port on 127.0.0.1 that drops the connection after ``cut_after`` bytes from the server."""
+
+    def __init__(self, target_port: int, cut_after: int | None = None) -> None:
+        self.target_port = target_port
+        self.cut_after = cut_after
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.cuts = 0
+        self._stop = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self._stop:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pipe, args=(client, server, None), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, self.cut_after), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+        sent = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if limit is not None and sent + len(data) >= limit:
+                    dst.sendall(data[:max(0, limit - sent)])
+                    self.cuts += 1
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
