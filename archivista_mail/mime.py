@@ -232,7 +232,28 @@ def _with_decoded_params(part: Message, defects: list[str]) -> Message:
     return fixed
 
 
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
+
+
+def _lenient_base64(raw: str, defects: list[str]) -> bytes:
+    """Decode base64 as far as it goes: junk characters skipped, a broken last quantum padded or dropped."""
+    data = _NOT_BASE64.sub(b"", raw.encode("ascii", "surrogateescape"))
+    rest = len(data) % 4
+    if rest:
+        defects.append("body: base64 data ends in an incomplete group; decoded what was complete")
+        data = data[:-1] if rest == 1 else data + b"=" * (4 - rest)
+    return binascii.a2b_base64(data)
+
+
 def _payload(part: Message, defects: list[str]) -> bytes:
+    cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    raw = part.get_payload()
+    if cte == "base64" and isinstance(raw, str):
+        # compat32 hands back the undecoded text when the padding is wrong; do what mail clients do.
+        try:
+            return binascii.a2b_base64(raw.encode("ascii", "surrogateescape"), strict_mode=False)
+        except binascii.Error:
+            return _lenient_base64(raw, defects)
     try:
         data = part.get_payload(decode=True)
     except Exception as e:

@@ -20,17 +20,19 @@ def mail_text(mail: ParsedMail) -> str:
 def plan_documents(raw: RawMail, mail: ParsedMail) -> list[DocumentPlan]:
     """The mail document first (its blob is the raw message), then attachments depth-first."""
     plans: list[DocumentPlan] = []
-    _plan_mail(plans, raw.raw, mail, parent=None, date_fallback=raw.received)
+    _plan_mail(plans, raw.raw, mail, parent=None, date_fallback=raw.received, filename=None)
     return plans
 
 
-def _plan_mail(plans: list[DocumentPlan], data: bytes, mail: ParsedMail, parent: int | None, date_fallback: str | None) -> None:
+def _plan_mail(plans: list[DocumentPlan], data: bytes, mail: ParsedMail, parent: int | None,
+               date_fallback: str | None, filename: str | None) -> None:
     index = len(plans)
     plans.append(
         DocumentPlan(
             kind="mail",
             data=data,
-            title=mail.subject or UNTITLED,
+            title=mail.subject or filename or UNTITLED,
+            filename=filename,
             parent=parent,
             subject=mail.subject,
             from_=mail.from_,
@@ -46,7 +48,7 @@ def _plan_mail(plans: list[DocumentPlan], data: bytes, mail: ParsedMail, parent:
     )
     for n, part in enumerate(mail.parts, 1):
         if part.message is not None:
-            _plan_mail(plans, part.data, part.message, parent=index, date_fallback=None)
+            _plan_mail(plans, part.data, part.message, parent=index, date_fallback=None, filename=part.filename)
             continue
         filename = part.filename or _fallback_name(n, part.content_type)
         sniffed = sniff_mime_type(part.data)
@@ -77,7 +79,7 @@ def _choose_type(sniffed: str, declared: str) -> str:
     return sniffed
 
 
-_EXT = {"text/plain": ".txt", "text/html": ".html", "text/calendar": ".ics", "message/rfc822": ".eml",
+_EXT = {"application/pgp-signature": ".asc", "application/pkcs7-signature": ".p7s", "text/plain": ".txt", "text/html": ".html", "text/calendar": ".ics", "message/rfc822": ".eml",
         "application/pdf": ".pdf", "image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif"}
 
 

@@ -1,0 +1,5 @@
+"""``python -m archivista_mail``: the same as the archivista-mail command."""
+
+from .cli import main
+
+main()
