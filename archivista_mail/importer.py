@@ -288,7 +288,8 @@ class Importer:
         """Extract text of documents still 'pending', on all cores; resumable. Returns how many."""
         workers = workers or self.config.workers
         done = 0
-        pool = ProcessPoolExecutor(workers, mp_context=get_context("fork")) if workers > 1 else None
+        pool = (ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_die_with_parent, initargs=(os.getpid(),))
+                if workers > 1 else None)
         try:
             while True:
                 rows = self.archive.pending_text(chunk * workers)
@@ -301,6 +302,19 @@ class Importer:
         finally:
             if pool:
                 pool.shutdown()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: a killed importer (cron timeout, SIGKILL) takes its workers along (Linux)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
 
 
 def extract_document(row: dict) -> tuple[int, str, str, str | None]:

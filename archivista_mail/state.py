@@ -17,6 +17,18 @@ from .accounts import Account
 from .archive.embedded import now_iso, open_database
 from .errors import ConfigError
 
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS accounts (name TEXT PRIMARY KEY, kind TEXT, host TEXT, port INTEGER, "
+    "security TEXT, username TEXT, secret TEXT, folders TEXT, unread_only INTEGER, after TEXT, ca_file TEXT, "
+    "enabled INTEGER, created_at TEXT, updated_at TEXT)",
+    "CREATE TABLE IF NOT EXISTS runs (id INTEGER PRIMARY KEY, started TEXT, finished TEXT, account TEXT, "
+    "source TEXT, status TEXT, fetched INTEGER, archived INTEGER, duplicates INTEGER, failed INTEGER, "
+    "exit_code INTEGER, errors TEXT)",
+    "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, at TEXT, actor TEXT, action TEXT, target TEXT, "
+    "detail TEXT)",
+    "CREATE INDEX IF NOT EXISTS audit_at ON audit(at)",
+]
+
 
 def current_actor() -> str:
     """Who is acting, for the audit trail: the login behind sudo, else the process user."""
@@ -41,23 +53,11 @@ class State:
         self.db.conn.close()
 
     def ensure_schema(self) -> None:
-        """Create the tables if missing; idempotent."""
-        db = self.db
-        names = set(db.table_names())
-        if "accounts" not in names:
-            db["accounts"].create({
-                "name": str, "kind": str, "host": str, "port": int, "security": str, "username": str,
-                "secret": str, "folders": str, "unread_only": int, "after": str, "ca_file": str,
-                "enabled": int, "created_at": str, "updated_at": str}, pk="name")
-        if "runs" not in names:
-            db["runs"].create({
-                "id": int, "started": str, "finished": str, "account": str, "source": str, "status": str,
-                "fetched": int, "archived": int, "duplicates": int, "failed": int, "exit_code": int,
-                "errors": str}, pk="id")
-        if "audit" not in names:
-            db["audit"].create({"id": int, "at": str, "actor": str, "action": str, "target": str,
-                                "detail": str}, pk="id")
-            db["audit"].create_index(["at"])
+        """Create the tables if missing, in one transaction; idempotent."""
+        with self.db.conn:
+            self.db.conn.execute("BEGIN IMMEDIATE")
+            for statement in SCHEMA:
+                self.db.conn.execute(statement)
 
     # -- accounts ---------------------------------------------------------------------
     def save_account(self, account: Account, actor: str, *, new: bool) -> None:

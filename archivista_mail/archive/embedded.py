@@ -31,6 +31,42 @@ PUBLIC_COLUMNS = ["number", "kind", "parent", "title", "subject", "from_addr", "
                   "message_id", "text_status", "text_error", "defects", "archived_at"]
 
 
+_DOC_COLUMNS_SQL = ", ".join(
+    # AUTOINCREMENT: a document number is never reused, even after a delete.
+    f"[{c}] {'INTEGER PRIMARY KEY AUTOINCREMENT' if c == 'number' else {int: 'INTEGER', str: 'TEXT'}[t]}"
+    for c, t in DOCUMENT_COLUMNS.items())
+_FTS_COLS = ", ".join(f"[{c}]" for c in FTS_COLUMNS)
+_FTS_NEW = ", ".join(f"new.[{c}]" for c in FTS_COLUMNS)
+_FTS_OLD = ", ".join(f"old.[{c}]" for c in FTS_COLUMNS)
+
+# Plain SQL run in one transaction (sqlite-utils' enable_fts commits half-way through).
+SCHEMA = [
+    f"CREATE TABLE IF NOT EXISTS documents ({_DOC_COLUMNS_SQL})",
+    "CREATE UNIQUE INDEX IF NOT EXISTS documents_mail_sha256 ON documents(sha256) "
+    "WHERE kind = 'mail' AND parent IS NULL",
+    "CREATE INDEX IF NOT EXISTS documents_parent ON documents(parent)",
+    "CREATE INDEX IF NOT EXISTS documents_text_status ON documents(text_status)",
+    f"CREATE VIRTUAL TABLE IF NOT EXISTS documents_fts USING fts5({_FTS_COLS}, content=[documents], "
+    "content_rowid=[number], tokenize='unicode61 remove_diacritics 2')",
+    f"CREATE TRIGGER IF NOT EXISTS documents_ai AFTER INSERT ON documents BEGIN "
+    f"INSERT INTO documents_fts (rowid, {_FTS_COLS}) VALUES (new.number, {_FTS_NEW}); END",
+    f"CREATE TRIGGER IF NOT EXISTS documents_ad AFTER DELETE ON documents BEGIN "
+    f"INSERT INTO documents_fts (documents_fts, rowid, {_FTS_COLS}) VALUES ('delete', old.number, {_FTS_OLD}); END",
+    f"CREATE TRIGGER IF NOT EXISTS documents_au AFTER UPDATE ON documents BEGIN "
+    f"INSERT INTO documents_fts (documents_fts, rowid, {_FTS_COLS}) VALUES ('delete', old.number, {_FTS_OLD}); "
+    f"INSERT INTO documents_fts (rowid, {_FTS_COLS}) VALUES (new.number, {_FTS_NEW}); END",
+    "CREATE TABLE IF NOT EXISTS seen ([key] TEXT PRIMARY KEY, number INTEGER, seen_at TEXT)",
+    "CREATE TABLE IF NOT EXISTS cursors (account TEXT, folder TEXT, uidvalidity INTEGER, last_uid INTEGER, "
+    "updated_at TEXT, PRIMARY KEY (account, folder))",
+    "CREATE TABLE IF NOT EXISTS failures ([key] TEXT PRIMARY KEY, account TEXT, folder TEXT, uid INTEGER, "
+    "reason TEXT, attempts INTEGER, first_failed TEXT, last_failed TEXT)",
+    "CREATE INDEX IF NOT EXISTS failures_account_folder ON failures(account, folder)",
+    "CREATE TABLE IF NOT EXISTS actions ([key] TEXT PRIMARY KEY, account TEXT, folder TEXT, uid INTEGER, "
+    "action TEXT, created TEXT)",
+    "CREATE INDEX IF NOT EXISTS actions_account_folder ON actions(account, folder)",
+]
+
+
 def now_iso() -> str:
     """Current UTC time, ISO 8601 to the second."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -61,33 +97,16 @@ class EmbeddedArchive(Archive):
 
     # -- schema -------------------------------------------------------------------------
     def ensure_schema(self) -> None:
-        db = self.db
-        if "documents" not in db.table_names():
-            # AUTOINCREMENT: a document number is never reused, even after a delete.
-            cols = ", ".join(
-                f"[{c}] {'INTEGER PRIMARY KEY AUTOINCREMENT' if c == 'number' else _sqltype(t)}"
-                for c, t in DOCUMENT_COLUMNS.items()
-            )
-            db.execute(f"CREATE TABLE documents ({cols})")
-            db.execute("CREATE UNIQUE INDEX documents_mail_sha256 ON documents(sha256) "
-                       "WHERE kind = 'mail' AND parent IS NULL")
-            db["documents"].create_index(["parent"], if_not_exists=True)
-            db["documents"].create_index(["text_status"], if_not_exists=True)
-            db["documents"].enable_fts(FTS_COLUMNS, create_triggers=True, tokenize="unicode61 remove_diacritics 2")
-        if "seen" not in db.table_names():
-            db["seen"].create({"key": str, "number": int, "seen_at": str}, pk="key")
-        if "cursors" not in db.table_names():
-            db["cursors"].create({"account": str, "folder": str, "uidvalidity": int, "last_uid": int,
-                                  "updated_at": str}, pk=("account", "folder"))
-        if "failures" not in db.table_names():
-            db["failures"].create({"key": str, "account": str, "folder": str, "uid": int, "reason": str,
-                                   "attempts": int, "first_failed": str, "last_failed": str}, pk="key")
-            db["failures"].create_index(["account", "folder"])
-        if "actions" not in db.table_names():
-            db["actions"].create({"key": str, "account": str, "folder": str, "uid": int, "action": str,
-                                  "created": str}, pk="key")
-            db["actions"].create_index(["account", "folder"])
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        """Create the tables in one transaction, so a kill mid-way leaves all or nothing."""
+        conn = self.db.conn
+        if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            return
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:  # another process won
+                for statement in SCHEMA:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # -- ledger -------------------------------------------------------------------------
     def known_keys(self, keys: Iterable[str]) -> set[str]:
@@ -279,6 +298,3 @@ def _row(row) -> dict[str, Any]:
     d["defects"] = json.loads(d["defects"]) if d["defects"] else []
     return d
 
-
-def _sqltype(t: type) -> str:
-    return {int: "INTEGER", str: "TEXT"}[t]
