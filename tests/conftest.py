@@ -21,11 +21,10 @@ PASSWORD = "s3cret-Pa55"
 
 @pytest.fixture(scope="session")
 def dovecot():
-    """A private Dovecot with users alice, bob, carol, ... (password PASSWORD), stopped by PID at the end."""
+    """A private Dovecot with users user001... (password PASSWORD), stopped by PID at the end."""
     if shutil.which("dovecot") is None:
         pytest.fail("Dovecot is not installed: run 'make test' (it installs dovecot-imapd and dovecot-pop3d).")
-    users = {name: PASSWORD for name in ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
-                                         "ivan", "judy", "kim", "leo", "mallory", "nina", "oscar", "pat")}
+    users = {f"user{i:03d}": PASSWORD for i in range(200)}  # Dovecot reads its passwd-file lazily: all up front
     server = Dovecot(users).start()
     yield server
     server.stop()
