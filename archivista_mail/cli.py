@@ -269,7 +269,7 @@ def docs() -> None:
 
 
 JSON_FIELDS = ["number", "kind", "parent", "title", "subject", "from", "to", "cc", "date", "filename", "mime_type",
-               "size", "sha256", "account", "folder", "message_id", "inline", "text_status", "defects"]
+               "size", "sha256", "account", "folder", "message_id", "inline", "text_status", "text_error", "defects"]
 
 
 def _public(doc: dict) -> dict:

@@ -110,5 +110,5 @@ def _convert(setting: Setting, raw: str, path: Path) -> object:
             raise ValueError(raw)
         return setting.type(raw.strip())
     except ValueError:
-        raise ConfigError(f"The setting {setting.name} in {path} must be a {setting.type.__name__}, "
-                          f"not {raw!r}.") from None
+        kind = {int: "a whole number", bool: "yes or no", str: "text"}[setting.type]
+        raise ConfigError(f"The setting {setting.name} in {path} must be {kind}, not {raw!r}.") from None

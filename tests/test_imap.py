@@ -164,3 +164,32 @@ def test_account_test_reports_folders_and_counts(run, mailbox):
     result = run("account", "test", "acct")
     assert result.exit_code == 0, result.output
     assert "login ok" in result.output and "INBOX: 2 messages" in result.output
+
+
+def test_a_message_that_fails_is_recorded_with_its_reason_and_retried_next_run(run, mailbox, monkeypatch):
+    import archivista_mail.importer as importer
+
+    mailbox.append([make_mail(i) for i in range(90, 93)])
+    add_imap(run, mailbox, extra=["--after", "delete"])
+    real_prepare = importer.prepare
+
+    def failing_prepare(raw):  # our own seam: the stage after the source
+        if b"<gen-91@" in raw.raw:
+            raise RuntimeError("simulated planner bug")
+        return real_prepare(raw)
+
+    monkeypatch.setattr(importer, "prepare", failing_prepare)
+    result = run("import")
+    assert result.exit_code == 1
+    assert "simulated planner bug" in result.output
+    state = json.loads(run("runs", "--json").output)
+    assert [f["reason"] for f in state["failures"]] == ["RuntimeError: simulated planner bug"]
+    assert [raw for raw, _ in mailbox.messages().values()] == [make_mail(91)]  # not deleted: not archived
+
+    monkeypatch.setattr(importer, "prepare", real_prepare)
+    result = run("import")
+    assert result.exit_code == 0, result.output
+    state = json.loads(run("runs", "--json").output)
+    assert state["failures"] == [] and state["runs"][0]["archived"] == 1
+    assert mailbox.messages() == {}
+    assert sorted(d["message_id"] for d in docs(run)) == [f"gen-{i}@example.com" for i in range(90, 93)]

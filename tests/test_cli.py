@@ -1,0 +1,149 @@
+"""The command line: help everywhere, secrets kept, cron-friendly output, locks, audit trail."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from archivista_mail.cli import cli
+from archivista_mail.importer import import_lock
+
+SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
+
+
+def all_commands(group: click.Group, prefix=()):
+    for name, command in group.commands.items():
+        yield prefix + (name,), command
+        if isinstance(command, click.Group):
+            yield from all_commands(command, prefix + (name,))
+
+
+@pytest.mark.parametrize("path", [p for p, _ in all_commands(cli)], ids=" ".join)
+def test_every_command_has_help(path):
+    result = CliRunner().invoke(cli, [*path, "--help"])
+    assert result.exit_code == 0, result.output
+    command = dict(all_commands(cli))[path]
+    assert command.help and len(command.help) > 20
+
+
+def add(run, name="acct", password="hunter2-secret", *extra):
+    return run("account", "add", "imap", name, "--host", "mail.example.org", "--user", "u", "--password-stdin",
+               *extra, input=password + "\n")
+
+
+def test_password_is_encrypted_at_rest_never_shown_and_the_key_is_0600(run, data_dir):
+    result = add(run)
+    assert result.exit_code == 0, result.output
+    assert "hunter2" not in result.output
+    assert stat.S_IMODE(os.stat(data_dir / "secret.key").st_mode) == 0o600
+    raw_db = (data_dir / "state.db").read_bytes() + (data_dir / "state.db-wal").read_bytes()
+    assert b"hunter2" not in raw_db
+    listed = run("account", "list", "--json")
+    assert json.loads(listed.output)[0]["password"] == "********"
+    assert "hunter2" not in listed.output + run("account", "list").output + run("audit", "--json").output
+
+
+def test_passwords_are_not_accepted_on_the_command_line(run):
+    result = run("account", "add", "imap", "x", "--host", "h", "--user", "u", "--password", "pw")
+    assert result.exit_code == 2
+    result = run("account", "add", "imap", "x", "--host", "h", "--user", "u")  # no tty, no stdin flag
+    assert result.exit_code == 2 and "--password-stdin" in result.output
+
+
+def test_duplicate_and_unknown_accounts_are_explained(run):
+    assert add(run).exit_code == 0
+    again = add(run)
+    assert again.exit_code == 2 and "exists already" in again.output
+    missing = run("account", "test", "ghost")
+    assert missing.exit_code == 2 and "no account named 'ghost'" in missing.output
+    bad = add(run, "bad name!")
+    assert bad.exit_code == 2 and "not usable" in bad.output
+    wrong_action = add(run, "y", "pw", "--after", "shred")
+    assert wrong_action.exit_code == 2 and "move:FOLDER" in wrong_action.output
+
+
+def test_import_under_cron_is_silent_when_all_is_well(run):
+    result = run("import", "--from", SAMPLES)
+    assert result.exit_code == 0
+    assert result.output == ""
+
+
+def test_second_import_while_locked_exits_0_with_one_line(run, data_dir):
+    with import_lock(data_dir) as locked:
+        assert locked
+        result = run("import", "--from", SAMPLES)
+    assert result.exit_code == 0
+    assert result.output.strip().count("\n") == 0 and "Another import is running" in result.output
+    assert run("docs", "list", "--json").output.strip() == "[]"
+
+
+def test_docs_commands_and_json_fields(run, tmp_path):
+    assert run("import", "--from", SAMPLES).exit_code == 0
+    docs = json.loads(run("docs", "list", "--json").output)
+    for field in ("number", "kind", "parent", "title", "subject", "from", "to", "date", "filename", "mime_type",
+                  "size", "sha256", "account", "folder"):
+        assert field in docs[0]
+    invoice = json.loads(run("docs", "search", "Quartalsabschluss", "--json").output)
+    assert [d["filename"] for d in invoice] == ["Rechnung 2024-117.pdf"]
+    parent = json.loads(run("docs", "show", str(invoice[0]["parent"]), "--json", "--text").output)
+    assert parent["subject"] == "Rechnung 2024-117 für Beratung" and "Rechnung für die Beratung" in parent["text"]
+    assert parent["children"] == [invoice[0]["number"]]
+    out = tmp_path / "r.pdf"
+    assert run("docs", "get", str(invoice[0]["number"]), "-o", str(out)).exit_code == 0
+    assert out.read_bytes().startswith(b"%PDF-")
+    newsletter = json.loads(run("docs", "search", "appliance", "--json").output)
+    assert newsletter[0]["subject"] == "Our spring newsletter"  # HTML-only body is searchable as text
+    assert "alert" not in run("docs", "show", str(newsletter[0]["number"]), "--text").output  # scripts dropped
+    inline = [d for d in docs if d["mime_type"] == "image/png"]
+    assert inline and inline[0]["inline"] is True
+    missing = run("docs", "show", "99999")
+    assert missing.exit_code == 1 and "no document number 99999" in missing.output
+
+
+def test_malformed_sample_is_archived_raw_with_defects(run, tmp_path):
+    assert run("import", "--from", SAMPLES).exit_code == 0
+    docs = json.loads(run("docs", "list", "--json").output)
+    broken = [d for d in docs if d["kind"] == "mail" and d["subject"].startswith("Broken")][0]
+    assert any("8-bit" in d for d in broken["defects"]) and any("Date" in d for d in broken["defects"])
+    out = tmp_path / "b.eml"
+    run("docs", "get", str(broken["number"]), "-o", str(out))
+    assert out.read_bytes() == Path(SAMPLES, "04-malformed.eml").read_bytes()
+    pdf = [d for d in docs if d["parent"] == broken["number"]][0]
+    shown = json.loads(run("docs", "show", str(pdf["number"]), "--json").output)
+    assert shown["text_status"] == "failed" and shown["text_error"]  # broken PDF archived, reason kept
+
+
+def test_audit_trail_records_account_changes_runs_and_reads(run):
+    add(run)
+    run("import", "--from", SAMPLES)
+    run("docs", "get", "1", "-o", "-")
+    run("account", "remove", "acct")
+    entries = json.loads(run("audit", "--json").output)
+    actions = [e["action"] for e in reversed(entries)]
+    assert actions == ["account.add", "import.run", "docs.get", "account.remove"]
+    assert all(e["actor"] and e["at"] for e in entries)
+    only = json.loads(run("audit", "--json", "--action", "account").output)
+    assert {e["action"] for e in only} == {"account.add", "account.remove"}
+
+
+def test_get_to_stdout_writes_the_original_bytes(run, data_dir):
+    run("import", "--from", SAMPLES)
+    invoice = json.loads(run("docs", "search", "Beratung", "--json").output)
+    mail = [d for d in invoice if d["kind"] == "mail"][0]
+    result = CliRunner().invoke(cli, ["--data-dir", str(data_dir), "docs", "get", str(mail["number"]), "-o", "-"])
+    assert result.exit_code == 0
+    assert result.stdout_bytes == Path(SAMPLES, "01-invoice-with-pdf.eml").read_bytes()
+
+
+def test_unknown_archive_backend_is_a_configuration_error(tmp_path):
+    conf = tmp_path / "c.conf"
+    conf.write_text("[archivista-mail]\narchive_backend = nosuchdms\n")
+    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "d"), "--config", str(conf), "docs", "list"])
+    assert result.exit_code == 2
+    assert "'nosuchdms' is not installed" in result.output and "embedded" in result.output

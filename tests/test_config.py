@@ -1,0 +1,46 @@
+"""Configuration: every setting documented, the file read once, bad values explained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from archivista_mail.config import SETTINGS, load_config
+from archivista_mail.errors import ConfigError
+
+DOCS = Path(__file__).parent.parent / "docs" / "configuration.md"
+
+
+def test_every_setting_is_documented_with_its_default():
+    text = DOCS.read_text()
+    for setting in SETTINGS:
+        assert f"| `{setting.name}` |" in text, setting.name
+    assert "| `data_dir` |" in text
+
+
+def test_file_values_are_typed_and_command_line_data_dir_wins(tmp_path):
+    conf = tmp_path / "a.conf"
+    conf.write_text("[archivista-mail]\ndata_dir = /srv/x\nfetch_batch_size = 7\nextract_on_import = no\n")
+    config = load_config(None, conf)
+    assert (config.data_dir, config.fetch_batch_size, config.extract_on_import) == (Path("/srv/x"), 7, False)
+    assert load_config(tmp_path / "d", conf).data_dir == tmp_path / "d"
+    assert config.key_path == Path("/srv/x/secret.key")
+
+
+@pytest.mark.parametrize("body,words", [
+    ("fetch_batch_size = many", "must be a whole number"),
+    ("colour = blue", "unknown setting 'colour'"),
+    ("extract_on_import = perhaps", "must be yes or no"),
+])
+def test_bad_settings_are_named_with_the_file(tmp_path, body, words):
+    conf = tmp_path / "bad.conf"
+    conf.write_text(f"[archivista-mail]\n{body}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(None, conf)
+    assert words in str(e.value) and str(conf) in str(e.value)
+
+
+def test_a_missing_config_file_given_explicitly_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(None, tmp_path / "nope.conf")
