@@ -140,6 +140,12 @@ def _office_text(data: bytes, members: tuple[str, ...]) -> str:
         return "\n".join(texts)
 
 
+def has_extractor(mime_type: str) -> bool:
+    """True if ``extract_text`` can get text out of this type."""
+    return (mime_type in ("application/pdf", "text/html", "application/json", "application/xml")
+            or mime_type in _XML_TEXT_MEMBERS or mime_type.startswith("text/"))
+
+
 def extract_text(data: bytes, mime_type: str) -> Extracted:
     """Extract searchable text from a document's bytes by its sniffed MIME type; never raises."""
     try:

@@ -10,6 +10,7 @@ import fcntl
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -23,6 +24,7 @@ from .errors import SecretError, SourceError
 from .extract import extract_text
 from .mime import parse_mail
 from .model import Cursor, DocumentPlan, RawMail, SaveResult
+from .pipeline import ArchiveWriter
 from .plan import plan_documents
 from .state import State
 from .vault import Vault
@@ -113,6 +115,71 @@ def _prepare_all(raws: Iterable[RawMail], summary: RunSummary) -> tuple[list[tup
     return good, bad
 
 
+PARALLEL_PARSE_FROM = 200  # below this many new mails a worker process costs more than it saves
+
+
+class _Parsing:
+    """A batch being parsed, in a worker process or (for small runs) already done here."""
+
+    def __init__(self, raws: list[RawMail], future=None) -> None:
+        self.raws = raws
+        self.future = future
+
+    def result(self, summary: RunSummary) -> tuple[list[tuple[RawMail, list[DocumentPlan]]], list[tuple[RawMail, str]]]:
+        if self.future is None:
+            return _prepare_all(self.raws, summary)
+        try:
+            outcomes = self.future.result()
+        except BrokenProcessPool:  # the worker died (memory?): parse here, nothing is lost
+            return _prepare_all(self.raws, summary)
+        good, bad = [], []
+        for raw, (plans, reason) in zip(self.raws, outcomes):
+            if plans is None:
+                bad.append((raw, reason))
+                summary.errors.append(f"{raw.account}/{raw.folder} message {raw.uid or raw.key}: {reason}")
+            else:
+                plans[0].data = raw.raw  # the worker leaves the original bytes out of the reply
+                good.append((raw, plans))
+        return good, bad
+
+
+class Preparer:
+    """Parses batches in one worker process while the next batch is fetched (2 cores: fetch, parse)."""
+
+    def __init__(self, parallel: bool) -> None:
+        self.pool = (ProcessPoolExecutor(1, mp_context=get_context("fork"), initializer=_die_with_parent,
+                                         initargs=(os.getpid(),)) if parallel else None)
+
+    def __enter__(self) -> Preparer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def submit(self, raws: list[RawMail]) -> _Parsing:
+        """Start parsing a batch; the result is collected with ``.result(summary)``."""
+        if self.pool is None:
+            return _Parsing(raws)
+        try:
+            return _Parsing(raws, self.pool.submit(_prepare_in_worker, raws))
+        except BrokenProcessPool:
+            self.pool = None
+            return _Parsing(raws)
+
+
+def _prepare_in_worker(raws: list[RawMail]) -> list[tuple[list[DocumentPlan] | None, str | None]]:
+    out: list[tuple[list[DocumentPlan] | None, str | None]] = []
+    for raw in raws:
+        try:
+            plans = prepare(raw)
+            plans[0].data = b""  # the parent has the original bytes; don't send them back
+            out.append((plans, None))
+        except Exception as e:  # noqa: BLE001 - the message bulkhead
+            out.append((None, f"{type(e).__name__}: {e}"))
+    return out
+
+
 def _count(summary: RunSummary, results: list[SaveResult], failed: int) -> None:
     summary.duplicates += sum(r.duplicate for r in results)
     summary.archived += sum(not r.duplicate for r in results)
@@ -199,20 +266,43 @@ class Importer:
         known = self.archive.known_keys(keyed)
         todo = [v for k, v in keyed.items() if k not in known]
         self.progress.add_total(len(todo))
-        for batch in _batches(todo, self.config.fetch_batch_size, self.config.fetch_batch_bytes):
-            uids = [uid for uid, _ in batch]
-            fetched = session.fetch(uids)
-            raws = [RawMail(raw, acc.name, folder, self._imap_key(acc, folder, info.uidvalidity, uid), uid, received)
-                    for uid, (raw, received) in sorted(fetched.items())]
-            summary.fetched += len(raws)
-            good, bad = _prepare_all(raws, summary)
-            results = self.archive.save_batch(good, cursor=(acc.name, folder, Cursor(info.uidvalidity, max(uids))),
-                                              failed=bad, action=acc.after)
-            _count(summary, results, len(bad))
+        # Three stages on two cores: fetch here, parse in a worker process (for big runs), save on
+        # the writer thread. A batch's server action waits for the writer's commit of that batch.
+        preparer = Preparer(parallel=len(todo) >= PARALLEL_PARSE_FROM)
+        with preparer, ArchiveWriter(self.archive) as writer:
+            waiting = None
+            try:
+                for batch in _batches(todo, self.config.fetch_batch_size, self.config.fetch_batch_bytes):
+                    self._act_on_committed(acc, session, writer, summary)
+                    uids = [uid for uid, _ in batch]
+                    fetched = session.fetch(uids)
+                    raws = [RawMail(raw, acc.name, folder, self._imap_key(acc, folder, info.uidvalidity, uid), uid,
+                                    received) for uid, (raw, received) in sorted(fetched.items())]
+                    summary.fetched += len(raws)
+                    parsing = preparer.submit(raws)
+                    if waiting:
+                        self._hand_over(writer, waiting.pop(), summary, acc)
+                    waiting = [(parsing, Cursor(info.uidvalidity, max(uids)), folder)]
+            finally:
+                # Also when the link broke: what was fetched before is complete, so archive it.
+                if waiting:
+                    self._hand_over(writer, waiting.pop(), summary, acc)
+            writer.flush()
+            self._act_on_committed(acc, session, writer, summary)
+
+    def _hand_over(self, writer: ArchiveWriter, waiting, summary: RunSummary, acc: Account) -> None:
+        parsing, cursor, folder = waiting
+        good, bad = parsing.result(summary)
+        writer.save(good, cursor=(acc.name, folder, cursor), failed=bad, action=acc.after)
+
+    def _act_on_committed(self, acc: Account, session, writer: ArchiveWriter, summary: RunSummary) -> None:
+        """Count batches the writer committed and carry out their server action (never before)."""
+        for good, results, failed in writer.committed():
+            _count(summary, results, failed)
             if acc.after != "none" and results:
                 session.apply(acc.after, [raw.uid for raw, _ in good])
-                self.archive.actions_done(r.key for r in results)
-            self.progress.advance(len(batch))
+                writer.actions_done(r.key for r in results)
+            self.progress.advance(len(results) + failed)
 
     def _imap_pending_actions(self, acc: Account, session, folder: str) -> None:
         """Actions owed from a run that stopped between the archive commit and the server action."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .extract import html_to_text, sniff_mime_type
+from .extract import has_extractor, html_to_text, sniff_mime_type
 from .model import DocumentPlan, ParsedMail, RawMail
 
 UNTITLED = "(no subject)"
@@ -51,7 +51,8 @@ def _plan_mail(plans: list[DocumentPlan], data: bytes, mail: ParsedMail, parent:
             _plan_mail(plans, part.data, part.message, parent=index, date_fallback=None, filename=part.filename)
             continue
         filename = part.filename or _fallback_name(n, part.content_type)
-        sniffed = sniff_mime_type(part.data)
+        mime_type = _choose_type(sniff_mime_type(part.data), part.content_type)
+        extractable = has_extractor(mime_type)
         plans.append(
             DocumentPlan(
                 kind="attachment",
@@ -60,10 +61,11 @@ def _plan_mail(plans: list[DocumentPlan], data: bytes, mail: ParsedMail, parent:
                 parent=index,
                 date=mail.date or date_fallback,
                 filename=filename,
-                mime_type=_choose_type(sniffed, part.content_type),
+                mime_type=mime_type,
                 inline=part.inline,
                 text=None,
-                text_status="pending",
+                text_status="pending" if extractable else "none",
+                text_error=None if extractable else f"no text extractor for {mime_type}",
             )
         )
 

@@ -80,7 +80,7 @@ def make_mail(n: int, *, body_words: int = 200, attachment: str | None = None, a
               secret_word: str | None = None, domain: str = "example.com") -> bytes:
     """Mail number ``n``: a text body, optionally a 'pdf' or 'docx' attachment carrying ``secret_word``."""
     rng = random.Random(n)
-    body = " ".join(rng.choice(WORDS) for _ in range(body_words))
+    body = " ".join(rng.choices(WORDS, k=body_words))
     words = [f"mail{n}"] + ([secret_word] if secret_word else [])
     subject = f"Test mail {n} {rng.choice(WORDS)}"
     head = (f"From: Sender {n % 17} <sender{n % 17}@{domain}>\r\n"
@@ -93,7 +93,7 @@ def make_mail(n: int, *, body_words: int = 200, attachment: str | None = None, a
     if not attachment:
         return (head + "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
                 + text).encode()
-    doc_text = f"Attachment of mail {n} {secret_word or ''} " + " ".join(rng.choice(WORDS) for _ in range(60))
+    doc_text = f"Attachment of mail {n} {secret_word or ''} " + " ".join(rng.choices(WORDS, k=60))
     if attachment == "pdf":
         data, ctype, name = make_pdf(doc_text, attachment_size), "application/pdf", f"report-{n}.pdf"
     elif attachment == "docx":
