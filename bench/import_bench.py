@@ -53,19 +53,14 @@ def small_mail(n: int) -> bytes:
 
 
 def run_cli_rss(data_dir: Path, *args: str) -> tuple[float, float]:
-    """Run the CLI; returns (seconds, peak RSS in MB of it and its workers)."""
+    """Run the CLI as cron would (through bench/measure.py); returns (seconds, peak RSS in MB)."""
     env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir))
-    start = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:
-        fd = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(fd, 1)
-        os.execve(sys.executable, [sys.executable, "-m", "archivista_mail", *args], env)
-    _, status, usage = os.wait4(pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"archivista-mail {' '.join(args)} exited {os.waitstatus_to_exitcode(status)}")
-    return seconds, usage.ru_maxrss / 1024
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "measure.py"), sys.executable, "-m",
+                          "archivista_mail", *args], env=env, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["exit_code"] != 0:
+        raise SystemExit(f"archivista-mail {' '.join(args)} exited {result['exit_code']}: {out.stderr}")
+    return result["seconds"], result["peak_rss_mb"]
 
 
 def add_account(data_dir: Path, server: Dovecot, user: str) -> None:

@@ -73,7 +73,8 @@ def make_docx(text: str) -> bytes:
 
 
 def _b64(data: bytes) -> str:
-    return "\r\n".join(base64.b64encode(data)[i:i + 76].decode() for i in range(0, len(base64.b64encode(data)), 76))
+    """Base64 in 76-character CRLF lines (RFC 2045), without a final line break."""
+    return base64.encodebytes(data).decode("ascii").rstrip("\n").replace("\n", "\r\n")
 
 
 def make_mail(n: int, *, body_words: int = 200, attachment: str | None = None, attachment_size: int = 0,
