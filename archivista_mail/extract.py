@@ -30,7 +30,7 @@ _magic = None
 
 
 def sniff_mime_type(data: bytes) -> str:
-    """MIME type from the content (libmagic), not from what the mail's header claims."""
+    """MIME type from the content's first bytes (libmagic), not from what the mail's header claims."""
     global _magic
     if _magic is None:
         import magic
@@ -39,7 +39,7 @@ def sniff_mime_type(data: bytes) -> str:
     if not data:
         return "application/x-empty"
     try:
-        return _magic.from_buffer(data[:65536])
+        return _magic.from_buffer(data)
     except Exception:  # libmagic errors on some inputs; the header type is the fallback
         return "application/octet-stream"
 

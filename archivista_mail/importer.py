@@ -22,7 +22,7 @@ from .archive.embedded import now_iso
 from .config import Config
 from .errors import SecretError, SourceError
 from .extract import extract_text
-from .mime import parse_mail
+from .mime import parse_mail, parse_spooled
 from .model import Cursor, DocumentPlan, RawMail, SaveResult
 from .pipeline import ArchiveWriter
 from .plan import plan_documents
@@ -30,6 +30,7 @@ from .state import State
 from .vault import Vault
 
 FILES_BATCH = 50
+SPOOL_FROM = 8 << 20  # IMAP mails larger than this are fetched in pieces to disk, not into memory
 
 
 class Progress:
@@ -90,8 +91,14 @@ def import_lock(data_dir: Path) -> Iterator[bool]:
 
 
 def prepare(raw: RawMail) -> list[DocumentPlan]:
-    """Parse and plan one message. A mail whose parts cannot be planned is kept whole, with the defect."""
-    parsed = parse_mail(raw.raw)
+    """Parse and plan one message. A mail whose parts cannot be planned is kept whole, with the defect.
+
+    A spooled (large) mail is parsed from its file; its large parts are spooled beside it.
+    """
+    if raw.spool is not None:
+        parsed = parse_spooled(raw.spool, raw.spool.path.parent)
+    else:
+        parsed = parse_mail(raw.raw)
     try:
         return plan_documents(raw, parsed)
     except Exception as e:  # a bug in planning must not lose the mail: archive it raw
@@ -138,7 +145,7 @@ class _Parsing:
                 bad.append((raw, reason))
                 summary.errors.append(f"{raw.account}/{raw.folder} message {raw.uid or raw.key}: {reason}")
             else:
-                plans[0].data = raw.raw  # the worker leaves the original bytes out of the reply
+                plans[0].data = raw.content  # the worker leaves the original bytes out of the reply
                 good.append((raw, plans))
         return good, bad
 
@@ -173,7 +180,8 @@ def _prepare_in_worker(raws: list[RawMail]) -> list[tuple[list[DocumentPlan] | N
     for raw in raws:
         try:
             plans = prepare(raw)
-            plans[0].data = b""  # the parent has the original bytes; don't send them back
+            if raw.spool is None:
+                plans[0].data = b""  # the parent has the original bytes; don't send them back
             out.append((plans, None))
         except Exception as e:  # noqa: BLE001 - the message bulkhead
             out.append((None, f"{type(e).__name__}: {e}"))
@@ -200,6 +208,7 @@ class Importer:
     def run(self, account: str | None = None, from_path: Path | None = None, actor: str = "cron") -> RunSummary:
         """Import every enabled account (or one, or a path of files); the caller holds the lock."""
         self.archive.ensure_schema()
+        self.archive.clean_spool()  # what a killed run left in transit (we hold the import lock)
         summary = RunSummary()
         if from_path is not None:
             self.import_files(Path(from_path), summary)
@@ -275,9 +284,7 @@ class Importer:
                 for batch in _batches(todo, self.config.fetch_batch_size, self.config.fetch_batch_bytes):
                     self._act_on_committed(acc, session, writer, summary)
                     uids = [uid for uid, _ in batch]
-                    fetched = session.fetch(uids)
-                    raws = [RawMail(raw, acc.name, folder, self._imap_key(acc, folder, info.uidvalidity, uid), uid,
-                                    received) for uid, (raw, received) in sorted(fetched.items())]
+                    raws = self._fetch_batch(acc, session, folder, info.uidvalidity, batch)
                     summary.fetched += len(raws)
                     parsing = preparer.submit(raws)
                     if waiting:
@@ -289,6 +296,20 @@ class Importer:
                     self._hand_over(writer, waiting.pop(), summary, acc)
             writer.flush()
             self._act_on_committed(acc, session, writer, summary)
+
+    def _fetch_batch(self, acc: Account, session, folder: str, uidvalidity: int,
+                     batch: list[tuple[int, int]]) -> list[RawMail]:
+        """Small mails in one FETCH; mails above SPOOL_FROM each in pieces to a spool file."""
+        small = [uid for uid, size in batch if size <= SPOOL_FROM]
+        raws = [RawMail(raw, acc.name, folder, self._imap_key(acc, folder, uidvalidity, uid), uid, received)
+                for uid, (raw, received) in session.fetch(small).items()] if small else []
+        for uid, size in batch:
+            if size > SPOOL_FROM:
+                spooled = session.fetch_to_spool(uid, self.archive.spool_dir)
+                if spooled is not None:
+                    raws.append(RawMail(b"", acc.name, folder, self._imap_key(acc, folder, uidvalidity, uid), uid,
+                                        spool=spooled))
+        return sorted(raws, key=lambda r: r.uid or 0)
 
     def _hand_over(self, writer: ArchiveWriter, waiting, summary: RunSummary, acc: Account) -> None:
         parsing, cursor, folder = waiting

@@ -20,9 +20,12 @@ import email.utils
 import re
 from email import policy
 from email.message import Message
+from pathlib import Path
 
-from .model import ParsedMail, Part
+from .model import Content, ParsedMail, Part, SpooledData
+from .spool import MARKER, Skeleton, build_skeleton, copy_region, decode_region, read_head
 
+TEXT_HEAD = 2_000_000  # of a spooled (huge) text body, this much is read for search
 MAX_DEPTH = 8  # forwarded-in-forwarded messages deeper than this stay inside their parent
 
 # Charset labels seen in real mail that Python's codec registry does not know.
@@ -245,9 +248,12 @@ def _lenient_base64(raw: str, defects: list[str]) -> bytes:
     return binascii.a2b_base64(data)
 
 
-def _payload(part: Message, defects: list[str]) -> bytes:
+def _payload(part: Message, defects: list[str], src: _Spool | None = None) -> Content:
     cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
     raw = part.get_payload()
+    if src is not None and isinstance(raw, str) and raw.startswith(MARKER):
+        start, end = src.skeleton.regions[int(raw[len(MARKER):].strip())]
+        return decode_region(src.path, start, end, cte, src.spool_dir)
     if cte == "base64" and isinstance(raw, str):
         # compat32 hands back the undecoded text when the padding is wrong; do what mail clients do.
         try:
@@ -306,7 +312,7 @@ def _defect_names(part: Message) -> list[str]:
     return [type(d).__name__ for d in getattr(part, "defects", [])]
 
 
-def _walk(msg: Message, mail: ParsedMail, depth: int, in_related: bool = False) -> None:
+def _walk(msg: Message, mail: ParsedMail, depth: int, in_related: bool = False, src: _Spool | None = None) -> None:
     """Depth-first over the MIME tree; message/rfc822 becomes a nested ParsedMail."""
     ctype = _content_type(msg)
     for name in _defect_names(msg):
@@ -316,17 +322,22 @@ def _walk(msg: Message, mail: ParsedMail, depth: int, in_related: bool = False) 
         related = ctype == "multipart/related"
         for child in payload:
             if isinstance(child, Message):
-                _walk(child, mail, depth, related or in_related)
+                _walk(child, mail, depth, related or in_related, src)
         return
     disposition = _disposition(msg)
     filename = _filename(msg, mail.defects)
     if ctype == "message/rfc822" or (ctype.startswith("message/") and isinstance(payload, list)):
-        _add_message_part(msg, mail, depth, filename, disposition)
+        _add_message_part(msg, mail, depth, filename, disposition, src)
         return
-    data = _payload(msg, mail.defects)
+    data = _payload(msg, mail.defects, src)
     is_body_text = ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename
     if is_body_text:
         charset = _charset(msg)
+        if isinstance(data, SpooledData):
+            mail.defects.append(f"{ctype} body of {data.size} bytes: only its first {TEXT_HEAD} bytes are indexed")
+            head = read_head(data, TEXT_HEAD)
+            data.path.unlink(missing_ok=True)
+            data = head
         if ctype == "text/plain":
             data, uu_files = _split_uuencoded(data, mail.defects)
             for uu_name, uu_data in uu_files:
@@ -351,15 +362,20 @@ def _charset(part: Message) -> str | None:
         return None
 
 
-def _add_message_part(msg: Message, mail: ParsedMail, depth: int, filename: str | None, disposition: str | None) -> None:
+def _add_message_part(msg: Message, mail: ParsedMail, depth: int, filename: str | None, disposition: str | None,
+                      src: _Spool | None = None) -> None:
     payload = msg.get_payload()
     inner = payload[0] if isinstance(payload, list) and payload else None
     if inner is None or not isinstance(inner, Message):
-        data = _payload(msg, mail.defects)
+        data = _payload(msg, mail.defects, src)
         mail.parts.append(Part(filename, "message/rfc822", data, inline=disposition == "inline"))
         return
     try:
-        data = inner.as_bytes(policy=policy.compat32.clone(linesep="\r\n", max_line_length=0))
+        if src is not None:  # the skeleton has markers: take the forwarded message from the file
+            start, end = src.skeleton.messages[src.next_message()]
+            data = copy_region(src.path, start, end, src.spool_dir)
+        else:
+            data = inner.as_bytes(policy=policy.compat32.clone(linesep="\r\n", max_line_length=0))
     except Exception as e:
         mail.defects.append(f"forwarded message: could not serialise ({type(e).__name__})")
         data = b""
@@ -367,11 +383,11 @@ def _add_message_part(msg: Message, mail: ParsedMail, depth: int, filename: str 
         mail.defects.append("forwarded message nested too deep: kept as a file")
         mail.parts.append(Part(filename, "message/rfc822", data))
         return
-    nested = _from_message(inner, depth + 1)
+    nested = _from_message(inner, depth + 1, src)
     mail.parts.append(Part(filename, "message/rfc822", data, inline=disposition == "inline", message=nested))
 
 
-def _from_message(msg: Message, depth: int) -> ParsedMail:
+def _from_message(msg: Message, depth: int, src: _Spool | None = None) -> ParsedMail:
     mail = ParsedMail()
     d = mail.defects
     mail.subject = decode_header_text(_header(msg, "subject", d), d, "subject")
@@ -384,7 +400,7 @@ def _from_message(msg: Message, depth: int) -> ParsedMail:
         mid = _raw_to_str(mid, d, "message-id").strip()
         mail.message_id = re.sub(r"\s+", "", mid).strip("<>") or None
     try:
-        _walk(msg, mail, depth)
+        _walk(msg, mail, depth, src=src)
     except RecursionError:
         mail.defects.append("mime: structure nested too deep to read; archived raw")
     except Exception as e:  # a parser bug must not lose the mail
@@ -405,6 +421,33 @@ def _parse_date(value: str | None, defects: list[str]) -> str | None:
     if dt is None:
         return None
     return dt.isoformat()
+
+
+class _Spool:
+    """Where a spooled message's large bodies are, for the walk over its skeleton."""
+
+    def __init__(self, path: Path, spool_dir: Path, skeleton: Skeleton) -> None:
+        self.path = path
+        self.spool_dir = spool_dir
+        self.skeleton = skeleton
+        self._messages = 0
+
+    def next_message(self) -> int:
+        self._messages += 1
+        return self._messages - 1
+
+
+def parse_spooled(spool: SpooledData, spool_dir: Path) -> ParsedMail:
+    """Parse a message kept in a file, with bounded memory; large parts become spool files.
+
+    Raises OSError only if the file cannot be read; everything else becomes a defect.
+    """
+    skeleton = build_skeleton(spool.path)
+    try:
+        msg = email.message_from_bytes(skeleton.data, policy=policy.compat32)
+    except Exception as e:
+        return ParsedMail(defects=[f"mime: message unreadable ({type(e).__name__}: {e}); archived raw"])
+    return _from_message(msg, 0, _Spool(spool.path, spool_dir, skeleton))
 
 
 def parse_mail(raw: bytes) -> ParsedMail:

@@ -3,6 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class SpooledData:
+    """Bytes too large to hold in memory: a file in the blob store's spool, with its hash and size.
+
+    Mails above the spool threshold are fetched to such a file in chunks, and their large parts
+    are decoded to such files, so memory stays bounded whatever the attachment size.
+    """
+
+    path: Path
+    size: int
+    sha256: str
+
+
+Content = bytes | SpooledData
 
 
 @dataclass(frozen=True)
@@ -19,6 +36,12 @@ class RawMail:
     key: str
     uid: int | None = None
     received: str | None = None
+    spool: SpooledData | None = None  # set (and ``raw`` empty) for mails too large for memory
+
+    @property
+    def content(self) -> Content:
+        """The original message: in memory, or spooled to a file."""
+        return self.spool if self.spool is not None else self.raw
 
 
 @dataclass
@@ -27,7 +50,7 @@ class Part:
 
     filename: str | None
     content_type: str
-    data: bytes
+    data: Content
     inline: bool = False
     content_id: str | None = None
     message: ParsedMail | None = None  # set for message/rfc822 parts
@@ -57,7 +80,7 @@ class DocumentPlan:
     """
 
     kind: str  # "mail" | "attachment"
-    data: bytes
+    data: Content
     title: str
     parent: int | None = None
     subject: str | None = None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from .extract import has_extractor, html_to_text, sniff_mime_type
-from .model import DocumentPlan, ParsedMail, RawMail
+from .model import Content, DocumentPlan, ParsedMail, RawMail
+from .spool import read_head
 
 UNTITLED = "(no subject)"
+SNIFF_BYTES = 65536
 
 
 def mail_text(mail: ParsedMail) -> str:
@@ -20,11 +22,11 @@ def mail_text(mail: ParsedMail) -> str:
 def plan_documents(raw: RawMail, mail: ParsedMail) -> list[DocumentPlan]:
     """The mail document first (its blob is the raw message), then attachments depth-first."""
     plans: list[DocumentPlan] = []
-    _plan_mail(plans, raw.raw, mail, parent=None, date_fallback=raw.received, filename=None)
+    _plan_mail(plans, raw.content, mail, parent=None, date_fallback=raw.received, filename=None)
     return plans
 
 
-def _plan_mail(plans: list[DocumentPlan], data: bytes, mail: ParsedMail, parent: int | None,
+def _plan_mail(plans: list[DocumentPlan], data: Content, mail: ParsedMail, parent: int | None,
                date_fallback: str | None, filename: str | None) -> None:
     index = len(plans)
     plans.append(
@@ -51,7 +53,7 @@ def _plan_mail(plans: list[DocumentPlan], data: bytes, mail: ParsedMail, parent:
             _plan_mail(plans, part.data, part.message, parent=index, date_fallback=None, filename=part.filename)
             continue
         filename = part.filename or _fallback_name(n, part.content_type)
-        mime_type = _choose_type(sniff_mime_type(part.data), part.content_type)
+        mime_type = _choose_type(sniff_mime_type(read_head(part.data, SNIFF_BYTES)), part.content_type)
         extractable = has_extractor(mime_type)
         plans.append(
             DocumentPlan(

@@ -11,8 +11,10 @@ one durable transaction, and returns only after it is durable.
 from __future__ import annotations
 
 import abc
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..model import Cursor, DocumentPlan, RawMail, SaveResult
@@ -43,6 +45,15 @@ class PendingAction:
 
 class Archive(abc.ABC):
     """A document archive with the import ledger that makes imports exactly-once."""
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where large mails and parts are kept in transit (on the blobs' file system, ideally)."""
+        return Path(tempfile.gettempdir())
+
+    def clean_spool(self) -> int:
+        """Remove files a killed run left in the spool; called under the import lock. Returns how many."""
+        return 0
 
     @abc.abstractmethod
     def ensure_schema(self) -> None:

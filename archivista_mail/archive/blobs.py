@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
+from ..model import Content, SpooledData
+
 _libc = None
 
 
@@ -60,12 +62,20 @@ class BlobStore:
         """True if the blob is stored (and therefore complete)."""
         return self.path(sha).exists()
 
-    def save_many(self, blobs: dict[str, bytes]) -> None:
-        """Store blobs durably; on return every one is complete on disk under its final name."""
+    def save_many(self, blobs: dict[str, Content]) -> None:
+        """Store blobs durably; on return every one is complete on disk under its final name.
+
+        Spooled content (a file already in ``tmp``) is moved into place rather than copied.
+        """
         staged: list[tuple[str, Path]] = []
         try:
             for sha, data in blobs.items():
                 if self.has(sha):
+                    if isinstance(data, SpooledData):
+                        data.path.unlink(missing_ok=True)
+                    continue
+                if isinstance(data, SpooledData):
+                    staged.append((sha, data.path))
                     continue
                 fd, name = tempfile.mkstemp(dir=self.tmp, prefix=sha[:8])
                 with os.fdopen(fd, "wb") as f:

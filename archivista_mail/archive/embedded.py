@@ -12,7 +12,7 @@ from typing import Any
 import sqlite_utils
 
 from ..errors import ArchiveError, NotFoundError
-from ..model import Cursor, DocumentPlan, RawMail, SaveResult
+from ..model import Content, Cursor, DocumentPlan, RawMail, SaveResult, SpooledData
 from .base import Archive, Failure, PendingAction
 from .blobs import BlobStore, sha256_hex
 
@@ -91,6 +91,13 @@ class EmbeddedArchive(Archive):
         """Close the database connection."""
         self.db.conn.close()
 
+    @property
+    def spool_dir(self) -> Path:
+        return self.blobs.tmp  # same file system as the blobs: spooled files are renamed into place
+
+    def clean_spool(self) -> int:
+        return self.blobs.clean_tmp()
+
     # -- schema -------------------------------------------------------------------------
     def ensure_schema(self) -> None:
         """Create the tables in one transaction, so a kill mid-way leaves all or nothing."""
@@ -166,8 +173,8 @@ class EmbeddedArchive(Archive):
         action: str | None = None,
     ) -> list[SaveResult]:
         failed = list(failed)
-        shas = [[sha256_hex(p.data) for p in plans] for _, plans in mails]
-        blobs: dict[str, bytes] = {}
+        shas = [[_sha(p.data) for p in plans] for _, plans in mails]
+        blobs: dict[str, Content] = {}
         for (_, plans), plan_shas in zip(mails, shas):
             for plan, sha in zip(plans, plan_shas):
                 blobs.setdefault(sha, plan.data)
@@ -175,6 +182,10 @@ class EmbeddedArchive(Archive):
             # Blobs first: a row never points at a blob that is not on disk.
             self.blobs.save_many(blobs)
             blobs.clear()
+            for _, plans in mails:  # spool files of duplicates (same hash twice) were not moved
+                for plan in plans:
+                    if isinstance(plan.data, SpooledData):
+                        plan.data.path.unlink(missing_ok=True)
             return self._commit(mails, shas, cursor, failed, action)
         except (OSError, sqlite3.Error) as e:
             raise ArchiveError(f"The archive in {self.data_dir} could not store mail: {e}. "
@@ -224,7 +235,7 @@ class EmbeddedArchive(Archive):
                 "defects, source_key, archived_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [plan.kind, parent, plan.title, raw.account, raw.folder, plan.message_id, plan.from_,
                  plan.to, plan.cc, plan.date, plan.subject, plan.filename, plan.mime_type, int(plan.inline),
-                 len(plan.data), sha, None if plan.kind == "mail" else plan.text, plan.text_status, plan.text_error,
+                 _size(plan.data), sha, None if plan.kind == "mail" else plan.text, plan.text_status, plan.text_error,
                  json.dumps(plan.defects, ensure_ascii=False) if plan.defects else None,
                  raw.key if plan.parent is None else None, stamp])
             numbers.append(cur.lastrowid)
@@ -302,6 +313,14 @@ class EmbeddedArchive(Archive):
                 conn.execute("UPDATE documents SET text=?, text_status=?, text_error=? WHERE number=?",
                              [text or None, status, error, number])
                 conn.execute(_FTS_INSERT, [number, row[0], None, None, None, None, row[1], text])
+
+
+def _sha(data: Content) -> str:
+    return data.sha256 if isinstance(data, SpooledData) else sha256_hex(data)
+
+
+def _size(data: Content) -> int:
+    return data.size if isinstance(data, SpooledData) else len(data)
 
 
 def _row(row) -> dict[str, Any]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import imaplib
 from datetime import datetime
+from pathlib import Path
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
 from ..accounts import Account
 from ..errors import ConfigError, FolderError
+from ..model import SpooledData
+from ..spool import SpoolWriter
 from . import FolderInfo, tls_context, translated
 
 SEEN = b"\\Seen"
@@ -122,6 +125,30 @@ class ImapSession:
                 when = item.get(b"INTERNALDATE")
                 out[uid] = (bytes(body), when.isoformat() if isinstance(when, datetime) else None)
         return out
+
+    def fetch_to_spool(self, uid: int, spool_dir: Path, chunk: int = 8 << 20) -> SpooledData | None:
+        """Fetch one large message in pieces (``BODY.PEEK[]<offset.length>``) into a spool file.
+
+        Memory stays at one piece whatever the size. Returns None if the message is gone.
+        """
+        writer = SpoolWriter(spool_dir)
+        try:
+            offset = 0
+            while True:
+                key = f"BODY[]<{offset}>".encode()
+                with self._guard("fetching a large mail"):
+                    found = self.client.fetch([uid], [f"BODY.PEEK[]<{offset}.{chunk}>".encode()])
+                if uid not in found:
+                    writer.discard()
+                    return None
+                piece = found[uid].get(key) or b""
+                writer.write(piece)
+                offset += len(piece)
+                if len(piece) < chunk:
+                    return writer.close()
+        except BaseException:
+            writer.discard()
+            raise
 
     def apply(self, action: str, uids: list[int]) -> None:
         """Carry out an after-archive action on UIDs of the open folder (idempotent)."""

@@ -1,0 +1,98 @@
+"""Large mail: parsed from a file with bounded memory, with the same results as in memory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from conftest import PASSWORD
+from mailfactory import _b64, make_mail
+
+from archivista_mail import mime, spool
+from archivista_mail.model import SpooledData
+from archivista_mail.mime import parse_mail, parse_spooled
+
+CORPUS = Path(__file__).parent / "corpus" / "mime"
+EXPECTED = json.loads((CORPUS / "expected.json").read_text())["messages"]
+
+
+def content_hash(data) -> str:
+    if isinstance(data, SpooledData):
+        assert hashlib.sha256(data.path.read_bytes()).hexdigest() == data.sha256
+        return data.sha256
+    return hashlib.sha256(data).hexdigest()
+
+
+def flatten(parsed):
+    out = []
+    for part in parsed.parts:
+        out.append((part.filename, part.content_type, content_hash(part.data) if part.message is None else None))
+        if part.message is not None:
+            out.append(("message", part.message.subject, part.message.from_))
+            out.extend(flatten(part.message))
+    return out
+
+
+@pytest.mark.parametrize("message", EXPECTED, ids=lambda m: m["file"].split("/", 1)[1])
+def test_spooled_parse_of_every_corpus_mail_equals_the_in_memory_parse(message, tmp_path, monkeypatch):
+    monkeypatch.setattr(spool, "SPILL_AT", 64)  # spill nearly every body to exercise the file path
+    raw = (CORPUS / message["file"]).read_bytes()
+    path = tmp_path / "mail.eml"
+    path.write_bytes(raw)
+    in_memory = parse_mail(raw)
+    spooled = parse_spooled(SpooledData(path, len(raw), hashlib.sha256(raw).hexdigest()), tmp_path)
+    assert (spooled.subject, spooled.from_, spooled.to, spooled.date) == (
+        in_memory.subject, in_memory.from_, in_memory.to, in_memory.date)
+    assert flatten(spooled) == flatten(in_memory)
+    assert " ".join(spooled.text.split())[:2000] == " ".join(in_memory.text.split())[:2000]
+
+
+def test_a_mail_above_the_spool_size_is_fetched_in_pieces_and_archived_exactly(run, mailbox, monkeypatch, tmp_path,
+                                                                                 data_dir):
+    import archivista_mail.importer as importer
+
+    monkeypatch.setattr(importer, "SPOOL_FROM", 100_000)
+    monkeypatch.setattr(spool, "SPILL_AT", 50_000)
+    payload = bytes(range(256)) * 4000  # ~1 MB attachment
+    forwarded = make_mail(7, secret_word="platypus")
+    big = ("From: Big <big@example.com>\r\nTo: a@example.com\r\nSubject: Large one\r\nMessage-ID: <big@x>\r\n"
+           'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\n'
+           "Content-Type: text/plain\r\n\r\nBody with echidna inside.\r\n--b1\r\n"
+           'Content-Type: application/octet-stream; name="blob.bin"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+           + _b64(payload) + '\r\n--b1\r\nContent-Type: message/rfc822; name="fwd.eml"\r\n\r\n'
+           + forwarded.decode() + "\r\n--b1--\r\n").encode()
+    mailbox.append([big, make_mail(8)])
+    result = run("account", "add", "imap", "acct", "--host", "127.0.0.1", "--port",
+                 str(mailbox.server.ports["imaps"]), "--user", mailbox.user, "--password-stdin", "--ca-file",
+                 str(mailbox.server.cert), "--after", "delete", input=PASSWORD + "\n")
+    assert result.exit_code == 0
+    result = run("import")
+    assert result.exit_code == 0, result.output
+    docs = json.loads(run("docs", "list", "--json").output)
+    mail = [d for d in docs if d["subject"] == "Large one"][0]
+    out = tmp_path / "big.eml"
+    run("docs", "get", str(mail["number"]), "-o", str(out))
+    assert out.read_bytes() == big
+    attachment = [d for d in docs if d["filename"] == "blob.bin"][0]
+    assert attachment["sha256"] == hashlib.sha256(payload).hexdigest() and attachment["size"] == len(payload)
+    inner = [d for d in docs if d["kind"] == "mail" and d["parent"] == mail["number"]][0]
+    run("docs", "get", str(inner["number"]), "-o", str(out))
+    assert out.read_bytes() == forwarded  # the forwarded message, byte for byte from the file
+    assert [h["number"] for h in json.loads(run("docs", "search", "echidna", "--json").output)] == [mail["number"]]
+    assert mailbox.messages() == {}
+    assert list((data_dir / "blobs" / "tmp").iterdir()) == []  # every spool file moved into the store
+
+
+def test_no_spool_files_are_left_behind(run, data_dir, mailbox, monkeypatch):
+    import archivista_mail.importer as importer
+
+    monkeypatch.setattr(importer, "SPOOL_FROM", 1000)
+    monkeypatch.setattr(spool, "SPILL_AT", 100)
+    mailbox.append([make_mail(i, attachment="pdf") for i in range(3)] * 2)  # duplicates too
+    run("account", "add", "imap", "acct", "--host", "127.0.0.1", "--port", str(mailbox.server.ports["imaps"]),
+        "--user", mailbox.user, "--password-stdin", "--ca-file", str(mailbox.server.cert), input=PASSWORD + "\n")
+    assert run("import").exit_code == 0
+    assert list((data_dir / "blobs" / "tmp").iterdir()) == []
+    assert mime.MARKER not in "".join(json.dumps(d) for d in json.loads(run("docs", "list", "--json").output))
