@@ -305,6 +305,8 @@ def docs_list(obj: Context, limit: int, offset: int, kind: str | None, as_json: 
 @click.pass_obj
 def docs_search(obj: Context, query: str, limit: int, as_json: bool) -> None:
     """Full-text search over subjects, addresses, bodies and attachment text."""
+    if not query.strip():
+        raise click.UsageError("Give at least one word to search for.")
     rows = obj.archive.search(query, limit=limit)
     obj.state.audit(current_actor(), "docs.search", query, f"{len(rows)} results")
     _echo_docs(rows, as_json)

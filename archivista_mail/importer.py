@@ -355,10 +355,11 @@ class Importer:
             session.delete([numbers[k] for k in to_delete])
             known = self.archive.known_keys(numbers)
             todo = sorted((n, k) for k, n in numbers.items() if k not in known)
+            sizes = session.sizes() if todo else {}
             self.progress.add_total(len(todo))
             for i in range(0, len(todo), self.config.fetch_batch_size):
                 batch = todo[i:i + self.config.fetch_batch_size]
-                raws = [RawMail(session.retr(n), acc.name, "INBOX", k, n) for n, k in batch]
+                raws = [self._pop3_message(session, n, k, sizes.get(n, 0), acc) for n, k in batch]
                 summary.fetched += len(raws)
                 good, bad = _prepare_all(raws, summary)
                 results = self.archive.save_batch(good, failed=bad, action=acc.after)
@@ -370,6 +371,11 @@ class Importer:
             session.quit()
         # Only now, after QUIT, are the deletions real; owed actions for vanished UIDLs are done too.
         self.archive.actions_done(set(to_delete) | {k for k in owed if k not in numbers})
+
+    def _pop3_message(self, session, number: int, key: str, size: int, acc: Account) -> RawMail:
+        if size > SPOOL_FROM:
+            return RawMail(b"", acc.name, "INBOX", key, number, spool=session.retr_to_spool(number, self.archive.spool_dir))
+        return RawMail(session.retr(number), acc.name, "INBOX", key, number)
 
     # -- files ------------------------------------------------------------------------------
     def import_files(self, path: Path, summary: RunSummary) -> None:

@@ -193,3 +193,18 @@ def test_a_message_that_fails_is_recorded_with_its_reason_and_retried_next_run(r
     assert state["failures"] == [] and state["runs"][0]["archived"] == 1
     assert mailbox.messages() == {}
     assert sorted(d["message_id"] for d in docs(run)) == [f"gen-{i}@example.com" for i in range(90, 93)]
+
+
+def test_first_import_of_thousands_of_mails_splits_long_uid_lists(run, mailbox):
+    mailbox.append([make_mail(i, body_words=5) for i in range(100_000, 102_500)])  # > 2,000 UIDs per command
+    add_imap(run, mailbox, extra=["--after", "read"])
+    result = run("import")
+    assert result.exit_code == 0, result.output
+    runs = json.loads(run("runs", "--json").output)["runs"]
+    assert (runs[0]["fetched"], runs[0]["archived"]) == (2500, 2500)
+    assert all(b"\\Seen" in flags for _, flags in mailbox.messages().values())
+
+
+def test_an_empty_search_is_a_usage_error(run):
+    result = run("docs", "search", "  ")
+    assert result.exit_code == 2 and "at least one word" in result.output

@@ -96,3 +96,22 @@ def test_no_spool_files_are_left_behind(run, data_dir, mailbox, monkeypatch):
     assert run("import").exit_code == 0
     assert list((data_dir / "blobs" / "tmp").iterdir()) == []
     assert mime.MARKER not in "".join(json.dumps(d) for d in json.loads(run("docs", "list", "--json").output))
+
+
+def test_a_large_pop3_mail_is_spooled_and_byte_identical(run, mailbox, monkeypatch, tmp_path):
+    import archivista_mail.importer as importer
+
+    monkeypatch.setattr(importer, "SPOOL_FROM", 10_000)
+    big = make_mail(11, body_words=5000, attachment="pdf", attachment_size=30_000, secret_word="quoll")
+    small = make_mail(12)
+    mailbox.append([big, small])
+    assert run("account", "add", "pop3", "pop", "--host", "127.0.0.1", "--port", str(mailbox.server.ports["pop3s"]),
+               "--user", mailbox.user, "--password-stdin", "--ca-file", str(mailbox.server.cert),
+               input=PASSWORD + "\n").exit_code == 0
+    assert run("import").exit_code == 0
+    mails = {d["message_id"]: d for d in json.loads(run("docs", "list", "--kind", "mail", "--json").output)}
+    for raw, mid in ((big, "gen-11@example.com"), (small, "gen-12@example.com")):
+        run("docs", "get", str(mails[mid]["number"]), "-o", str(tmp_path / "m.eml"))
+        assert (tmp_path / "m.eml").read_bytes() == raw
+    hits = json.loads(run("docs", "search", "quoll", "--json").output)
+    assert {h["kind"] for h in hits} == {"mail", "attachment"}

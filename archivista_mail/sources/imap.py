@@ -17,6 +17,9 @@ from . import FolderInfo, tls_context, translated
 
 SEEN = b"\\Seen"
 DELETED = b"\\Deleted"
+# Servers cap a command's length (Dovecot: "Too long argument" near 64 KB); imapclient sends
+# UID lists as they are, so long lists go in slices.
+UIDS_PER_COMMAND = 2000
 PROTOCOL_ERRORS = (IMAPClientError, imaplib.IMAP4.error, imaplib.IMAP4.abort)
 
 
@@ -107,11 +110,12 @@ class ImapSession:
 
     def sizes(self, uids: list[int]) -> list[tuple[int, int]]:
         """(uid, size) for given UIDs that still exist."""
-        if not uids:
-            return []
-        with self._guard("listing mail"):
-            found = self.client.fetch(uids, [b"RFC822.SIZE"])
-        return sorted((uid, int(item.get(b"RFC822.SIZE", 0))) for uid, item in found.items())
+        out = []
+        for i in range(0, len(uids), UIDS_PER_COMMAND):
+            with self._guard("listing mail"):
+                found = self.client.fetch(uids[i:i + UIDS_PER_COMMAND], [b"RFC822.SIZE"])
+            out += [(uid, int(item.get(b"RFC822.SIZE", 0))) for uid, item in found.items()]
+        return sorted(out)
 
     def fetch(self, uids: list[int]) -> dict[int, tuple[bytes, str | None]]:
         """Original bytes (BODY.PEEK[]: does not set \\Seen) and INTERNALDATE of each UID still there."""
@@ -152,8 +156,12 @@ class ImapSession:
 
     def apply(self, action: str, uids: list[int]) -> None:
         """Carry out an after-archive action on UIDs of the open folder (idempotent)."""
-        if not uids or action == "none":
+        if action == "none":
             return
+        for i in range(0, len(uids), UIDS_PER_COMMAND):
+            self._apply_slice(action, uids[i:i + UIDS_PER_COMMAND])
+
+    def _apply_slice(self, action: str, uids: list[int]) -> None:
         with self._guard(f"applying the after-archive action {action!r}"):
             client = self.client
             if action == "read":

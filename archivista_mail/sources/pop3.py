@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import poplib
+from pathlib import Path
 
 from ..accounts import Account
 from ..errors import ConfigError
+from ..model import SpooledData
+from ..spool import SpoolWriter
 from . import tls_context, translated
 
 # poplib refuses lines over 2,048 bytes (its _MAXLINE guard); real HTML mail has longer ones.
@@ -96,6 +99,38 @@ class Pop3Session:
         with self._guard("fetching mail"):
             _, lines, _ = self.client.retr(number)
         return b"\r\n".join(lines) + b"\r\n"
+
+    def sizes(self) -> dict[int, int]:
+        """Message number -> size in octets (LIST)."""
+        with self._guard("listing mail"):
+            _, lines, _ = self.client.list()
+        out = {}
+        for line in lines:
+            num, _, size = line.decode("ascii", "replace").partition(" ")
+            out[int(num)] = int(size.split()[0]) if size.strip() else 0
+        return out
+
+    def retr_to_spool(self, number: int, spool_dir: Path) -> SpooledData:
+        """RETR one large message line by line into a spool file (poplib's retr keeps every line in a list).
+
+        Reads the multi-line response as poplib's own ``_getlongresp`` does, without collecting it.
+        """
+        writer = SpoolWriter(spool_dir)
+        try:
+            with self._guard("fetching a large mail"):
+                self.client._putcmd(f"RETR {number}")
+                self.client._getresp()
+                while True:
+                    line, _ = self.client._getline()
+                    if line == b".":
+                        break
+                    if line.startswith(b".."):  # RFC 1939 3: byte-stuffing
+                        line = line[1:]
+                    writer.write(line + b"\r\n")
+            return writer.close()
+        except BaseException:
+            writer.discard()
+            raise
 
     def delete(self, numbers: list[int]) -> None:
         """Mark messages for deletion; they go when quit() succeeds."""
