@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -21,11 +20,8 @@ from .archive import Archive
 from .archive.embedded import now_iso
 from .config import Config
 from .errors import SecretError, SourceError
-from .extract import extract_text
-from .mime import parse_mail, parse_spooled
-from .model import Cursor, DocumentPlan, RawMail, SaveResult
-from .pipeline import ArchiveWriter
-from .plan import plan_documents
+from .model import Cursor, RawMail, SaveResult
+from .pipeline import PARALLEL_PARSE_FROM, ArchiveWriter, Preparer, die_with_parent, extract_document, prepare_all
 from .state import State
 from .vault import Vault
 
@@ -88,104 +84,6 @@ def import_lock(data_dir: Path) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)  # closing releases the lock
-
-
-def prepare(raw: RawMail) -> list[DocumentPlan]:
-    """Parse and plan one message. A mail whose parts cannot be planned is kept whole, with the defect.
-
-    A spooled (large) mail is parsed from its file; its large parts are spooled beside it.
-    """
-    if raw.spool is not None:
-        parsed = parse_spooled(raw.spool, raw.spool.path.parent)
-    else:
-        parsed = parse_mail(raw.raw)
-    try:
-        return plan_documents(raw, parsed)
-    except Exception as e:  # a bug in planning must not lose the mail: archive it raw
-        plans = plan_documents(raw, type(parsed)(subject=parsed.subject, from_=parsed.from_, to=parsed.to,
-                                                 cc=parsed.cc, date=parsed.date, message_id=parsed.message_id,
-                                                 text=parsed.text, defects=parsed.defects))
-        plans[0].defects.append(f"attachments not split out ({type(e).__name__}: {e}); the original is archived")
-        return plans
-
-
-def _prepare_all(raws: Iterable[RawMail], summary: RunSummary) -> tuple[list[tuple[RawMail, list[DocumentPlan]]],
-                                                                          list[tuple[RawMail, str]]]:
-    good, bad = [], []
-    for raw in raws:
-        try:
-            good.append((raw, prepare(raw)))
-        except Exception as e:  # noqa: BLE001 - the message bulkhead
-            reason = f"{type(e).__name__}: {e}"
-            bad.append((raw, reason))
-            summary.errors.append(f"{raw.account}/{raw.folder} message {raw.uid or raw.key}: {reason}")
-    return good, bad
-
-
-PARALLEL_PARSE_FROM = 200  # below this many new mails a worker process costs more than it saves
-
-
-class _Parsing:
-    """A batch being parsed, in a worker process or (for small runs) already done here."""
-
-    def __init__(self, raws: list[RawMail], future=None) -> None:
-        self.raws = raws
-        self.future = future
-
-    def result(self, summary: RunSummary) -> tuple[list[tuple[RawMail, list[DocumentPlan]]], list[tuple[RawMail, str]]]:
-        if self.future is None:
-            return _prepare_all(self.raws, summary)
-        try:
-            outcomes = self.future.result()
-        except BrokenProcessPool:  # the worker died (memory?): parse here, nothing is lost
-            return _prepare_all(self.raws, summary)
-        good, bad = [], []
-        for raw, (plans, reason) in zip(self.raws, outcomes):
-            if plans is None:
-                bad.append((raw, reason))
-                summary.errors.append(f"{raw.account}/{raw.folder} message {raw.uid or raw.key}: {reason}")
-            else:
-                plans[0].data = raw.content  # the worker leaves the original bytes out of the reply
-                good.append((raw, plans))
-        return good, bad
-
-
-class Preparer:
-    """Parses batches in one worker process while the next batch is fetched (2 cores: fetch, parse)."""
-
-    def __init__(self, parallel: bool) -> None:
-        self.pool = (ProcessPoolExecutor(1, mp_context=get_context("fork"), initializer=_die_with_parent,
-                                         initargs=(os.getpid(),)) if parallel else None)
-
-    def __enter__(self) -> Preparer:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-
-    def submit(self, raws: list[RawMail]) -> _Parsing:
-        """Start parsing a batch; the result is collected with ``.result(summary)``."""
-        if self.pool is None:
-            return _Parsing(raws)
-        try:
-            return _Parsing(raws, self.pool.submit(_prepare_in_worker, raws))
-        except BrokenProcessPool:
-            self.pool = None
-            return _Parsing(raws)
-
-
-def _prepare_in_worker(raws: list[RawMail]) -> list[tuple[list[DocumentPlan] | None, str | None]]:
-    out: list[tuple[list[DocumentPlan] | None, str | None]] = []
-    for raw in raws:
-        try:
-            plans = prepare(raw)
-            if raw.spool is None:
-                plans[0].data = b""  # the parent has the original bytes; don't send them back
-            out.append((plans, None))
-        except Exception as e:  # noqa: BLE001 - the message bulkhead
-            out.append((None, f"{type(e).__name__}: {e}"))
-    return out
 
 
 def _count(summary: RunSummary, results: list[SaveResult], failed: int) -> None:
@@ -313,7 +211,7 @@ class Importer:
 
     def _hand_over(self, writer: ArchiveWriter, waiting, summary: RunSummary, acc: Account) -> None:
         parsing, cursor, folder = waiting
-        good, bad = parsing.result(summary)
+        good, bad = parsing.result(summary.errors)
         writer.save(good, cursor=(acc.name, folder, cursor), failed=bad, action=acc.after)
 
     def _act_on_committed(self, acc: Account, session, writer: ArchiveWriter, summary: RunSummary) -> None:
@@ -361,7 +259,7 @@ class Importer:
                 batch = todo[i:i + self.config.fetch_batch_size]
                 raws = [self._pop3_message(session, n, k, sizes.get(n, 0), acc) for n, k in batch]
                 summary.fetched += len(raws)
-                good, bad = _prepare_all(raws, summary)
+                good, bad = prepare_all(raws, summary.errors)
                 results = self.archive.save_batch(good, failed=bad, action=acc.after)
                 _count(summary, results, len(bad))
                 if delete:
@@ -396,7 +294,7 @@ class Importer:
         known = self.archive.known_keys(r.key for r in batch)
         summary.duplicates += sum(r.key in known for r in batch)
         fresh = {r.key: r for r in batch if r.key not in known}  # same file twice in one batch: once
-        good, bad = _prepare_all(fresh.values(), summary)
+        good, bad = prepare_all(fresh.values(), summary.errors)
         _count(summary, self.archive.save_batch(good, failed=bad), len(bad))
         self.progress.advance(len(batch))
 
@@ -405,7 +303,7 @@ class Importer:
         """Extract text of documents still 'pending', on all cores; resumable. Returns how many."""
         workers = workers or self.config.workers
         done = 0
-        pool = (ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=_die_with_parent, initargs=(os.getpid(),))
+        pool = (ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=die_with_parent, initargs=(os.getpid(),))
                 if workers > 1 else None)
         try:
             while True:
@@ -419,30 +317,6 @@ class Importer:
         finally:
             if pool:
                 pool.shutdown()
-
-
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: a killed importer (cron timeout, SIGKILL) takes its workers along (Linux)."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        pass
-
-
-def extract_document(row: dict) -> tuple[int, str, str, str | None]:
-    """Worker: read one blob and extract its text -> (number, text, status, error)."""
-    try:
-        with open(row["path"], "rb") as f:
-            data = f.read()
-    except OSError as e:
-        return row["number"], "", "failed", f"blob unreadable: {e}"
-    result = extract_text(data, row["mime_type"] or "application/octet-stream")
-    return row["number"], result.text, result.status, result.error
 
 
 def _batches(items: list[tuple[int, int]], count: int, max_bytes: int) -> Iterator[list[tuple[int, int]]]:

@@ -1,4 +1,7 @@
-"""A writer thread for the import loop: disk writes overlap with fetching and parsing.
+"""The import loop's stages: prepare (parse + plan), a parse worker process, a writer thread.
+
+Fetching happens in the importer; ``Preparer`` parses the previous batch in a worker process
+meanwhile, and ``ArchiveWriter`` saves on a thread.
 
 Saving a batch is mostly time in SQLite (FTS indexing) and in file system calls, both of which
 release the GIL; fetching and parsing are Python. Running the two on separate threads keeps both
@@ -9,14 +12,23 @@ actions only for batches the writer reports committed.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
+from multiprocessing import get_context
 from typing import Any
 
 from .archive import Archive
+from .extract import extract_text
+from .mime import parse_mail, parse_spooled
 from .model import DocumentPlan, RawMail, SaveResult
+from .plan import plan_documents
 
+Prepared = tuple[list[tuple[RawMail, list[DocumentPlan]]], list[tuple[RawMail, str]]]
 Committed = tuple[list[tuple[RawMail, list[DocumentPlan]]], list[SaveResult], int]
 
 
@@ -92,3 +104,122 @@ class ArchiveWriter:
                 self._error = e
             finally:
                 self._jobs.task_done()
+
+
+def prepare(raw: RawMail) -> list[DocumentPlan]:
+    """Parse and plan one message. A mail whose parts cannot be planned is kept whole, with the defect.
+
+    A spooled (large) mail is parsed from its file; its large parts are spooled beside it.
+    """
+    if raw.spool is not None:
+        parsed = parse_spooled(raw.spool, raw.spool.path.parent)
+    else:
+        parsed = parse_mail(raw.raw)
+    try:
+        return plan_documents(raw, parsed)
+    except Exception as e:  # a bug in planning must not lose the mail: archive it raw
+        plans = plan_documents(raw, replace(parsed, parts=[]))
+        plans[0].defects.append(f"attachments not split out ({type(e).__name__}: {e}); the original is archived")
+        return plans
+
+
+def prepare_all(raws: Iterable[RawMail], errors: list[str]) -> Prepared:
+    good, bad = [], []
+    for raw in raws:
+        try:
+            good.append((raw, prepare(raw)))
+        except Exception as e:  # noqa: BLE001 - the message bulkhead
+            reason = f"{type(e).__name__}: {e}"
+            bad.append((raw, reason))
+            errors.append(f"{raw.account}/{raw.folder} message {raw.uid or raw.key}: {reason}")
+    return good, bad
+
+
+PARALLEL_PARSE_FROM = 200  # below this many new mails a worker process costs more than it saves
+
+
+class _Parsing:
+    """A batch being parsed, in a worker process or (for small runs) already done here."""
+
+    def __init__(self, raws: list[RawMail], future=None) -> None:
+        self.raws = raws
+        self.future = future
+
+    def result(self, errors: list[str]) -> Prepared:
+        if self.future is None:
+            return prepare_all(self.raws, errors)
+        try:
+            outcomes = self.future.result()
+        except BrokenProcessPool:  # the worker died (memory?): parse here, nothing is lost
+            return prepare_all(self.raws, errors)
+        good, bad = [], []
+        for raw, (plans, reason) in zip(self.raws, outcomes, strict=True):
+            if plans is None:
+                bad.append((raw, reason))
+                errors.append(f"{raw.account}/{raw.folder} message {raw.uid or raw.key}: {reason}")
+            else:
+                plans[0].data = raw.content  # the worker leaves the original bytes out of the reply
+                good.append((raw, plans))
+        return good, bad
+
+
+class Preparer:
+    """Parses batches in one worker process while the next batch is fetched (2 cores: fetch, parse)."""
+
+    def __init__(self, parallel: bool) -> None:
+        self.pool = (ProcessPoolExecutor(1, mp_context=get_context("fork"), initializer=die_with_parent,
+                                         initargs=(os.getpid(),)) if parallel else None)
+
+    def __enter__(self) -> Preparer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def submit(self, raws: list[RawMail]) -> _Parsing:
+        """Start parsing a batch; the result is collected with ``.result(summary)``."""
+        if self.pool is None:
+            return _Parsing(raws)
+        try:
+            return _Parsing(raws, self.pool.submit(_prepare_in_worker, raws))
+        except BrokenProcessPool:
+            self.pool = None
+            return _Parsing(raws)
+
+
+def _prepare_in_worker(raws: list[RawMail]) -> list[tuple[list[DocumentPlan] | None, str | None]]:
+    out: list[tuple[list[DocumentPlan] | None, str | None]] = []
+    for raw in raws:
+        try:
+            plans = prepare(raw)
+            if raw.spool is None:
+                plans[0].data = b""  # the parent has the original bytes; don't send them back
+            out.append((plans, None))
+        except Exception as e:  # noqa: BLE001 - the message bulkhead
+            out.append((None, f"{type(e).__name__}: {e}"))
+    return out
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: a killed importer (cron timeout, SIGKILL) takes its workers along (Linux)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+def extract_document(row: dict) -> tuple[int, str, str, str | None]:
+    """Worker: read one blob and extract its text -> (number, text, status, error)."""
+    try:
+        with open(row["path"], "rb") as f:
+            data = f.read()
+    except OSError as e:
+        return row["number"], "", "failed", f"blob unreadable: {e}"
+    result = extract_text(data, row["mime_type"] or "application/octet-stream")
+    return row["number"], result.text, result.status, result.error

@@ -136,7 +136,7 @@ class State:
             args.append(actor)
         cur = self.db.execute(sql + " ORDER BY id DESC LIMIT ?", args + [limit])
         cols = [c[0] for c in cur.description]
-        return [dict(zip(cols, r)) for r in cur]
+        return [dict(zip(cols, r, strict=True)) for r in cur]
 
 
 def _account(r) -> Account:

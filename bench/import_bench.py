@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from mailfactory import _b64, make_docx, make_mail, make_pdf  # noqa: E402
+from mailfactory import _b64, make_mail  # noqa: E402
 from servers import Dovecot  # noqa: E402
 
 PASSWORD = "bench-pw"
@@ -152,7 +152,7 @@ def main() -> None:
         figures["extract_pdfs"] = pdfs
         figures["extract_peak_rss_mb"] = round(rss)
         print(f"attachment text: {pending} documents ({pdfs} PDFs) in {seconds:.1f} s = {pending / seconds:.0f}/s "
-              f"on {os.cpu_count()} cores, peak RSS {rss:.0f} MB (main process)", flush=True)
+              f"on {os.cpu_count()} cores, peak RSS {rss:.0f} MB (largest process)", flush=True)
 
         if args.big_mailbox:
             scale = work / "scale"

@@ -167,18 +167,18 @@ def test_account_test_reports_folders_and_counts(run, mailbox):
 
 
 def test_a_message_that_fails_is_recorded_with_its_reason_and_retried_next_run(run, mailbox, monkeypatch):
-    import archivista_mail.importer as importer
+    import archivista_mail.pipeline as pipeline
 
     mailbox.append([make_mail(i) for i in range(90, 93)])
     add_imap(run, mailbox, extra=["--after", "delete"])
-    real_prepare = importer.prepare
+    real_prepare = pipeline.prepare
 
     def failing_prepare(raw):  # our own seam: the stage after the source
         if b"<gen-91@" in raw.raw:
             raise RuntimeError("simulated planner bug")
         return real_prepare(raw)
 
-    monkeypatch.setattr(importer, "prepare", failing_prepare)
+    monkeypatch.setattr(pipeline, "prepare", failing_prepare)
     result = run("import")
     assert result.exit_code == 1
     assert "simulated planner bug" in result.output
@@ -186,7 +186,7 @@ def test_a_message_that_fails_is_recorded_with_its_reason_and_retried_next_run(r
     assert [f["reason"] for f in state["failures"]] == ["RuntimeError: simulated planner bug"]
     assert [raw for raw, _ in mailbox.messages().values()] == [make_mail(91)]  # not deleted: not archived
 
-    monkeypatch.setattr(importer, "prepare", real_prepare)
+    monkeypatch.setattr(pipeline, "prepare", real_prepare)
     result = run("import")
     assert result.exit_code == 0, result.output
     state = json.loads(run("runs", "--json").output)

@@ -175,8 +175,8 @@ class EmbeddedArchive(Archive):
         failed = list(failed)
         shas = [[_sha(p.data) for p in plans] for _, plans in mails]
         blobs: dict[str, Content] = {}
-        for (_, plans), plan_shas in zip(mails, shas):
-            for plan, sha in zip(plans, plan_shas):
+        for (_, plans), plan_shas in zip(mails, shas, strict=True):
+            for plan, sha in zip(plans, plan_shas, strict=True):
                 blobs.setdefault(sha, plan.data)
         try:
             # Blobs first: a row never points at a blob that is not on disk.
@@ -197,7 +197,7 @@ class EmbeddedArchive(Archive):
         results: list[SaveResult] = []
         with conn:  # one transaction: documents, seen keys, cursor, failures, actions
             conn.execute("BEGIN IMMEDIATE")
-            for (raw, plans), plan_shas in zip(mails, shas):
+            for (raw, plans), plan_shas in zip(mails, shas, strict=True):
                 row = conn.execute("SELECT number FROM documents WHERE sha256=? AND kind='mail' AND parent IS NULL",
                                    [plan_shas[0]]).fetchone()
                 if row:
@@ -227,7 +227,7 @@ class EmbeddedArchive(Archive):
 
     def _insert_documents(self, conn, raw: RawMail, plans: list[DocumentPlan], plan_shas: list[str], stamp: str) -> int:
         numbers: list[int] = []
-        for plan, sha in zip(plans, plan_shas):
+        for plan, sha in zip(plans, plan_shas, strict=True):
             parent = numbers[plan.parent] if plan.parent is not None else None
             cur = conn.execute(
                 "INSERT INTO documents (kind, parent, title, account, folder, message_id, from_addr, to_addr, "
@@ -324,7 +324,7 @@ def _size(data: Content) -> int:
 
 
 def _row(row) -> dict[str, Any]:
-    d = dict(zip(PUBLIC_COLUMNS, row))
+    d = dict(zip(PUBLIC_COLUMNS, row, strict=True))
     d["inline"] = bool(d["inline"])
     d["defects"] = json.loads(d["defects"]) if d["defects"] else []
     return d
