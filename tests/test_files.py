@@ -1,0 +1,42 @@
+"""The files source: .eml, .mbox and Maildir through the same pipeline, idempotent by content."""
+
+from __future__ import annotations
+
+import json
+import mailbox
+
+from mailfactory import make_mail
+
+
+def mail_ids(run):
+    return sorted(d["message_id"] for d in json.loads(run("docs", "list", "--kind", "mail", "--json").output))
+
+
+def test_mbox_file_imports_each_message_once(run, tmp_path):
+    path = tmp_path / "old.mbox"
+    box = mailbox.mbox(str(path))
+    for i in range(3):
+        box.add(make_mail(200 + i))
+    box.flush()
+    box.close()
+    assert run("import", "--from", str(path)).exit_code == 0
+    assert run("import", "--from", str(path)).exit_code == 0
+    assert mail_ids(run) == [f"gen-{200 + i}@example.com" for i in range(3)]
+    runs = json.loads(run("runs", "--json").output)["runs"]
+    assert (runs[0]["archived"], runs[0]["duplicates"]) == (0, 3)
+
+
+def test_maildir_folders_and_eml_files_below_a_directory(run, tmp_path):
+    (tmp_path / "export").mkdir()
+    md = mailbox.Maildir(str(tmp_path / "export" / "Maildir"), create=True)
+    md.add(make_mail(300))
+    md.add(make_mail(301))
+    (tmp_path / "export" / "loose.eml").write_bytes(make_mail(302))
+    result = run("import", "--from", str(tmp_path / "export"))
+    assert result.exit_code == 0, result.output
+    assert mail_ids(run) == [f"gen-{i}@example.com" for i in (300, 301, 302)]
+
+
+def test_a_missing_path_is_a_clear_error(run, tmp_path):
+    result = run("import", "--from", str(tmp_path / "nope"))
+    assert result.exit_code == 2 and "does not exist" in result.output
