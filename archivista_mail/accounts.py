@@ -72,6 +72,10 @@ def validate(account: Account) -> Account:
     if not account.folders:
         raise ConfigError(f"Account {account.name}: at least one folder is needed (--folder).")
     parse_after(account.after, account.kind)
+    if account.after.startswith("move:") and account.after[5:] in account.folders:
+        raise ConfigError(f"Account {account.name}: mail would be moved into {account.after[5:]!r}, which is "
+                          "archived itself, so it would be fetched again after every move. Move it to a folder "
+                          "that is not in the account's folder list.")
     if account.kind == "pop3" and account.folders != ("INBOX",):
         raise ConfigError(f"Account {account.name}: POP3 has only the inbox; leave out --folder.")
     return account

@@ -147,3 +147,8 @@ def test_unknown_archive_backend_is_a_configuration_error(tmp_path):
     result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "d"), "--config", str(conf), "docs", "list"])
     assert result.exit_code == 2
     assert "'nosuchdms' is not installed" in result.output and "embedded" in result.output
+
+
+def test_moving_mail_into_an_archived_folder_is_refused(run):
+    result = add(run, "loop", "pw", "--folder", "INBOX", "--folder", "Done", "--after", "move:Done")
+    assert result.exit_code == 2 and "archived itself" in result.output

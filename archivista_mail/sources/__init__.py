@@ -22,6 +22,44 @@ class FolderInfo:
     exists: int
 
 
+class Session:
+    """A logged-in connection for one account; subclasses set the error types and ``_connect``.
+
+    Use as a context manager: a connection that fails half-way (TLS, login) is closed again.
+    """
+
+    auth_errors: tuple[type[BaseException], ...] = ()
+    protocol_errors: tuple[type[BaseException], ...] = ()
+
+    def __init__(self, account: Account, password: str, timeout: int = 60) -> None:
+        self.account = account
+        self._password = password
+        self.timeout = timeout
+        self.client = None
+
+    def _guard(self, doing: str):
+        return translated(self.account, doing, self.timeout, auth_errors=self.auth_errors,
+                          protocol_errors=self.protocol_errors)
+
+    def __enter__(self):
+        try:
+            self._connect()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _connect(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Drop the connection (subclasses log out politely first)."""
+        raise NotImplementedError
+
+
 def tls_context(account: Account) -> ssl.SSLContext:
     """A verifying TLS context: the system CAs, or only the account's CA file if it has one."""
     try:

@@ -9,11 +9,10 @@ from pathlib import Path
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 
-from ..accounts import Account
 from ..errors import ConfigError, FolderError
 from ..model import SpooledData
 from ..spool import SpoolWriter
-from . import FolderInfo, tls_context, translated
+from . import FolderInfo, Session, tls_context
 
 SEEN = b"\\Seen"
 DELETED = b"\\Deleted"
@@ -23,27 +22,12 @@ UIDS_PER_COMMAND = 2000
 PROTOCOL_ERRORS = (IMAPClientError, imaplib.IMAP4.error, imaplib.IMAP4.abort)
 
 
-class ImapSession:
+class ImapSession(Session):
     """One logged-in IMAP connection for an account. Use as a context manager."""
 
-    def __init__(self, account: Account, password: str, timeout: int = 60) -> None:
-        self.account = account
-        self._password = password
-        self.timeout = timeout
-        self.client: IMAPClient | None = None
-        self.folder: FolderInfo | None = None
-
-    def _guard(self, doing: str):
-        return translated(self.account, doing, self.timeout, auth_errors=(LoginError,),
-                          protocol_errors=PROTOCOL_ERRORS)
-
-    def __enter__(self) -> ImapSession:
-        try:
-            self._connect()
-        except BaseException:
-            self.close()
-            raise
-        return self
+    auth_errors = (LoginError,)
+    protocol_errors = PROTOCOL_ERRORS
+    client: IMAPClient | None
 
     def _connect(self) -> None:
         acc = self.account
@@ -59,9 +43,6 @@ class ImapSession:
                 raise ConfigError(f"Account {acc.name}: unknown security {acc.security!r}.")
         with self._guard("logging in"):
             self.client.login(acc.username, self._password)
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def close(self) -> None:
         """Log out; a connection that is already broken is simply dropped."""

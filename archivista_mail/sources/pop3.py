@@ -5,11 +5,10 @@ from __future__ import annotations
 import poplib
 from pathlib import Path
 
-from ..accounts import Account
 from ..errors import ConfigError
 from ..model import SpooledData
 from ..spool import SpoolWriter
-from . import tls_context, translated
+from . import Session, tls_context
 
 # poplib refuses lines over 2,048 bytes (its _MAXLINE guard); real HTML mail has longer ones.
 # RFC 1939 allows 512 octets a line but servers pass long message lines through unchanged.
@@ -20,26 +19,12 @@ class _PopAuthError(Exception):
     """poplib raises error_proto for everything; we split off the login failures."""
 
 
-class Pop3Session:
+class Pop3Session(Session):
     """One logged-in POP3 connection for an account. Use as a context manager."""
 
-    def __init__(self, account: Account, password: str, timeout: int = 60) -> None:
-        self.account = account
-        self._password = password
-        self.timeout = timeout
-        self.client: poplib.POP3 | None = None
-
-    def _guard(self, doing: str):
-        return translated(self.account, doing, self.timeout, auth_errors=(_PopAuthError,),
-                          protocol_errors=(poplib.error_proto,))
-
-    def __enter__(self) -> Pop3Session:
-        try:
-            self._connect()
-        except BaseException:
-            self.close()
-            raise
-        return self
+    auth_errors = (_PopAuthError,)
+    protocol_errors = (poplib.error_proto,)
+    client: poplib.POP3 | None
 
     def _connect(self) -> None:
         acc = self.account
@@ -88,11 +73,7 @@ class Pop3Session:
         """UIDL -> message number for every message in the maildrop."""
         with self._guard("listing mail"):
             _, lines, _ = self.client.uidl()
-        out = {}
-        for line in lines:
-            num, _, uid = line.decode("ascii", "replace").partition(" ")
-            out[uid.strip()] = int(num)
-        return out
+        return {value: num for num, value in _pairs(lines)}
 
     def retr(self, number: int) -> bytes:
         """The message's bytes as the server sent them (CRLF lines, dot-stuffing undone)."""
@@ -104,11 +85,7 @@ class Pop3Session:
         """Message number -> size in octets (LIST)."""
         with self._guard("listing mail"):
             _, lines, _ = self.client.list()
-        out = {}
-        for line in lines:
-            num, _, size = line.decode("ascii", "replace").partition(" ")
-            out[int(num)] = int(size.split()[0]) if size.strip() else 0
-        return out
+        return {num: int(value) if value.isdigit() else 0 for num, value in _pairs(lines)}
 
     def retr_to_spool(self, number: int, spool_dir: Path) -> SpooledData:
         """RETR one large message line by line into a spool file (poplib's retr keeps every line in a list).
@@ -142,3 +119,12 @@ class Pop3Session:
         """How many messages the maildrop holds."""
         with self._guard("counting messages"):
             return self.client.stat()[0]
+
+
+def _pairs(lines: list[bytes]) -> list[tuple[int, str]]:
+    """'N value' lines of a UIDL or LIST answer -> [(N, value)]."""
+    out = []
+    for line in lines:
+        num, _, value = line.decode("ascii", "replace").partition(" ")
+        out.append((int(num), value.strip().split(" ")[0]))
+    return out
