@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,18 +114,18 @@ class Archive(abc.ABC):
         """Full-text search over subject, addresses, body and attachment text, best first."""
 
     @abc.abstractmethod
+    def get_text(self, number: int) -> str:
+        """A document's searchable text: a mail's body, an attachment's extracted text ('' if none)."""
+
+    @abc.abstractmethod
     def read_blob(self, number: int) -> bytes:
         """The stored bytes of a document (for a mail: the original message)."""
 
     # -- deferred text extraction ---------------------------------------------------------
     @abc.abstractmethod
     def pending_text(self, limit: int) -> list[dict[str, Any]]:
-        """Documents whose text is not yet extracted (number, mime_type, sha256)."""
+        """Documents whose text is not yet extracted: dicts with number, mime_type and the blob's file path."""
 
     @abc.abstractmethod
     def save_texts(self, results: Iterable[tuple[int, str, str, str | None]]) -> None:
         """Store extraction results (number, text, status, error) and index the text."""
-
-    def iter_blob_paths(self) -> Iterator[str]:  # pragma: no cover - optional
-        """Optional: file paths of blobs for parallel readers."""
-        raise NotImplementedError

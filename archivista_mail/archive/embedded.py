@@ -252,7 +252,7 @@ class EmbeddedArchive(Archive):
         return _row(row)
 
     def get_text(self, number: int) -> str:
-        """The searchable text of a document: a mail's body (parsed again), an attachment's extract."""
+        # A mail's body is parsed again from its blob (not stored twice); an attachment's is stored.
         row = self.db.execute("SELECT kind, text, sha256 FROM documents WHERE number=?", [number]).fetchone()
         if row is None:
             raise NotFoundError(f"There is no document number {number} in the archive.")
@@ -277,10 +277,6 @@ class EmbeddedArchive(Archive):
         sql += " ORDER BY number DESC LIMIT ? OFFSET ?"
         return [_row(r) for r in self.db.execute(sql, args + [limit, offset])]
 
-    def count_documents(self) -> int:
-        """How many documents the archive holds."""
-        return self.db.execute("SELECT count(*) FROM documents").fetchone()[0]
-
     def search(self, query: str, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         q = self.db.quote_fts(query)
         cols = ", ".join(f"d.{c}" for c in PUBLIC_COLUMNS)
@@ -291,11 +287,6 @@ class EmbeddedArchive(Archive):
     def read_blob(self, number: int) -> bytes:
         return self.blobs.read(self.get_document(number)["sha256"])
 
-    def blob_path(self, number: int) -> Path:
-        """File path of a document's blob (for streaming large files)."""
-        return self.blobs.path(self.get_document(number)["sha256"])
-
-    # -- deferred text extraction ---------------------------------------------------------
     def pending_text(self, limit: int) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT number, mime_type, sha256 FROM documents WHERE text_status='pending' "
                                "ORDER BY number LIMIT ?", [limit])
