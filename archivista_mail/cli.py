@@ -194,10 +194,12 @@ class _TerminalProgress:
             width = 30
             filled = int(width * min(self.done, self.total) / self.total)
             sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} mails")
-            sys.stderr.flush()
+        else:  # files are read as they come: a count, no total
+            sys.stderr.write(f"\r{self.done} mails")
+        sys.stderr.flush()
 
     def finish(self) -> None:
-        if self.total:
+        if self.total or self.done:
             sys.stderr.write("\n")
 
 

@@ -100,3 +100,26 @@ def _no_system_config(monkeypatch):
     monkeypatch.delenv("ARCHIVISTA_MAIL_DATA", raising=False)
     monkeypatch.delenv("ARCHIVISTA_MAIL_CONFIG", raising=False)
     os.environ.pop("SUDO_USER", None)
+
+
+def run_on_terminal(data_dir: Path, *args: str) -> tuple[int, bytes]:
+    """Run the CLI with a pseudo-terminal as its stdin/stdout/stderr; returns (exit code, what it showed)."""
+    import pty
+    import subprocess
+
+    leader, follower = pty.openpty()
+    env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir))
+    proc = subprocess.run([sys.executable, "-m", "archivista_mail", *args], env=env, stdin=follower,
+                          stdout=follower, stderr=follower, timeout=60)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the terminal's other end is closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    return proc.returncode, shown

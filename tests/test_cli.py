@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
+from conftest import run_on_terminal
 
 from archivista_mail.cli import cli
 from archivista_mail.importer import import_lock
@@ -152,3 +153,10 @@ def test_unknown_archive_backend_is_a_configuration_error(tmp_path):
 def test_moving_mail_into_an_archived_folder_is_refused(run):
     result = add(run, "loop", "pw", "--folder", "INBOX", "--folder", "Done", "--after", "move:Done")
     assert result.exit_code == 2 and "archived itself" in result.output
+
+
+def test_a_terminal_gets_a_progress_count_and_a_summary(data_dir):
+    code, shown = run_on_terminal(data_dir, "import", "--from", SAMPLES)
+    assert code == 0
+    assert b"\r4 mails" in shown
+    assert b"Import: fetched 4, archived 4, duplicates skipped 0, failed 0" in shown

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import PASSWORD
+from conftest import PASSWORD, run_on_terminal
 from mailfactory import make_mail
 
 
@@ -208,3 +208,11 @@ def test_first_import_of_thousands_of_mails_splits_long_uid_lists(run, mailbox):
 def test_an_empty_search_is_a_usage_error(run):
     result = run("docs", "search", "  ")
     assert result.exit_code == 2 and "at least one word" in result.output
+
+
+def test_a_terminal_gets_a_progress_bar_for_imap(mailbox, data_dir, run):
+    mailbox.append([make_mail(i) for i in range(700, 705)])
+    add_imap(run, mailbox)
+    code, shown = run_on_terminal(data_dir, "import")
+    assert code == 0
+    assert b"[##############################] 5/5 mails" in shown
