@@ -318,7 +318,7 @@ def _walk(msg: Message, mail: ParsedMail, depth: int, in_related: bool = False, 
     for name in _defect_names(msg):
         mail.defects.append(f"mime: {name} in {ctype}")
     payload = msg.get_payload()
-    if msg.is_multipart() and ctype != "message/rfc822" and isinstance(payload, list):
+    if msg.is_multipart() and not ctype.startswith("message/") and isinstance(payload, list):
         related = ctype == "multipart/related"
         for child in payload:
             if isinstance(child, Message):
@@ -326,7 +326,11 @@ def _walk(msg: Message, mail: ParsedMail, depth: int, in_related: bool = False, 
         return
     disposition = _disposition(msg)
     filename = _filename(msg, mail.defects)
-    if ctype == "message/rfc822" or (ctype.startswith("message/") and isinstance(payload, list)):
+    if ctype == "message/delivery-status" and isinstance(payload, list):  # a bounce's report: header blocks
+        report = "\n".join(block.as_string() for block in payload).encode("utf-8", "surrogateescape")
+        mail.parts.append(Part(filename, ctype, report, inline=disposition == "inline"))
+        return
+    if _is_nested_message(msg):
         _add_message_part(msg, mail, depth, filename, disposition, src)
         return
     data = _payload(msg, mail.defects, src)
@@ -362,6 +366,13 @@ def _charset(part: Message) -> str | None:
         return None
 
 
+def _is_nested_message(part: Message) -> bool:
+    """True for message/* parts that Python's parser turned into a nested message (see spool.py)."""
+    ctype = _content_type(part)
+    return (ctype.startswith("message/") and ctype != "message/delivery-status"
+            and isinstance(part.get_payload(), list))
+
+
 def _add_message_part(msg: Message, mail: ParsedMail, depth: int, filename: str | None, disposition: str | None,
                       src: _Spool | None = None) -> None:
     payload = msg.get_payload()
@@ -382,6 +393,9 @@ def _add_message_part(msg: Message, mail: ParsedMail, depth: int, filename: str 
     if depth >= MAX_DEPTH:
         mail.defects.append("forwarded message nested too deep: kept as a file")
         mail.parts.append(Part(filename, "message/rfc822", data))
+        if src is not None:  # keep the skeleton's message regions in step with the walk
+            for _ in filter(_is_nested_message, list(inner.walk())[1:]):
+                src.next_message()
         return
     nested = _from_message(inner, depth + 1, src)
     mail.parts.append(Part(filename, "message/rfc822", data, inline=disposition == "inline", message=nested))

@@ -77,6 +77,10 @@ def _header_info(block: bytes) -> tuple[str, str | None, str]:
         return "application/octet-stream", None, ""
 
 
+def _nested(ctype: str) -> bool:
+    return ctype.startswith("message/") and ctype != "message/delivery-status"
+
+
 def build_skeleton(path: Path) -> Skeleton:
     """Scan a message file once and return its skeleton (see the module docstring)."""
     out = bytearray()
@@ -89,6 +93,7 @@ def build_skeleton(path: Path) -> Skeleton:
     body_size = 0
     body_start = 0
     spilled = False
+    body_is_message = False
     offset = 0
 
     def end_of(pos: int, prev_line: bytes) -> int:
@@ -97,6 +102,8 @@ def build_skeleton(path: Path) -> Skeleton:
 
     def finish_body(end: int) -> None:
         nonlocal body, body_size, spilled
+        if body_is_message:
+            skeleton.messages.append((body_start, end))
         if spilled:
             skeleton.regions.append((body_start, end))
             out.extend(f"{MARKER}{len(skeleton.regions) - 1}\r\n".encode())
@@ -115,11 +122,15 @@ def build_skeleton(path: Path) -> Skeleton:
                     if ctype.startswith("multipart/") and boundary:
                         boundaries.append(boundary.encode("ascii", "replace"))
                         mode = "text"  # preamble
-                    elif ctype == "message/rfc822" and cte not in ("base64", "quoted-printable"):
+                    elif ctype == "message/delivery-status":
+                        mode = "text"  # a bounce report: header blocks the parser reads itself; small
+                    elif _nested(ctype) and cte not in ("base64", "quoted-printable"):
                         open_messages.append((offset + len(line), len(boundaries)))
                         mode = "headers"  # the forwarded message's own headers follow
                     else:
                         mode, body_start = "body", offset + len(line)
+                        # Python's parser nests every message/* but delivery-status, encoded or not
+                        body_is_message = _nested(ctype)
                 else:
                     header.append(line)
             else:

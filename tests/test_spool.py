@@ -13,6 +13,7 @@ from mailfactory import _b64, make_mail
 from archivista_mail import mime, spool
 from archivista_mail.model import SpooledData
 from archivista_mail.mime import parse_mail, parse_spooled
+from archivista_mail.spool import read_head
 
 CORPUS = Path(__file__).parent / "corpus" / "mime"
 EXPECTED = json.loads((CORPUS / "expected.json").read_text())["messages"]
@@ -115,3 +116,51 @@ def test_a_large_pop3_mail_is_spooled_and_byte_identical(run, mailbox, monkeypat
         assert (tmp_path / "m.eml").read_bytes() == raw
     hits = json.loads(run("docs", "search", "quoll", "--json").output)
     assert {h["kind"] for h in hits} == {"mail", "attachment"}
+
+
+def nested(depth: int) -> bytes:
+    mail = b"From: inner@example.com\r\nSubject: level 0\r\n\r\ninnermost text\r\n"
+    for level in range(1, depth + 1):
+        mail = (f"From: l{level}@example.com\r\nSubject: level {level}\r\nMIME-Version: 1.0\r\n"
+                f'Content-Type: multipart/mixed; boundary="b{level}"\r\n\r\n--b{level}\r\n'
+                f"Content-Type: text/plain\r\n\r\nlevel {level} text\r\n--b{level}\r\n"
+                f'Content-Type: message/rfc822; name="l{level}.eml"\r\n\r\n').encode() + mail + (
+                f"\r\n--b{level}\r\nContent-Type: message/rfc822\r\n\r\nFrom: side{level}@example.com\r\n"
+                f"Subject: side {level}\r\n\r\nside\r\n--b{level}--\r\n").encode()
+    return mail
+
+
+BOUNCE = (b"From: MAILER-DAEMON@example.com\r\nSubject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\n"
+          b'Content-Type: multipart/report; report-type=delivery-status; boundary="r"\r\n\r\n--r\r\n'
+          b"Content-Type: text/plain\r\n\r\nThe mail could not be delivered.\r\n--r\r\n"
+          b"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.com\r\n\r\n"
+          b"Final-Recipient: rfc822; gone@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--r\r\n"
+          b"Content-Type: message/rfc822\r\n\r\nFrom: me@example.com\r\nSubject: original\r\n\r\nhello\r\n--r--\r\n")
+
+
+@pytest.mark.parametrize("raw", [nested(10), BOUNCE], ids=["nested-10-deep", "bounce"])
+def test_deep_nesting_and_bounces_parse_alike_in_memory_and_spooled(raw, tmp_path, monkeypatch):
+    monkeypatch.setattr(spool, "SPILL_AT", 16)
+    path = tmp_path / "m.eml"
+    path.write_bytes(raw)
+    in_memory = parse_mail(raw)
+    spooled = parse_spooled(SpooledData(path, len(raw), hashlib.sha256(raw).hexdigest()), tmp_path)
+    assert flatten(spooled) == flatten(in_memory)
+
+    def check_regions(parsed):  # each forwarded message's bytes come from its own place in the file
+        for part in parsed.parts:
+            if part.message is not None:
+                data = read_head(part.data, 1 << 20)
+                assert f"Subject: {part.message.subject}\r\n".encode() in data
+                check_regions(part.message)
+            elif part.content_type == "message/rfc822":  # below the depth limit: kept whole
+                assert read_head(part.data, 1 << 20).startswith(b"From: ")
+
+    check_regions(spooled)
+
+
+def test_a_bounce_keeps_its_delivery_report_as_text():
+    parsed = parse_mail(BOUNCE)
+    report = [p for p in parsed.parts if p.content_type == "message/delivery-status"][0]
+    assert b"Status: 5.1.1" in report.data
+    assert [p.message.subject for p in parsed.parts if p.message] == ["original"]
