@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
-KINDS = ("imap", "pop3")
+KINDS = ("imap", "pop3", "o365")
+GRAPH_HOST = "graph.microsoft.com"
 SECURITY = ("ssl", "starttls", "plain")
 DEFAULT_PORTS = {("imap", "ssl"): 993, ("imap", "starttls"): 143, ("imap", "plain"): 143,
                  ("pop3", "ssl"): 995, ("pop3", "starttls"): 110, ("pop3", "plain"): 110}
@@ -30,6 +31,9 @@ class Account:
     after: str = "none"
     ca_file: str | None = None
     enabled: bool = True
+    tenant: str | None = None  # o365: the Azure tenant (directory) ID; ``username`` holds the client ID
+    mailboxes: tuple[str, ...] = ()  # o365: the mailboxes (addresses) the app reads
+    batch_size: int = 25  # o365: messages per Graph page ("Anzahl Mails (Office 365)")
 
     @property
     def readonly(self) -> bool:
@@ -38,6 +42,11 @@ class Account:
 
     def describe(self) -> str:
         """A one-line description for lists and messages (never the secret)."""
+        if self.kind == "o365":
+            return (f"{self.name}: o365 tenant {self.tenant}, client {self.username}, mailboxes "
+                    f"{', '.join(self.mailboxes)}, folders {', '.join(self.folders)}, batch size {self.batch_size}, "
+                    f"{'unread only' if self.unread_only else 'all mails'}, after archive: {self.after}"
+                    f"{'' if self.enabled else ', disabled'}")
         return (f"{self.name}: {self.kind} {self.username}@{self.host}:{self.port} ({self.security}), "
                 f"folders {', '.join(self.folders)}, {'unread only' if self.unread_only else 'all mails'}, "
                 f"after archive: {self.after}{'' if self.enabled else ', disabled'}")
@@ -63,6 +72,8 @@ def validate(account: Account) -> Account:
         raise ConfigError(f"The account type {account.kind!r} is not known. Use one of: {', '.join(KINDS)}.")
     if account.security not in SECURITY:
         raise ConfigError(f"The security setting {account.security!r} is not known. Use ssl, starttls or plain.")
+    if account.kind == "o365":
+        return _validate_o365(account)
     if not account.host:
         raise ConfigError(f"Account {account.name}: the server name (--host) is missing.")
     if not 0 < account.port < 65536:
@@ -78,4 +89,23 @@ def validate(account: Account) -> Account:
                           "that is not in the account's folder list.")
     if account.kind == "pop3" and account.folders != ("INBOX",):
         raise ConfigError(f"Account {account.name}: POP3 has only the inbox; leave out --folder.")
+    return account
+
+
+def _validate_o365(account: Account) -> Account:
+    if not account.tenant:
+        raise ConfigError(f"Account {account.name}: the tenant ID (--tenant) is missing; it is the Directory ID "
+                          "shown in the Azure portal.")
+    if not account.username:
+        raise ConfigError(f"Account {account.name}: the client ID (--client-id) is missing; it is the "
+                          "Application ID of the app registration.")
+    if not account.mailboxes:
+        raise ConfigError(f"Account {account.name}: at least one mailbox address is needed (--mailbox).")
+    if not 1 <= account.batch_size <= 1000:
+        raise ConfigError(f"Account {account.name}: the batch size must be between 1 and 1000, not "
+                          f"{account.batch_size}.")
+    parse_after(account.after, account.kind)
+    if account.after.startswith("move:") and account.after[5:] in account.folders:
+        raise ConfigError(f"Account {account.name}: mail would be moved into {account.after[5:]!r}, which is "
+                          "archived itself. Move it to a folder that is not in the account's folder list.")
     return account

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .accounts import DEFAULT_PORTS, Account, parse_after, validate
+from .accounts import DEFAULT_PORTS, GRAPH_HOST, Account, parse_after, validate
 from .archive import open_archive
 from .config import DEFAULT_CONFIG_FILE, DEFAULT_DATA_DIR, Config, load_config
 from .errors import ArchivistaMailError, ConfigError, SourceError
@@ -88,47 +88,64 @@ def account() -> None:
     """Add, list, test and remove mail accounts."""
 
 
-def _read_password(password_stdin: bool, name: str) -> str:
-    if password_stdin:
+def _read_password(from_stdin: bool, name: str, what: str = "password", flag: str = "--password-stdin") -> str:
+    if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     elif sys.stdin.isatty():
-        password = click.prompt(f"Password for {name}", hide_input=True)
+        password = click.prompt(f"{what.capitalize()} for {name}", hide_input=True)
     else:
-        raise ConfigError("No password given: pipe it in with --password-stdin (passwords are never "
-                          "taken from the command line, where other users could see them).")
+        raise ConfigError(f"No {what} given: pipe it in with {flag} (secrets are never taken from the command "
+                          "line, where other users could see them).")
     if not password:
-        raise ConfigError(f"The password for account {name} is empty. Give the mailbox's password.")
+        raise ConfigError(f"The {what} for account {name} is empty.")
     return password
 
 
 @account.command("add")
-@click.argument("kind", type=click.Choice(["imap", "pop3"]))
+@click.argument("kind", type=click.Choice(["imap", "pop3", "o365"]))
 @click.argument("name")
-@click.option("--host", required=True, help="Mail server name or address.")
-@click.option("--port", type=int, help="Server port. Default: 993/995 for ssl, 143/110 otherwise.")
+@click.option("--host", help="IMAP/POP3: mail server name or address.")
+@click.option("--port", type=int, help="IMAP/POP3: server port. Default: 993/995 for ssl, 143/110 otherwise.")
 @click.option("--security", type=click.Choice(["ssl", "starttls", "plain"]), default="ssl", show_default=True,
               help="ssl: TLS from the start; starttls: upgrade a plain connection; plain: no encryption (insecure).")
-@click.option("--user", "username", required=True, help="Login name on the server.")
-@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@click.option("--user", "username", help="IMAP/POP3: login name on the server.")
+@click.option("--password-stdin", is_flag=True, help="IMAP/POP3: read the password from the first line of stdin.")
 @click.option("--ca-file", type=click.Path(dir_okay=False, exists=True),
               help="PEM file of the CA to trust for this server instead of the system's CAs.")
-@click.option("--folder", "folders", multiple=True, help="IMAP folder to archive (repeatable). Default: INBOX.")
+@click.option("--tenant", help="o365: the tenant (Directory) ID of the Azure AD / Entra ID.")
+@click.option("--client-id", help="o365: the Application (client) ID of the app registration.")
+@click.option("--client-secret-stdin", is_flag=True, help="o365: read the client secret from the first line of stdin.")
+@click.option("--mailbox", "mailboxes", multiple=True, help="o365: mailbox address to archive (repeatable).")
+@click.option("--batch-size", type=int, default=25, show_default=True,
+              help='o365: messages per Graph page ("Anzahl Mails (Office 365)").')
+@click.option("--folder", "folders", multiple=True,
+              help="Folder to archive (repeatable). Default: INBOX (IMAP), inbox (o365).")
 @click.option("--unread-only", is_flag=True, help="Archive only unread mail (default: all mail).")
 @click.option("--after", default="none", show_default=True,
               help="After archiving: none (server untouched), read (mark read), move:FOLDER, or delete.")
 @click.option("--disabled", is_flag=True, help="Store the account but do not import from it yet.")
 @click.pass_obj
-def account_add(obj: Context, kind, name, host, port, security, username, password_stdin, ca_file, folders,
-                unread_only, after, disabled) -> None:
-    """Add an IMAP or POP3 account. The password is stored encrypted."""
-    password = _read_password(password_stdin, name)
-    acc = validate(Account(
-        name=name, kind=kind, host=host, port=port or DEFAULT_PORTS[(kind, security)], security=security,
-        username=username, secret=Vault(obj.config.key_path).encrypt(password),
-        folders=tuple(folders) or ("INBOX",), unread_only=unread_only, after=parse_after(after, kind),
-        ca_file=str(Path(ca_file).resolve()) if ca_file else None, enabled=not disabled))
+def account_add(obj: Context, kind, name, host, port, security, username, password_stdin, ca_file, tenant, client_id,
+                client_secret_stdin, mailboxes, batch_size, folders, unread_only, after, disabled) -> None:
+    """Add an IMAP, POP3 or Microsoft 365 (o365) account. Passwords and secrets are stored encrypted."""
+    vault = Vault(obj.config.key_path)
+    if kind == "o365":
+        secret = _read_password(client_secret_stdin, name, what="client secret", flag="--client-secret-stdin")
+        acc = Account(name=name, kind=kind, host=GRAPH_HOST, port=443, security="ssl", username=client_id or "",
+                      secret=vault.encrypt(secret), folders=tuple(folders) or ("inbox",), unread_only=unread_only,
+                      after=parse_after(after, kind), enabled=not disabled, tenant=tenant,
+                      mailboxes=tuple(mailboxes), batch_size=batch_size)
+    else:
+        if not host or not username:
+            raise ConfigError(f"An {kind.upper()} account needs --host and --user.")
+        password = _read_password(password_stdin, name)
+        acc = Account(name=name, kind=kind, host=host, port=port or DEFAULT_PORTS[(kind, security)],
+                      security=security, username=username, secret=vault.encrypt(password),
+                      folders=tuple(folders) or ("INBOX",), unread_only=unread_only, after=parse_after(after, kind),
+                      ca_file=str(Path(ca_file).resolve()) if ca_file else None, enabled=not disabled)
+    validate(acc)
     obj.state.save_account(acc, current_actor(), new=True)
-    if security == "plain":
+    if kind != "o365" and security == "plain":
         click.echo(f"Warning: account {name} sends its password and mail unencrypted.", err=True)
     click.echo(f"Added account {acc.describe()}")
 

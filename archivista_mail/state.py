@@ -28,6 +28,8 @@ SCHEMA = [
     "detail TEXT)",
     "CREATE INDEX IF NOT EXISTS audit_at ON audit(at)",
 ]
+# Columns added after the first release of the table: (name, SQL type).
+ACCOUNT_COLUMNS_ADDED = [("tenant", "TEXT"), ("mailboxes", "TEXT"), ("batch_size", "INTEGER")]
 
 
 def current_actor() -> str:
@@ -58,6 +60,10 @@ class State:
             self.db.conn.execute("BEGIN IMMEDIATE")
             for statement in SCHEMA:
                 self.db.conn.execute(statement)
+            have = {row[1] for row in self.db.conn.execute("PRAGMA table_info(accounts)")}
+            for name, sqltype in ACCOUNT_COLUMNS_ADDED:
+                if name not in have:
+                    self.db.conn.execute(f"ALTER TABLE accounts ADD COLUMN {name} {sqltype}")
 
     # -- accounts ---------------------------------------------------------------------
     def save_account(self, account: Account, actor: str, *, new: bool) -> None:
@@ -70,6 +76,7 @@ class State:
             raise ConfigError(f"There is no account named {account.name!r}. See 'archivista-mail account list'.")
         row = asdict(account)
         row["folders"] = json.dumps(list(account.folders), ensure_ascii=False)
+        row["mailboxes"] = json.dumps(list(account.mailboxes), ensure_ascii=False)
         row["unread_only"] = int(account.unread_only)
         row["enabled"] = int(account.enabled)
         row["updated_at"] = now_iso()
@@ -85,7 +92,8 @@ class State:
     def accounts(self) -> list[Account]:
         """All accounts, by name."""
         rows = self.db.execute("SELECT name, kind, host, port, security, username, secret, folders, unread_only, "
-                               "after, ca_file, enabled FROM accounts ORDER BY name").fetchall()
+                               "after, ca_file, enabled, tenant, mailboxes, batch_size FROM accounts "
+                               "ORDER BY name").fetchall()
         return [_account(r) for r in rows]
 
     def account(self, name: str) -> Account:
@@ -142,4 +150,5 @@ class State:
 def _account(r) -> Account:
     return Account(name=r[0], kind=r[1], host=r[2], port=r[3], security=r[4], username=r[5], secret=r[6],
                    folders=tuple(json.loads(r[7])), unread_only=bool(r[8]), after=r[9], ca_file=r[10],
-                   enabled=bool(r[11]))
+                   enabled=bool(r[11]), tenant=r[12], mailboxes=tuple(json.loads(r[13] or "[]")),
+                   batch_size=r[14] or 25)

@@ -123,3 +123,55 @@ def run_on_terminal(data_dir: Path, *args: str) -> tuple[int, bytes]:
         shown += chunk
     os.close(leader)
     return proc.returncode, shown
+
+
+@pytest.fixture(scope="session")
+def graph_server():
+    """The Graph emulator (an HTTPS proxy on 127.0.0.1), for the whole session."""
+    from graph_emulator import GraphEmulator
+
+    server = GraphEmulator().start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.dir, ignore_errors=True)
+
+
+_graph_tenants = iter(range(1, 10_000))
+
+
+class Tenant:
+    """A fresh tenant, app and mailbox in the emulator for one test."""
+
+    def __init__(self, server, n: int) -> None:
+        self.server = server
+        self.tenant = f"tenant-{n:04d}"
+        self.client_id = f"client-{n:04d}"
+        self.secret = f"secret-{n:04d}~value"
+        self.mailbox = f"archive{n}@contoso.example"
+        server.add_app(self.tenant, self.client_id, self.secret)
+        server.add_mailbox(self.mailbox)
+
+    def deliver(self, mimes, **kw):
+        return self.server.deliver(self.mailbox, mimes, **kw)
+
+    def folder(self, name="inbox"):
+        return self.server.mailboxes[self.mailbox.lower()].folder(name)
+
+    def add_account(self, run, *extra, name="m365", secret=None):
+        result = run("account", "add", "o365", name, "--tenant", self.tenant, "--client-id", self.client_id,
+                     "--client-secret-stdin", "--mailbox", self.mailbox, *extra, input=(secret or self.secret) + "\n")
+        assert result.exit_code == 0, result.output
+        return result
+
+
+@pytest.fixture
+def tenant(graph_server, monkeypatch) -> Tenant:
+    """A fresh tenant in the emulator, with this process's requests routed to it."""
+    for name in ("CURL_CA_BUNDLE", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in graph_server.environ().items():
+        monkeypatch.setenv(name, value)
+    graph_server.throttle, graph_server.latency, graph_server.token_lifetime = 0.0, 0.0, 3600
+    graph_server.expire_delta_tokens, graph_server.after_delta_page = False, None
+    graph_server.fail_next.clear()
+    return Tenant(graph_server, next(_graph_tenants))

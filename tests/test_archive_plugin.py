@@ -35,9 +35,16 @@ class MemoryArchive(Archive):
         self.cursors: dict[tuple[str, str], Cursor] = {}
         self.failed: dict[str, Failure] = {}
         self.actions: dict[str, PendingAction] = {}
+        self.state: dict[str, str | None] = {}
 
     def ensure_schema(self) -> None:
         pass
+
+    def get_state(self, key):
+        return self.state.get(key)
+
+    def set_state(self, key, value):
+        self.state[key] = value
 
     def known_keys(self, keys):
         return {k for k in keys if k in self.seen}
@@ -62,7 +69,7 @@ class MemoryArchive(Archive):
     def reset_cursor(self, account, folder, uidvalidity):
         self.cursors[(account, folder)] = Cursor(uidvalidity, 0)
 
-    def save_batch(self, mails, *, cursor=None, failed=(), action=None):
+    def save_batch(self, mails, *, cursor=None, failed=(), action=None, state=None):
         results = []
         for raw, plans in mails:
             data = [p.data.path.read_bytes() if isinstance(p.data, SpooledData) else p.data for p in plans]
@@ -88,6 +95,8 @@ class MemoryArchive(Archive):
                 self.actions[raw.key] = PendingAction(raw.key, raw.account, raw.folder, raw.uid, action)
         for raw, reason in failed:
             self.failed[raw.key] = Failure(raw.key, raw.account, raw.folder, raw.uid, reason)
+        if state:
+            self.state[state[0]] = state[1]
         if cursor:
             account, folder, cur = cursor
             old = self.cursors.get((account, folder))

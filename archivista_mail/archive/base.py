@@ -69,6 +69,14 @@ class Archive(abc.ABC):
         """The folder's cursor, or None if it was never imported."""
 
     @abc.abstractmethod
+    def get_state(self, key: str) -> str | None:
+        """A source's resume position (e.g. a Graph delta or next link), saved with ``save_batch``."""
+
+    @abc.abstractmethod
+    def set_state(self, key: str, value: str | None) -> None:
+        """Replace or (None) drop a source's resume position outside a batch (e.g. an expired delta)."""
+
+    @abc.abstractmethod
     def failures(self, account: str | None = None, folder: str | None = None) -> list[Failure]:
         """Messages whose last attempt failed, to be retried."""
 
@@ -96,8 +104,12 @@ class Archive(abc.ABC):
         cursor: tuple[str, str, Cursor] | None = None,
         failed: Iterable[tuple[RawMail, str]] = (),
         action: str | None = None,
+        state: tuple[str, str | None] | None = None,
     ) -> list[SaveResult]:
-        """Archive mails durably in one transaction with the ledger; see the module docstring."""
+        """Archive mails durably in one transaction with the ledger; see the module docstring.
+
+        ``cursor`` is an IMAP folder's new cursor, ``state`` a source's new resume position.
+        """
 
     # -- documents ----------------------------------------------------------------------
     @abc.abstractmethod

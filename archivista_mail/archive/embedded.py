@@ -16,7 +16,7 @@ from ..model import Content, Cursor, DocumentPlan, RawMail, SaveResult, SpooledD
 from .base import Archive, Failure, PendingAction
 from .blobs import BlobStore, sha256_hex
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 DOCUMENT_COLUMNS = {
     "number": int, "kind": str, "parent": int, "title": str, "account": str, "folder": str,
@@ -60,6 +60,7 @@ SCHEMA = [
     "CREATE TABLE IF NOT EXISTS actions ([key] TEXT PRIMARY KEY, account TEXT, folder TEXT, uid INTEGER, "
     "action TEXT, created TEXT)",
     "CREATE INDEX IF NOT EXISTS actions_account_folder ON actions(account, folder)",
+    "CREATE TABLE IF NOT EXISTS source_state ([key] TEXT PRIMARY KEY, value TEXT, updated_at TEXT)",
 ]
 
 
@@ -126,6 +127,15 @@ class EmbeddedArchive(Archive):
                               [account, folder]).fetchone()
         return Cursor(row[0], row[1]) if row else None
 
+    def get_state(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM source_state WHERE key=?", [key]).fetchone()
+        return row[0] if row else None
+
+    def set_state(self, key: str, value: str | None) -> None:
+        with self.db.conn:
+            self.db.conn.execute("BEGIN IMMEDIATE")
+            _put_state(self.db.conn, key, value)
+
     def failures(self, account: str | None = None, folder: str | None = None) -> list[Failure]:
         sql = "SELECT key, account, folder, uid, reason, attempts FROM failures WHERE 1=1"
         args: list[Any] = []
@@ -171,6 +181,7 @@ class EmbeddedArchive(Archive):
         cursor: tuple[str, str, Cursor] | None = None,
         failed: Iterable[tuple[RawMail, str]] = (),
         action: str | None = None,
+        state: tuple[str, str | None] | None = None,
     ) -> list[SaveResult]:
         failed = list(failed)
         shas = [[_sha(p.data) for p in plans] for _, plans in mails]
@@ -186,12 +197,12 @@ class EmbeddedArchive(Archive):
                 for plan in plans:
                     if isinstance(plan.data, SpooledData):
                         plan.data.path.unlink(missing_ok=True)
-            return self._commit(mails, shas, cursor, failed, action)
+            return self._commit(mails, shas, cursor, failed, action, state)
         except (OSError, sqlite3.Error) as e:
             raise ArchiveError(f"The archive in {self.data_dir} could not store mail: {e}. "
                                "Check free disk space and permissions; nothing was marked as archived.") from e
 
-    def _commit(self, mails, shas, cursor, failed, action) -> list[SaveResult]:
+    def _commit(self, mails, shas, cursor, failed, action, state) -> list[SaveResult]:
         conn = self.db.conn
         stamp = now_iso()
         results: list[SaveResult] = []
@@ -223,6 +234,8 @@ class EmbeddedArchive(Archive):
                     "ON CONFLICT(account, folder) DO UPDATE SET uidvalidity=excluded.uidvalidity, "
                     "last_uid=max(last_uid, excluded.last_uid), updated_at=excluded.updated_at",
                     [account, folder, cur.uidvalidity, cur.last_uid, stamp])
+            if state is not None:
+                _put_state(conn, *state)
         return results
 
     def _insert_documents(self, conn, raw: RawMail, plans: list[DocumentPlan], plan_shas: list[str], stamp: str) -> int:
@@ -304,6 +317,14 @@ class EmbeddedArchive(Archive):
                 conn.execute("UPDATE documents SET text=?, text_status=?, text_error=? WHERE number=?",
                              [text or None, status, error, number])
                 conn.execute(_FTS_INSERT, [number, row[0], None, None, None, None, row[1], text])
+
+
+def _put_state(conn, key: str, value: str | None) -> None:
+    if value is None:
+        conn.execute("DELETE FROM source_state WHERE key=?", [key])
+    else:
+        conn.execute("INSERT INTO source_state (key, value, updated_at) VALUES (?, ?, ?) ON CONFLICT(key) DO "
+                     "UPDATE SET value=excluded.value, updated_at=excluded.updated_at", [key, value, now_iso()])
 
 
 def _sha(data: Content) -> str:

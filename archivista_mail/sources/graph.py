@@ -1,0 +1,275 @@
+"""Microsoft 365 through Graph, on the O365 library (client-credentials flow).
+
+The O365 library authenticates (through msal) and carries the requests; this adapter adds what
+an archive needs and the library lacks or gets wrong (see ../shared/TESTING.md, O365 2.1.10):
+- a token backend in memory that survives token expiry in the credentials flow;
+- no 200 ms delay between requests, a timeout on every request;
+- our own handling of 429/503/504 on every method, honouring integer and fractional
+  Retry-After, with backoff (O365 retries GETs only and fails on a fractional header);
+- at most ``MAX_CONCURRENCY`` requests in flight per mailbox (the Graph service limit is 4);
+- immutable ids (``Prefer: IdType="ImmutableId"``), so a moved message keeps its id;
+- delta queries with their nextLink/deltaLink, and ``/$value`` for the original MIME.
+O365 and msal log request headers (the bearer token) at debug level: their loggers are kept quiet.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from ..accounts import Account
+from ..errors import AuthError, ConfigError, ConnectError, FetchError, FolderError, SourceError
+
+GRAPH = "https://graph.microsoft.com/v1.0"
+SCOPES = ["https://graph.microsoft.com/.default"]
+MAX_CONCURRENCY = 4
+MAX_ATTEMPTS = 8
+RETRYABLE = (429, 503, 504)
+
+for _name in ("O365", "msal"):  # they log bearer tokens and request headers at debug level
+    logging.getLogger(_name).setLevel(logging.CRITICAL + 1)
+    logging.getLogger(_name).propagate = False
+
+
+class DeltaExpiredError(FetchError):
+    """Raised when Graph answers 410: the delta token expired and the folder must be synced anew."""
+
+
+class GoneError(FetchError):
+    """Raised when a message no longer exists (404 ErrorItemNotFound)."""
+
+
+@dataclass(frozen=True)
+class DeltaPage:
+    """One page of a delta round: changed messages, and either the next page's link or the round's end."""
+
+    messages: list[dict]
+    next_link: str | None
+    delta_link: str | None
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: integer or fractional seconds (HTTP dates are not used by Graph)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _token_backend():
+    from O365.utils.token import MemoryTokenBackend
+
+    class TokenBackend(MemoryTokenBackend):
+        """Tokens in memory only: never a bearer token in ./o365_token.txt (O365's default, mode 0644).
+
+        In the credentials flow O365 2.1.10 asks the backend for the expired token's scopes to
+        refresh it, finds none, and msal fails with 'Invalid parameter type'; Graph's default scope
+        is the answer.
+        """
+
+        def get_token_scopes(self, *, username=None, remove_reserved=False):
+            return super().get_token_scopes(username=username, remove_reserved=remove_reserved) or list(SCOPES)
+
+    return TokenBackend()
+
+
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+class GraphSession:
+    """One authenticated Graph connection for an o365 account. Use as a context manager."""
+
+    def __init__(self, account: Account, secret: str, timeout: int = 60,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.account = account
+        self._secret = secret
+        self.timeout = timeout
+        self.sleep = sleep
+        self.o365 = None
+        self.throttled = 0
+        self._slots: dict[str, threading.Semaphore] = {}
+        self._slots_lock = threading.Lock()
+
+    def __enter__(self) -> GraphSession:
+        from O365 import Account as O365Account
+
+        acc = self.account
+        self.o365 = O365Account((acc.username, self._secret), auth_flow_type="credentials", tenant_id=acc.tenant,
+                                token_backend=_token_backend(), requests_delay=0, timeout=self.timeout,
+                                request_retries=0, raise_http_errors=False,
+                                default_headers={"Prefer": 'IdType="ImmutableId"'})
+        capture = _Capture()
+        log = logging.getLogger("O365")
+        log.setLevel(logging.ERROR)
+        log.addHandler(capture)
+        try:
+            ok = self.o365.authenticate(requested_scopes=SCOPES)
+        except ValueError as e:  # msal: the tenant's configuration could not be fetched
+            raise AuthError(f"Account {acc.name}: the tenant {acc.tenant!r} is not known to Microsoft 365 ({e}). "
+                            "Check the tenant ID (Directory ID) in the Azure portal.") from e
+        except Exception as e:  # requests' connection errors, proxies, TLS
+            raise ConnectError(f"Account {acc.name}: Microsoft's login service cannot be reached ({e}). Check the "
+                               "network, proxy and firewall of this machine.") from e
+        finally:
+            log.removeHandler(capture)
+            log.setLevel(logging.CRITICAL + 1)
+        if not ok:
+            raise AuthError(_login_failure(acc, " ".join(capture.messages)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        if self.o365 is not None and self.o365.con.session is not None:
+            self.o365.con.session.close()
+        self.o365 = None
+
+    # -- requests -------------------------------------------------------------------------
+    def _slot(self, mailbox: str) -> threading.Semaphore:
+        with self._slots_lock:
+            return self._slots.setdefault(mailbox.lower(), threading.Semaphore(MAX_CONCURRENCY))
+
+    def request(self, method: str, url: str, mailbox: str, *, expect_json: bool = True, **kwargs):
+        """One Graph request with throttling handled; returns the response. Raises SourceError subclasses."""
+        delay = 1.0
+        for attempt in range(MAX_ATTEMPTS):
+            with self._slot(mailbox):
+                try:
+                    response = self.o365.con.oauth_request(url, method, **kwargs)
+                except Exception as e:  # requests' ConnectionError, Timeout, SSLError; msal refresh failures
+                    raise FetchError(f"Account {self.account.name}: the request to Microsoft Graph failed "
+                                     f"({type(e).__name__}: {e}). The next run continues where this one "
+                                     "stopped.") from e
+            if response.status_code in RETRYABLE and attempt < MAX_ATTEMPTS - 1:
+                self.throttled += 1
+                wait = parse_retry_after(response.headers.get("Retry-After"))
+                self.sleep(min(60.0, wait if wait is not None else delay))  # outside the slot: others go on
+                delay = min(30.0, delay * 2)
+                continue
+            if response.status_code >= 400:
+                raise self._error(response, mailbox)
+            return response
+        raise FetchError(f"Account {self.account.name}: Microsoft Graph kept answering "
+                         f"{response.status_code} after {MAX_ATTEMPTS} attempts. The next run tries again.")
+
+    def _error(self, response, mailbox: str) -> SourceError:
+        acc = self.account.name
+        try:
+            error = response.json().get("error", {})
+            code, message = error.get("code", ""), error.get("message", "")
+        except ValueError:
+            code, message = "", response.text[:200]
+        status = response.status_code
+        if status == 410:
+            return DeltaExpiredError(f"Account {acc}: the delta token for {mailbox} expired ({code}).")
+        if code == "ErrorItemNotFound":
+            return GoneError(f"Account {acc}: {message}")
+        if code == "MailboxNotEnabledForRESTAPI":
+            return FolderError(f"Account {acc}: the mailbox {mailbox} is not enabled for the Graph API (it is "
+                               "inactive, soft-deleted or hosted on-premises). Archive it over IMAP instead, or "
+                               "move it to Exchange Online.")
+        if code in ("ErrorInvalidUser", "ResourceNotFound") or (status == 404 and "user" in message.lower()):
+            return FolderError(f"Account {acc}: the mailbox {mailbox} does not exist in this tenant. Check the "
+                               "address (the user's primary SMTP address or user principal name).")
+        if status == 401:
+            return AuthError(f"Account {acc}: Microsoft Graph rejected the access token ({message}). Check that "
+                             "the app registration still exists and its secret is valid.")
+        if status == 403:
+            return AuthError(f"Account {acc}: access to the mailbox {mailbox} was denied ({code}). Grant the app "
+                             "the application permission Mail.Read (Mail.ReadWrite to mark, move or delete) with "
+                             "admin consent, and check any application access policy that limits it to chosen "
+                             "mailboxes.")
+        return FetchError(f"Account {acc}: Microsoft Graph answered {status} {code}: {message}. The next run "
+                          "tries again.")
+
+    # -- mail ---------------------------------------------------------------------------
+    @staticmethod
+    def folder_url(mailbox: str, folder: str) -> str:
+        return f"{GRAPH}/users/{quote(mailbox)}/mailFolders/{quote(folder)}"
+
+    def folder_info(self, mailbox: str, folder: str) -> dict:
+        """The folder's resource (displayName, totalItemCount, unreadItemCount)."""
+        try:
+            return self.request("GET", self.folder_url(mailbox, folder), mailbox).json()
+        except GoneError as e:
+            raise FolderError(f"Account {self.account.name}: the folder {folder!r} does not exist in mailbox "
+                              f"{mailbox}. Use a well-known name such as inbox or archive, or the folder's id.") from e
+
+    def delta_page(self, mailbox: str, folder: str, link: str | None, page_size: int) -> DeltaPage:
+        """One page of the folder's message delta: from ``link`` (a nextLink or deltaLink), or a new round."""
+        url = link or f"{self.folder_url(mailbox, folder)}/messages/delta"
+        params = None if link else {"$select": "id,isRead,receivedDateTime"}
+        headers = {"Prefer": f"odata.maxpagesize={page_size}"}
+        data = self.request("GET", url, mailbox, params=params, headers=headers).json()
+        return DeltaPage(data.get("value", []), data.get("@odata.nextLink"), data.get("@odata.deltaLink"))
+
+    def fetch_mime(self, mailbox: str, ids: list[str]) -> dict[str, bytes]:
+        """The original MIME of each message (``/$value``), up to MAX_CONCURRENCY at a time; gone ones left out."""
+        def one(message_id: str) -> tuple[str, bytes | None]:
+            url = f"{GRAPH}/users/{quote(mailbox)}/messages/{quote(message_id)}/$value"
+            try:
+                return message_id, self.request("GET", url, mailbox).content
+            except GoneError:  # deleted between listing and fetching: nothing to archive
+                return message_id, None
+
+        with ThreadPoolExecutor(MAX_CONCURRENCY) as pool:
+            return {mid: mime for mid, mime in pool.map(one, ids) if mime is not None}
+
+    def apply(self, mailbox: str, action: str, ids: list[str]) -> None:
+        """After-archive action on messages (read, move:FOLDER, delete); a message already gone is done."""
+        if action == "none" or not ids:
+            return
+
+        def one(message_id: str) -> None:
+            url = f"{GRAPH}/users/{quote(mailbox)}/messages/{quote(message_id)}"
+            try:
+                if action == "read":
+                    self.request("PATCH", url, mailbox, data={"isRead": True})
+                elif action == "delete":
+                    self.request("DELETE", url, mailbox)
+                elif action.startswith("move:"):
+                    self.request("POST", f"{url}/move", mailbox, data={"destinationId": action[5:]})
+                else:
+                    raise ConfigError(f"Account {self.account.name}: unknown after-archive action {action!r}.")
+            except GoneError:
+                pass
+
+        with ThreadPoolExecutor(MAX_CONCURRENCY) as pool:
+            list(pool.map(one, ids))
+
+    def first_message(self, mailbox: str, folder: str) -> dict | None:
+        """The newest message of a folder (subject, receivedDateTime), or None if it is empty."""
+        data = self.request("GET", f"{self.folder_url(mailbox, folder)}/messages", mailbox,
+                            params={"$top": 1, "$select": "subject,receivedDateTime"}).json()
+        return (data.get("value") or [None])[0]
+
+
+def _login_failure(acc: Account, detail: str) -> str:
+    if "AADSTS7000215" in detail:
+        what = "the client secret is wrong. Enter the secret's Value (not its Secret ID) from the app registration"
+    elif "AADSTS7000222" in detail:
+        what = "the client secret has expired. Create a new secret in the app registration and enter it here"
+    elif "AADSTS700016" in detail:
+        what = "the client (application) ID is not known in this tenant. Check the Application ID and the tenant ID"
+    elif "AADSTS90002" in detail or "tenant" in detail.lower():
+        what = "the tenant is not known. Check the tenant ID (Directory ID)"
+    else:
+        what = "the login failed. Check tenant ID, client ID and client secret"
+    code = next((w.strip(":|.,") for w in detail.split() if w.startswith("AADSTS")), "")
+    return f"Account {acc.name}: Microsoft 365 refused the app's login{f' ({code})' if code else ''}: {what}."
+

@@ -1,0 +1,481 @@
+"""A Microsoft Graph emulator for tests and benchmarks: an HTTPS CONNECT proxy on 127.0.0.1.
+
+Production code keeps the real URLs (login.microsoftonline.com, graph.microsoft.com). Tests set
+HTTPS_PROXY to this proxy and REQUESTS_CA_BUNDLE to its throw-away CA; the proxy accepts tunnels
+only to those two hosts and answers inside them with TLS from that CA, following the request and
+response shapes of Microsoft's Graph v1.0 reference (user-list-messages, message-get,
+message-delta, message-update, message-move, message-delete, throttling, paging) and of the
+identity platform's client-credentials token endpoint.
+
+Faults to inject: ``throttle`` (share of Graph requests answered 429 with ``retry_after``),
+``latency`` (seconds added to every Graph request), ``token_lifetime``, ``expire_delta_tokens``.
+It records the highest number of concurrent requests per mailbox.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import email
+import itertools
+import json
+import random
+import secrets
+import socket
+import socketserver
+import ssl
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from email import policy
+from pathlib import Path
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+LOGIN = "login.microsoftonline.com"
+GRAPH = "graph.microsoft.com"
+WELL_KNOWN = {"inbox": "Inbox", "archive": "Archive", "deleteditems": "Deleted Items", "sentitems": "Sent Items"}
+
+
+def make_ca(directory: Path) -> tuple[Path, ssl.SSLContext]:
+    """A throw-away CA (its PEM file for clients) and a server context for both Microsoft hosts."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "archivista-mail test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+          .not_valid_after(now + datetime.timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, GRAPH)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(GRAPH), x509.DNSName(LOGIN)]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_file = directory / "ca.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (directory / "leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM)
+                                         + ca.public_bytes(serialization.Encoding.PEM))
+    (directory / "leaf.key").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                           serialization.PrivateFormat.PKCS8,
+                                                           serialization.NoEncryption()))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(directory / "leaf.pem", directory / "leaf.key")
+    return ca_file, ctx
+
+
+@dataclass
+class Message:
+    id: str
+    mime: bytes
+    received: str
+    is_read: bool = False
+    version: int = 1
+
+    def resource(self, folder_id: str, select: list[str] | None = None) -> dict:
+        try:
+            subject = str(email.message_from_bytes(self.mime, policy=policy.default)["subject"] or "")
+        except Exception:
+            subject = ""
+        full = {"@odata.etag": f'W/"{self.version}"', "id": self.id, "receivedDateTime": self.received,
+                "subject": subject, "isRead": self.is_read, "parentFolderId": folder_id,
+                "hasAttachments": b"Content-Disposition: attachment" in self.mime}
+        return {k: v for k, v in full.items() if not select or k in select or k in ("id", "@odata.etag")}
+
+
+@dataclass
+class Folder:
+    id: str
+    name: str
+    messages: OrderedDict[str, Message] = field(default_factory=OrderedDict)
+
+
+@dataclass
+class Mailbox:
+    address: str
+    rest_enabled: bool = True
+    folders: dict[str, Folder] = field(default_factory=dict)
+
+    def folder(self, ref: str) -> Folder | None:
+        ref = ref.lower()
+        if ref in WELL_KNOWN and ref not in self.folders:
+            self.folders[ref] = Folder(f"folder-{ref}", WELL_KNOWN[ref])
+        return self.folders.get(ref) or next((f for f in self.folders.values() if f.id.lower() == ref), None)
+
+
+class GraphError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+class GraphEmulator:
+    """State and behaviour of the emulated tenant(s). Start with ``start()``, stop with ``stop()``."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="amg-"))
+        self.ca_file, self.server_ctx = make_ca(self.dir)
+        self.apps: dict[tuple[str, str], dict] = {}  # (tenant, client id) -> secret, expired, permissions
+        self.mailboxes: dict[str, Mailbox] = {}
+        self.tokens: dict[str, tuple[str, str, float]] = {}
+        self.token_lifetime = 3600
+        self.token_requests = 0
+        self.throttle = 0.0
+        self.retry_after = "1"
+        self.latency = 0.0
+        self.expire_delta_tokens = False
+        self.fail_next: list[tuple[int, str, dict]] = []  # forced answers for the next Graph requests
+        self.after_delta_page = None  # called with the page's message ids after each delta page is served
+        self.requests: list[tuple[str, str]] = []
+        self.max_concurrent: dict[str, int] = {}
+        self._concurrent: dict[str, int] = {}
+        self._rounds: dict[str, dict] = {}
+        self._snapshots: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        self._rng = random.Random(7)
+        self._ids = itertools.count(1)
+        self.server: socketserver.ThreadingTCPServer | None = None
+        self.port = 0
+
+    # -- set-up ---------------------------------------------------------------------------
+    def add_app(self, tenant: str, client_id: str, secret: str, permissions=("Mail.ReadWrite",),
+                expired: bool = False) -> None:
+        self.apps[(tenant, client_id)] = {"secret": secret, "expired": expired, "permissions": set(permissions)}
+
+    def add_mailbox(self, address: str, rest_enabled: bool = True) -> Mailbox:
+        box = Mailbox(address, rest_enabled)
+        box.folder("inbox")
+        self.mailboxes[address.lower()] = box
+        return box
+
+    def deliver(self, address: str, mimes: list[bytes], folder: str = "inbox", is_read: bool = False) -> list[str]:
+        box = self.mailboxes[address.lower()]
+        ids = []
+        with self._lock:
+            target = box.folder(folder)
+            for mime in mimes:
+                n = next(self._ids)
+                mid = "AAMkAD" + base64.urlsafe_b64encode(f"msg-{n:08d}".encode()).decode().rstrip("=")
+                received = (datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+                            + datetime.timedelta(seconds=n)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                target.messages[mid] = Message(mid, mime, received, is_read)
+                ids.append(mid)
+        return ids
+
+    def remove(self, address: str, message_id: str) -> None:
+        with self._lock:
+            for folder in self.mailboxes[address.lower()].folders.values():
+                folder.messages.pop(message_id, None)
+
+    # -- server ---------------------------------------------------------------------------
+    def start(self) -> GraphEmulator:
+        emulator = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                emulator._tunnel(self.request)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+            request_queue_size = 64
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def environ(self) -> dict[str, str]:
+        """What a client process needs to reach the emulator instead of Microsoft."""
+        return {"HTTPS_PROXY": f"http://127.0.0.1:{self.port}", "https_proxy": f"http://127.0.0.1:{self.port}",
+                "REQUESTS_CA_BUNDLE": str(self.ca_file)}
+
+    def _tunnel(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        f = sock.makefile("rb")
+        request_line = f.readline().decode("latin-1").split()
+        while f.readline() not in (b"\r\n", b"\n", b""):
+            pass
+        if len(request_line) < 2 or request_line[0] != "CONNECT":
+            sock.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            return
+        host = request_line[1].rsplit(":", 1)[0]
+        if request_line[1] not in (f"{LOGIN}:443", f"{GRAPH}:443"):
+            sock.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            return
+        sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        try:
+            tls = self.server_ctx.wrap_socket(sock, server_side=True)
+        except (ssl.SSLError, OSError):
+            return
+        reader = tls.makefile("rb")
+        try:
+            while True:
+                line = reader.readline()
+                if not line:
+                    return
+                method, target, _ = line.decode("latin-1").split(" ", 2)
+                headers = {}
+                while True:
+                    h = reader.readline()
+                    if h in (b"\r\n", b"\n", b""):
+                        break
+                    k, _, v = h.decode("latin-1").partition(":")
+                    headers[k.strip().lower()] = v.strip()
+                body = reader.read(int(headers.get("content-length", 0) or 0))
+                status, out_headers, payload = self._dispatch(host, method, target, headers, body)
+                head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}", f"Content-Length: {len(payload)}"]
+                head += [f"{k}: {v}" for k, v in out_headers.items()]
+                tls.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + payload)  # one write
+        except (OSError, ValueError, ssl.SSLError):
+            return
+        finally:
+            try:
+                tls.close()
+            except OSError:
+                pass
+
+    # -- dispatch -------------------------------------------------------------------------
+    def _dispatch(self, host: str, method: str, target: str, headers: dict, body: bytes):
+        url = urlsplit(target)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        try:
+            if host == LOGIN:
+                return self._login(method, url.path, body)
+            return self._graph(method, url.path, query, headers, body)
+        except GraphError as e:
+            error = {"error": {"code": e.code, "message": e.message,
+                               "innerError": {"date": "2024-01-01T00:00:00", "request-id": secrets.token_hex(8)}}}
+            return e.status, {"Content-Type": "application/json", **e.headers}, json.dumps(error).encode()
+
+    def _login(self, method: str, path: str, body: bytes):
+        parts = path.strip("/").split("/")
+        tenant = parts[0]
+        known_tenant = any(t == tenant for t, _ in self.apps)
+        if path == "/common/discovery/instance":  # msal asks for authority aliases after a failed login
+            return 200, {"Content-Type": "application/json"}, json.dumps({
+                "tenant_discovery_endpoint": f"https://{LOGIN}/common/v2.0/.well-known/openid-configuration",
+                "api-version": "1.1", "metadata": [{"preferred_network": LOGIN, "preferred_cache": "login.windows.net",
+                                                    "aliases": [LOGIN, "login.windows.net", "login.microsoft.com",
+                                                                "sts.windows.net"]}]}).encode()
+        if path.endswith("/.well-known/openid-configuration"):
+            if not known_tenant:
+                return _aad_error(400, "invalid_tenant", 90002, f"Tenant '{tenant}' not found. Check to make sure "
+                                  "you have the correct tenant ID and are signing into the correct cloud.")
+            base = f"https://{LOGIN}/{tenant}"
+            return 200, {"Content-Type": "application/json"}, json.dumps({
+                "token_endpoint": f"{base}/oauth2/v2.0/token", "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "issuer": f"{base}/v2.0", "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "end_session_endpoint": f"{base}/oauth2/v2.0/logout", "jwks_uri": f"{base}/discovery/v2.0/keys",
+                "response_modes_supported": ["query", "fragment", "form_post"],
+                "token_endpoint_auth_methods_supported": ["client_secret_post", "client_secret_basic"]}).encode()
+        if path.endswith("/oauth2/v2.0/token") and method == "POST":
+            form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+            self.token_requests += 1
+            app = self.apps.get((tenant, form.get("client_id", "")))
+            if form.get("grant_type") != "client_credentials":
+                return _aad_error(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant type.")
+            if app is None:
+                return _aad_error(400, "unauthorized_client", 700016, f"Application with identifier "
+                                  f"'{form.get('client_id')}' was not found in the directory '{tenant}'.")
+            if app["secret"] != form.get("client_secret"):
+                return _aad_error(401, "invalid_client", 7000215, "Invalid client secret provided. Ensure the "
+                                  "secret being sent in the request is the client secret value, not the client "
+                                  "secret ID, for a secret added to app.")
+            if app["expired"]:
+                return _aad_error(401, "invalid_client", 7000222, f"The provided client secret keys for app "
+                                  f"'{form.get('client_id')}' are expired.")
+            token = secrets.token_urlsafe(24)
+            self.tokens[token] = (tenant, form["client_id"], time.time() + self.token_lifetime)
+            return 200, {"Content-Type": "application/json"}, json.dumps({
+                "token_type": "Bearer", "expires_in": self.token_lifetime, "ext_expires_in": self.token_lifetime,
+                "access_token": token}).encode()
+        return _aad_error(404, "invalid_request", 90000, f"No such endpoint {path}")
+
+    def _graph(self, method: str, path: str, query: dict, headers: dict, body: bytes):
+        self.requests.append((method, path))
+        auth = headers.get("authorization", "")
+        grant = self.tokens.get(auth[7:]) if auth.startswith("Bearer ") else None
+        if grant is None or grant[2] < time.time():
+            raise GraphError(401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid.")
+        app = self.apps[(grant[0], grant[1])]
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        if parts[:2] != ["v1.0", "users"] or len(parts) < 4:
+            raise GraphError(400, "BadRequest", f"Resource not found for the segment '{path}'.")
+        box = self.mailboxes.get(parts[2].lower())
+        key = parts[2].lower()
+        with self._lock:
+            self._concurrent[key] = self._concurrent.get(key, 0) + 1
+            self.max_concurrent[key] = max(self.max_concurrent.get(key, 0), self._concurrent[key])
+        try:
+            if self.latency:
+                time.sleep(self.latency)
+            if self.fail_next:
+                status, code, extra = self.fail_next.pop(0)
+                raise GraphError(status, code, f"Injected {status}.", extra)
+            if self.throttle and self._rng.random() < self.throttle:
+                raise GraphError(429, "TooManyRequests", "Application is over its MailboxConcurrency limit.",
+                                 {"Retry-After": self.retry_after})
+            if box is None:
+                raise GraphError(404, "ErrorInvalidUser", f"The requested user '{parts[2]}' is invalid.")
+            if not box.rest_enabled:
+                raise GraphError(404, "MailboxNotEnabledForRESTAPI", "The mailbox is either inactive, soft-deleted, "
+                                 "or is hosted on-premise.")
+            writes = method in ("PATCH", "POST", "DELETE")
+            if not app["permissions"] & ({"Mail.ReadWrite"} if writes else {"Mail.Read", "Mail.ReadWrite"}):
+                raise GraphError(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+            return self._mail(box, method, parts[3:], query, headers, body)
+        finally:
+            with self._lock:
+                self._concurrent[key] -= 1
+
+    def _mail(self, box: Mailbox, method: str, parts: list[str], query: dict, headers: dict, body: bytes):
+        base = f"https://{GRAPH}/v1.0/users/{quote(box.address)}"
+        if parts[0] == "mailFolders":
+            folder = box.folder(parts[1]) if len(parts) > 1 else None
+            if folder is None:
+                raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+            rest = parts[2:]
+            if not rest and method == "GET":
+                unread = sum(not m.is_read for m in folder.messages.values())
+                return _json(200, {"id": folder.id, "displayName": folder.name, "parentFolderId": "root",
+                                   "childFolderCount": 0, "totalItemCount": len(folder.messages),
+                                   "unreadItemCount": unread})
+            if rest == ["messages"] and method == "GET":
+                return self._list(box, folder, query, f"{base}/mailFolders/{parts[1]}/messages")
+            if rest == ["messages", "delta"] and method == "GET":
+                return self._delta(box, folder, query, headers, f"{base}/mailFolders/{parts[1]}/messages/delta")
+        if parts[0] == "messages" and len(parts) >= 2:
+            found = [(f, f.messages[parts[1]]) for f in box.folders.values() if parts[1] in f.messages]
+            if not found:
+                raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+            folder, message = found[0]
+            if parts[2:] == ["$value"] and method == "GET":
+                return 200, {"Content-Type": "text/plain"}, message.mime
+            if len(parts) == 2 and method == "GET":
+                return _json(200, message.resource(folder.id))
+            if len(parts) == 2 and method == "PATCH":
+                changes = json.loads(body or b"{}")
+                with self._lock:
+                    if "isRead" in changes:
+                        message.is_read = bool(changes["isRead"])
+                        message.version += 1
+                return _json(200, message.resource(folder.id))
+            if len(parts) == 2 and method == "DELETE":
+                with self._lock:
+                    folder.messages.pop(message.id, None)
+                    box.folder("deleteditems").messages[message.id] = message
+                return 204, {}, b""
+            if parts[2:] == ["move"] and method == "POST":
+                target = box.folder(json.loads(body or b"{}").get("destinationId", ""))
+                if target is None:
+                    raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
+                with self._lock:
+                    folder.messages.pop(message.id, None)
+                    immutable = 'idtype="immutableid"' in headers.get("prefer", "").lower()
+                    if not immutable:  # without the header, Graph gives the moved message a new id
+                        message = Message("AAMkAD" + secrets.token_urlsafe(12), message.mime, message.received,
+                                          message.is_read, message.version + 1)
+                    target.messages[message.id] = message
+                return _json(201, message.resource(target.id))
+        raise GraphError(400, "BadRequest", f"Unsupported request {method} {'/'.join(parts)}")
+
+    def _list(self, box: Mailbox, folder: Folder, query: dict, url: str):
+        top = int(query.get("$top", 10))
+        if not 1 <= top <= 1000:
+            raise GraphError(400, "ErrorInvalidParameter", "The value of '$top' must be between 1 and 1000.")
+        skip = int(query.get("$skip", 0))
+        select = query["$select"].split(",") if "$select" in query else None
+        items = list(folder.messages.values())
+        flt = query.get("$filter", "").replace(" ", "").lower()
+        if flt == "isreadeqfalse":
+            items = [m for m in items if not m.is_read]
+        elif flt == "isreadeqtrue":
+            items = [m for m in items if m.is_read]
+        elif flt.startswith("receiveddatetimege"):
+            since = query["$filter"].split()[-1]
+            items = [m for m in items if m.received >= since]
+        items.sort(key=lambda m: m.received, reverse=True)
+        page = items[skip:skip + top]
+        out = {"@odata.context": f"{url}", "value": [m.resource(folder.id, select) for m in page]}
+        if skip + top < len(items):
+            rest = {k: v for k, v in query.items() if k != "$skip"}
+            out["@odata.nextLink"] = f"{url}?" + "&".join(f"{k}={quote(v)}" for k, v in rest.items()) + \
+                f"&$skip={skip + top}"
+        return _json(200, out)
+
+    def _delta(self, box: Mailbox, folder: Folder, query: dict, headers: dict, url: str):
+        size = 10
+        for pref in headers.get("prefer", "").split(","):
+            if pref.strip().lower().startswith("odata.maxpagesize="):
+                size = max(1, min(1000, int(pref.split("=", 1)[1])))
+        select = query["$select"].split(",") if "$select" in query else None
+        with self._lock:
+            if "$skiptoken" in query:
+                round_ = self._rounds.get(query["$skiptoken"])
+                if round_ is None:
+                    raise GraphError(410, "SyncStateNotFound", "The sync state generation is not found.")
+            else:
+                if "$deltatoken" in query:
+                    before = self._snapshots.get(query["$deltatoken"])
+                    if before is None or self.expire_delta_tokens:
+                        raise GraphError(410, "SyncStateNotFound", "The sync state generation is not found. "
+                                         "Restart the sync without a token.")
+                else:
+                    before = {}
+                now = {m.id: m.version for m in folder.messages.values()}
+                changed = [folder.messages[i] for i in now if before.get(i) != now[i]]
+                removed = [i for i in before if i not in now]
+                round_ = {"changed": changed, "removed": removed, "offset": 0, "snapshot": now}
+            start = round_["offset"]
+            items = [m.resource(folder.id, select) for m in round_["changed"][start:start + size]]
+            taken = len(items)
+            if start + taken >= len(round_["changed"]):
+                items += [{"id": i, "@removed": {"reason": "deleted"}} for i in round_["removed"]]
+            out = {"@odata.context": f"https://{GRAPH}/v1.0/$metadata#Collection(message)", "value": items}
+            if start + taken < len(round_["changed"]):
+                token = secrets.token_urlsafe(12)
+                self._rounds[token] = dict(round_, offset=start + taken)
+                out["@odata.nextLink"] = f"{url}?$skiptoken={token}"
+            else:
+                token = secrets.token_urlsafe(12)
+                self._snapshots[token] = round_["snapshot"]
+                out["@odata.deltaLink"] = f"{url}?$deltatoken={token}"
+        if self.after_delta_page:
+            self.after_delta_page([m["id"] for m in items])
+        return _json(200, out)
+
+
+_REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
+            403: "Forbidden", 404: "Not Found", 410: "Gone", 429: "Too Many Requests", 503: "Service Unavailable",
+            504: "Gateway Timeout"}
+
+
+def _json(status: int, data: dict):
+    return status, {"Content-Type": "application/json; odata.metadata=minimal"}, json.dumps(data).encode()
+
+
+def _aad_error(status: int, error: str, code: int, description: str):
+    return status, {"Content-Type": "application/json"}, json.dumps({
+        "error": error, "error_description": f"AADSTS{code}: {description}", "error_codes": [code],
+        "timestamp": "2024-01-01 00:00:00Z", "trace_id": secrets.token_hex(8),
+        "correlation_id": secrets.token_hex(8)}).encode()
