@@ -18,7 +18,7 @@ from .archive import open_archive
 from .config import DEFAULT_CONFIG_FILE, DEFAULT_DATA_DIR, Config, load_config
 from .errors import ArchivistaMailError, ConfigError, SourceError
 from .state import State, current_actor
-from .vault import Vault
+from .vault import Vault, mask
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_UNEXPECTED = 0, 1, 2, 3, 4
 
@@ -157,15 +157,22 @@ def account_list(obj: Context, as_json: bool) -> None:
     """List accounts (passwords are never shown)."""
     accounts = obj.state.accounts()
     if as_json:
-        click.echo(json.dumps([{"name": a.name, "kind": a.kind, "host": a.host, "port": a.port,
-                                "security": a.security, "user": a.username, "folders": list(a.folders),
-                                "unread_only": a.unread_only, "after": a.after, "ca_file": a.ca_file,
-                                "enabled": a.enabled, "password": "********"} for a in accounts], indent=2))
+        click.echo(json.dumps([_account_json(a) for a in accounts], indent=2))
         return
     if not accounts:
         click.echo("No accounts yet. Add one with 'archivista-mail account add imap NAME ...'.")
     for a in accounts:
         click.echo(a.describe())
+
+
+def _account_json(a: Account) -> dict:
+    if a.kind == "o365":
+        return {"name": a.name, "kind": a.kind, "tenant": a.tenant, "client_id": a.username,
+                "mailboxes": list(a.mailboxes), "folders": list(a.folders), "batch_size": a.batch_size,
+                "unread_only": a.unread_only, "after": a.after, "enabled": a.enabled, "client_secret": mask(a.secret)}
+    return {"name": a.name, "kind": a.kind, "host": a.host, "port": a.port, "security": a.security,
+            "user": a.username, "folders": list(a.folders), "unread_only": a.unread_only, "after": a.after,
+            "ca_file": a.ca_file, "enabled": a.enabled, "password": mask(a.secret)}
 
 
 @account.command("remove")

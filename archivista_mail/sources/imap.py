@@ -169,6 +169,16 @@ class ImapSession(Session):
         else:  # without UIDPLUS this also expunges messages others flagged \Deleted
             self.client.expunge()
 
+    def first_subject(self) -> str | None:
+        """Subject of the oldest message in the open folder (for connection tests), None if empty."""
+        with self._guard("reading the first message"):
+            uids = self.client.search(["ALL"])
+            if not uids:
+                return None
+            found = self.client.fetch([min(uids)], [b"BODY.PEEK[HEADER.FIELDS (SUBJECT)]"])
+        header = next(iter(found.values()), {}).get(b"BODY[HEADER.FIELDS (SUBJECT)]", b"")
+        return header.decode("ascii", "surrogateescape")
+
     def count(self, folder: str) -> int:
         """How many messages a folder holds (for connection tests)."""
         with self._guard(f"counting messages in {folder!r}"):

@@ -115,6 +115,14 @@ class Pop3Session(Session):
             for n in numbers:
                 self.client.dele(n)
 
+    def first_headers(self) -> bytes | None:
+        """The header of message 1 (TOP 1 0), for connection tests; None if the maildrop is empty."""
+        with self._guard("reading the first message"):
+            if self.client.stat()[0] == 0:
+                return None
+            _, lines, _ = self.client.top(1, 0)
+        return b"\r\n".join(lines)
+
     def count(self) -> int:
         """How many messages the maildrop holds."""
         with self._guard("counting messages"):
