@@ -29,6 +29,11 @@ def _count(session, folder: str) -> int:
     return session.count(folder)
 
 
+def messages(n: int) -> str:
+    """'1 message', '2 messages'."""
+    return f"{n} message{'' if n == 1 else 's'}"
+
+
 def mailtest(acc: Account, password: str, timeout: int) -> list[str]:
     """What ``mailtest.py`` prints: 'Authenticated!', the mailbox, the inbox, the first message's subject.
 
@@ -57,7 +62,7 @@ def mailtest(acc: Account, password: str, timeout: int) -> list[str]:
                 inbox = session.folder_info(mailbox, "inbox")
                 first = session.first_message(mailbox, "inbox")
                 lines += [f"Mailbox: {mailbox}",
-                          f"Inbox: {inbox.get('displayName', 'Inbox')} ({inbox.get('totalItemCount', 0)} messages, "
+                          f"Inbox: {inbox.get('displayName', 'Inbox')} ({messages(inbox.get('totalItemCount', 0))}, "
                           f"{inbox.get('unreadItemCount', 0)} unread)",
                           f"First message: {first.get('subject') or '(no subject)'}" if first
                           else "First message: (the inbox is empty)"]
@@ -66,11 +71,11 @@ def mailtest(acc: Account, password: str, timeout: int) -> list[str]:
         from .sources.pop3 import Pop3Session
 
         with Pop3Session(acc, password, timeout) as session:
-            return ["Authenticated!", f"Mailbox: {acc.username}@{acc.host}", f"Inbox: {session.count()} messages",
+            return ["Authenticated!", f"Mailbox: {acc.username}@{acc.host}", f"Inbox: {messages(session.count())}",
                     subject_line(session.first_headers())]
     from .sources.imap import ImapSession
 
     with ImapSession(acc, password, timeout) as session:
         info = session.open_folder("INBOX")
-        return ["Authenticated!", f"Mailbox: {acc.username}@{acc.host}", f"Inbox: INBOX ({info.exists} messages)",
+        return ["Authenticated!", f"Mailbox: {acc.username}@{acc.host}", f"Inbox: INBOX ({messages(info.exists)})",
                 subject_line(session.first_subject())]

@@ -140,6 +140,7 @@ class GraphEmulator:
         self.fail_next: list[tuple[int, str, dict]] = []  # forced answers for the next Graph requests
         self.after_delta_page = None  # called with the page's message ids after each delta page is served
         self.requests: list[tuple[str, str]] = []
+        self.page_sizes: list[int] = []  # odata.maxpagesize of each delta request
         self.max_concurrent: dict[str, int] = {}
         self._concurrent: dict[str, int] = {}
         self._rounds: dict[str, dict] = {}
@@ -429,6 +430,7 @@ class GraphEmulator:
             if pref.strip().lower().startswith("odata.maxpagesize="):
                 size = max(1, min(1000, int(pref.split("=", 1)[1])))
         select = query["$select"].split(",") if "$select" in query else None
+        self.page_sizes.append(size)
         with self._lock:
             if "$skiptoken" in query:
                 round_ = self._rounds.get(query["$skiptoken"])

@@ -219,3 +219,24 @@ def test_importer_killed_mid_run_then_rerun_archives_each_mail_once(tenant, grap
     hashes = [d["sha256"] for d in docs(run, "--kind", "mail")]
     assert sorted(hashes) == sorted(hashlib.sha256(m).hexdigest() for m in mails)
     assert not tenant.folder().messages
+
+
+def test_the_batch_size_shrinks_while_throttled_and_grows_back(run, tenant, graph_server):
+    tenant.deliver([make_mail(i) for i in range(1000, 1400)])
+    tenant.add_account(run, "--batch-size", "40")
+    graph_server.page_sizes.clear()
+    throttled_pages = 2
+
+    def throttle_first_pages(served):
+        nonlocal throttled_pages
+        if throttled_pages:  # the next request after each of the first pages is answered 429
+            throttled_pages -= 1
+            graph_server.fail_next.append((429, "TooManyRequests", {"Retry-After": "0"}))
+
+    graph_server.after_delta_page = throttle_first_pages
+    result = run("import")
+    assert result.exit_code == 0, result.output
+    sizes = graph_server.page_sizes
+    assert sizes[0] == 40 and min(sizes) == 10 and sizes[-1] == 40
+    assert sizes.index(10) < len(sizes) - 1 - sizes[::-1].index(40)  # down first, then up again
+    assert len(docs(run, "--kind", "mail")) == 400

@@ -47,7 +47,7 @@ def test_mailtest_speaks_imap_too(mailbox, data_dir, run):
     result = mailtest("--data-dir", str(data_dir), "--account", "box")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "Authenticated!"
-    assert "Inbox: INBOX (1 messages)" in result.stdout and "First message: Test mail 910" in result.stdout
+    assert "Inbox: INBOX (1 message)" in result.stdout and "First message: Test mail 910" in result.stdout
 
 
 def test_mailtest_without_settings_says_what_to_give(tmp_path):
