@@ -240,3 +240,41 @@ def test_the_batch_size_shrinks_while_throttled_and_grows_back(run, tenant, grap
     assert sizes[0] == 40 and min(sizes) == 10 and sizes[-1] == 40
     assert sizes.index(10) < len(sizes) - 1 - sizes[::-1].index(40)  # down first, then up again
     assert len(docs(run, "--kind", "mail")) == 400
+
+
+def test_no_token_file_and_no_secret_or_token_in_any_log(run, tenant, tmp_path, monkeypatch, caplog):
+    import logging
+
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    caplog.set_level(logging.DEBUG)
+    tenant.deliver([make_mail(1500)])
+    tenant.add_account(run)
+    assert run("import").exit_code == 0
+    assert list(cwd.iterdir()) == []  # O365's default backend would leave o365_token.txt here
+    issued = [t for t, grant in tenant.server.tokens.items() if grant[1] == tenant.client_id]
+    assert issued
+    assert tenant.secret not in caplog.text and not any(t in caplog.text for t in issued)
+    assert "Bearer" not in caplog.text
+
+
+def test_a_failed_graph_message_is_retried_next_run(run, tenant, monkeypatch):
+    import archivista_mail.pipeline as pipeline
+
+    tenant.deliver([make_mail(i) for i in range(1600, 1603)])
+    tenant.add_account(run, "--after", "move:archive")
+    real = pipeline.prepare
+
+    def failing(raw):
+        if b"<gen-1601@" in raw.raw:
+            raise RuntimeError("simulated planner bug")
+        return real(raw)
+
+    monkeypatch.setattr(pipeline, "prepare", failing)
+    assert run("import").exit_code == 1
+    assert len(tenant.folder().messages) == 1  # the failed one stays where it was
+    monkeypatch.setattr(pipeline, "prepare", real)
+    assert run("import").exit_code == 0
+    assert not tenant.folder().messages and len(tenant.folder("archive").messages) == 3
+    assert sorted(d["message_id"] for d in docs(run)) == [f"gen-{i}@example.com" for i in range(1600, 1603)]
