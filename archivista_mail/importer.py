@@ -29,6 +29,9 @@ FILES_BATCH = 50
 SPOOL_FROM = 8 << 20  # IMAP mails larger than this are fetched in pieces to disk, not into memory
 
 
+RUN_STATUS = {0: "ok", 1: "partial", 3: "unreachable"}
+
+
 class Progress:
     """Told how much there is to do and how much is done; the CLI draws it, cron gets nothing."""
 
@@ -118,7 +121,7 @@ class Importer:
                 self.import_account(acc, summary)
             source = account or "all accounts"
         self.state.save_run({"started": summary.started, "finished": now_iso(), "account": account,
-                             "source": source, "status": ["ok", "partial", "", "unreachable"][summary.exit_code],
+                             "source": source, "status": RUN_STATUS[summary.exit_code],
                              "fetched": summary.fetched, "archived": summary.archived,
                              "duplicates": summary.duplicates, "failed": summary.failed,
                              "exit_code": summary.exit_code, "errors": summary.errors})
@@ -179,21 +182,21 @@ class Importer:
         # the writer thread. A batch's server action waits for the writer's commit of that batch.
         preparer = Preparer(parallel=len(todo) >= PARALLEL_PARSE_FROM)
         with preparer, ArchiveWriter(self.archive) as writer:
-            waiting = None
+            waiting = None  # the batch being parsed while the next one is fetched
             try:
                 for batch in _batches(todo, self.config.fetch_batch_size, self.config.fetch_batch_bytes):
                     self._act_on_committed(acc, session, writer, summary)
-                    uids = [uid for uid, _ in batch]
                     raws = self._fetch_batch(acc, session, folder, info.uidvalidity, batch)
                     summary.fetched += len(raws)
                     parsing = preparer.submit(raws)
                     if waiting:
-                        self._hand_over(writer, waiting.pop(), summary, acc)
-                    waiting = [(parsing, Cursor(info.uidvalidity, max(uids)), folder)]
+                        previous, waiting = waiting, None
+                        self._hand_over(writer, previous, summary, acc)
+                    waiting = (parsing, Cursor(info.uidvalidity, max(uid for uid, _ in batch)), folder)
             finally:
                 # Also when the link broke: what was fetched before is complete, so archive it.
                 if waiting:
-                    self._hand_over(writer, waiting.pop(), summary, acc)
+                    self._hand_over(writer, waiting, summary, acc)
             writer.flush()
             self._act_on_committed(acc, session, writer, summary)
 
