@@ -6,9 +6,10 @@ DATA ?= demo-data
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := $(VENV)/bin
 
-# Debian packages: the runtime needs libmagic; the tests need Dovecot and openssl.
+# Debian packages: the runtime needs libmagic; the tests need Dovecot, openssl and Chromium
+# (driven by Playwright with executable_path; never "playwright install", which downloads a browser).
 RUNTIME_DEBS := python3-venv libmagic1
-TEST_DEBS := dovecot-imapd dovecot-pop3d openssl
+TEST_DEBS := dovecot-imapd dovecot-pop3d openssl chromium
 
 .PHONY: demo test bench system-deps test-deps clean
 

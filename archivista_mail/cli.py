@@ -396,6 +396,46 @@ def audit_cmd(obj: Context, limit: int, action: str | None, actor: str | None, a
         click.echo(f"{r['at']} {r['actor']:<12} {r['action']:<16} {r['target']} {r['detail'][:100]}")
 
 
+# -- WebAdmin users and direct links ------------------------------------------------------------
+@cli.group()
+def admin() -> None:
+    """Manage WebAdmin users (there is no default password)."""
+
+
+@admin.command("create")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@click.option("--role", type=click.Choice(["admin", "viewer"]), default="admin", show_default=True,
+              help="admin: everything; viewer: documents only.")
+@click.pass_obj
+def admin_create(obj: Context, name: str, password_stdin: bool, role: str) -> None:
+    """Create a WebAdmin user, or set an existing user's password and role."""
+    from werkzeug.security import generate_password_hash
+
+    password = _read_password(password_stdin, name)
+    if len(password) < 8:
+        raise ConfigError("The password is too short: use at least 8 characters.")
+    obj.state.save_user(name, generate_password_hash(password, method="scrypt"), role, current_actor())
+    click.echo(f"WebAdmin user {name} ({role}) saved.")
+
+
+@cli.command("link")
+@click.argument("number", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def link_cmd(obj: Context, number: int, as_json: bool) -> None:
+    """Print the direct link to a document and its title."""
+    from .links import BASE_URL_SETTING, TITLE_FIELD_SETTING, link_title, link_url
+
+    doc = obj.archive.get_document(number)
+    url = link_url(obj.state.setting(BASE_URL_SETTING), number)
+    title = link_title(doc, obj.state.setting(TITLE_FIELD_SETTING))
+    if as_json:
+        click.echo(json.dumps({"number": number, "url": url, "title": title}, ensure_ascii=False))
+    else:
+        click.echo(f"{title}\n{url}")
+
+
 def main() -> None:
     """Console script entry point."""
     cli(prog_name="archivista-mail")

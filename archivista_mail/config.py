@@ -45,6 +45,8 @@ SETTINGS = [
             "Processes that extract attachment text after the import. 0: one per CPU core."),
     Setting("extract_on_import", bool, True,
             "Extract attachment text right after each import run (else run 'archivista-mail extract')."),
+    Setting("webadmin_secure_cookies", bool, False,
+            "WebAdmin: send the session cookie over HTTPS only. Set it when WebAdmin is reached through HTTPS."),
 ]
 
 
@@ -60,6 +62,7 @@ class Config:
     network_timeout: int = 60
     extract_workers: int = 0
     extract_on_import: bool = True
+    webadmin_secure_cookies: bool = False
 
     @property
     def key_path(self) -> Path:

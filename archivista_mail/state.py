@@ -13,7 +13,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from .accounts import Account
+from .accounts import NAME_RE, Account
 from .archive.embedded import now_iso, open_database
 from .errors import ConfigError
 
@@ -27,7 +27,10 @@ SCHEMA = [
     "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY, at TEXT, actor TEXT, action TEXT, target TEXT, "
     "detail TEXT)",
     "CREATE INDEX IF NOT EXISTS audit_at ON audit(at)",
+    "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, password_hash TEXT, role TEXT, created_at TEXT)",
+    "CREATE TABLE IF NOT EXISTS settings ([key] TEXT PRIMARY KEY, value TEXT)",
 ]
+ROLES = ("admin", "viewer")
 # Columns added after the first release of the table: (name, SQL type).
 ACCOUNT_COLUMNS_ADDED = [("tenant", "TEXT"), ("mailboxes", "TEXT"), ("batch_size", "INTEGER")]
 
@@ -125,6 +128,36 @@ class State:
         """The latest import runs, newest first."""
         rows = self.db["runs"].rows_where(order_by="id desc", limit=limit)
         return [dict(r, errors=json.loads(r["errors"] or "[]")) for r in rows]
+
+    # -- WebAdmin users and settings ----------------------------------------------------------
+    def save_user(self, name: str, password_hash: str, role: str, actor: str) -> None:
+        """Create or replace a WebAdmin user (the hash, never the password)."""
+        if role not in ROLES:
+            raise ConfigError(f"The role {role!r} is not known. Use admin or viewer.")
+        if not NAME_RE.match(name):
+            raise ConfigError(f"The user name {name!r} is not usable: letters, digits, dots, dashes, @.")
+        with self.db.conn:
+            self.db.execute("INSERT INTO users (name, password_hash, role, created_at) VALUES (?, ?, ?, ?) "
+                            "ON CONFLICT(name) DO UPDATE SET password_hash=excluded.password_hash, role=excluded.role",
+                            [name, password_hash, role, now_iso()])
+            self.audit(actor, "user.save", name, role)
+
+    def user(self, name: str) -> dict[str, str] | None:
+        """A WebAdmin user (name, password_hash, role), or None."""
+        row = self.db.execute("SELECT name, password_hash, role FROM users WHERE name=?", [name]).fetchone()
+        return {"name": row[0], "password_hash": row[1], "role": row[2]} if row else None
+
+    def setting(self, key: str, default: str = "") -> str:
+        """A setting edited in WebAdmin (link settings, ...)."""
+        row = self.db.execute("SELECT value FROM settings WHERE key=?", [key]).fetchone()
+        return row[0] if row and row[0] is not None else default
+
+    def save_setting(self, key: str, value: str, actor: str) -> None:
+        """Store a WebAdmin setting and audit the change."""
+        with self.db.conn:
+            self.db.execute("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                            "value=excluded.value", [key, value])
+            self.audit(actor, "setting.change", key, value)
 
     # -- audit ------------------------------------------------------------------------
     def audit(self, actor: str, action: str, target: str = "", detail: str = "") -> None:

@@ -1,1 +1,122 @@
-"""WebAdmin: the Flask application for partners and archive users (see issue 4)."""
+"""WebAdmin: the Flask application for partners (accounts, imports, settings) and archive users.
+
+    gunicorn 'webadmin:create_app()'
+
+``create_app`` reads the same data directory as the CLI (``ARCHIVISTA_MAIL_DATA``, or the
+configuration file) when it is called, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask, g, request, session
+from flask_wtf.csrf import CSRFProtect
+
+from archivista_mail.archive import open_archive
+from archivista_mail.config import Config, load_config
+from archivista_mail.state import State
+
+from .i18n import LANGUAGES, translate
+
+csrf = CSRFProtect()
+
+
+def _secret_key(data_dir: Path) -> bytes:
+    """The session signing key: created 0600 beside the archive on first start, kept across upgrades."""
+    path = data_dir / "webadmin.key"
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+def create_app(config: Config | None = None, test_config: dict | None = None) -> Flask:
+    """The WebAdmin application for one data directory."""
+    if config is None:
+        config = load_config(os.environ.get("ARCHIVISTA_MAIL_DATA"), os.environ.get("ARCHIVISTA_MAIL_CONFIG"))
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=_secret_key(config.data_dir),
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.webadmin_secure_cookies,
+        SESSION_COOKIE_NAME="archivista_mail_session",
+        PERMANENT_SESSION_LIFETIME=8 * 3600,
+        MAX_CONTENT_LENGTH=1024 * 1024,
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+        ARCHIVISTA=config,
+    )
+    if test_config:
+        app.config.update(test_config)
+    csrf.init_app(app)
+    state = State(config.data_dir)
+    state.ensure_schema()
+    state.close()
+
+    @app.before_request
+    def _open() -> None:
+        g.state = State(config.data_dir)
+        g.lang = session.get("lang", "de")
+
+    @app.teardown_request
+    def _close(_exc) -> None:
+        if "state" in g:
+            g.state.close()
+        if "archive" in g and hasattr(g.archive, "close"):
+            g.archive.close()
+
+    @app.after_request
+    def _headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if response.mimetype == "text/html" and "Content-Security-Policy" not in response.headers:
+            response.headers["Content-Security-Policy"] = (
+                "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+                "frame-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'")
+        return response
+
+    @app.context_processor
+    def _template_helpers():
+        return {"_": lambda text: translate(text, g.get("lang", "de")), "languages": LANGUAGES,
+                "current_user": g.get("user")}
+
+    @app.get("/healthz")
+    def healthz():
+        """For the service manager: the state database answers."""
+        g.state.db.execute("SELECT 1").fetchone()
+        return {"status": "ok"}
+
+    from . import accounts, audit, auth, documents, imports, links, o365
+
+    for module in (auth, accounts, o365, imports, links, documents, audit):
+        app.register_blueprint(module.bp)
+    app.jinja_env.globals["request"] = request
+    return app
+
+
+def get_archive():
+    """The archive for this request (opened once per request)."""
+    if "archive" not in g:
+        config = g.get("config") or _config()
+        g.archive = open_archive(config.data_dir, config.archive_backend)
+        g.archive.ensure_schema()
+    return g.archive
+
+
+def _config() -> Config:
+    from flask import current_app
+
+    return current_app.config["ARCHIVISTA"]

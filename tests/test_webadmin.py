@@ -1,0 +1,175 @@
+"""WebAdmin through the Flask test client: access rules for every route, CSRF, secrets, safe HTML."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from archivista_mail.config import Config
+from webadmin import create_app
+
+SAMPLES = Path(__file__).parent.parent / "samples"
+
+
+@pytest.fixture
+def app(data_dir, run):
+    assert run("admin", "create", "anna", "--password-stdin", input="anna-password\n").exit_code == 0
+    assert run("admin", "create", "victor", "--password-stdin", "--role", "viewer",
+               input="victor-password\n").exit_code == 0
+    assert run("import", "--from", str(SAMPLES)).exit_code == 0
+    assert run("account", "add", "imap", "box", "--host", "mail.example.org", "--user", "u", "--password-stdin",
+               input="imap-secret-123\n").exit_code == 0
+    assert run("account", "add", "o365", "m365", "--tenant", "t", "--client-id", "c", "--client-secret-stdin",
+               "--mailbox", "a@example.org", input="graph-secret-456\n").exit_code == 0
+    return create_app(Config(data_dir=data_dir))
+
+
+def csrf(html: bytes) -> str:
+    return re.search(rb'name="csrf_token" value="([^"]+)"', html).group(1).decode()
+
+
+def login(client, user, password, next_=""):
+    token = csrf(client.get("/login").data)
+    return client.post("/login", data={"username": user, "password": password, "csrf_token": token, "next": next_})
+
+
+@pytest.fixture
+def admin_client(app):
+    client = app.test_client()
+    assert login(client, "anna", "anna-password").status_code == 302
+    return client
+
+
+@pytest.fixture
+def viewer_client(app):
+    client = app.test_client()
+    assert login(client, "victor", "victor-password").status_code == 302
+    return client
+
+
+DOCUMENT_PAGES = ["/", "/documents", "/documents?q=Rechnung", "/documents/1", "/documents/1/download",
+                  "/documents/2/preview", "/documents/3/body", "/doc/1"]
+ADMIN_PAGES = ["/accounts/", "/accounts/new", "/accounts/box/edit", "/o365/", "/o365/?edit=m365", "/imports/",
+               "/settings/links", "/audit", "/audit?action=account"]
+
+
+@pytest.mark.parametrize("path", DOCUMENT_PAGES + ADMIN_PAGES)
+def test_anonymous_visitors_are_sent_to_the_login_page(app, path):
+    response = app.test_client().get(path)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/login?next=")
+
+
+@pytest.mark.parametrize("path", ["/login", "/healthz"])
+def test_login_and_health_are_open(app, path):
+    assert app.test_client().get(path).status_code == 200
+
+
+@pytest.mark.parametrize("path", DOCUMENT_PAGES)
+def test_viewers_reach_documents(viewer_client, path):
+    assert viewer_client.get(path).status_code in (200, 302)
+    if path != "/doc/1":
+        assert viewer_client.get(path).status_code == 200
+
+
+@pytest.mark.parametrize("path", ADMIN_PAGES)
+def test_viewers_cannot_reach_admin_pages(viewer_client, path):
+    assert viewer_client.get(path).status_code == 403
+
+
+@pytest.mark.parametrize("path", DOCUMENT_PAGES + ADMIN_PAGES)
+def test_admins_reach_everything(admin_client, path):
+    assert admin_client.get(path).status_code in (200, 302) and admin_client.get(path).status_code != 403
+
+
+@pytest.mark.parametrize("path", ["/accounts/box/delete", "/accounts/box/toggle", "/imports/run",
+                                  "/settings/links", "/logout", "/accounts/new"])
+def test_posts_without_a_csrf_token_are_refused(admin_client, path):
+    assert admin_client.post(path, data={"base_url": "http://x"}).status_code == 400
+
+
+def test_viewers_cannot_post_admin_actions_even_with_a_token(viewer_client, app):
+    token = csrf(viewer_client.get("/documents").data)
+    assert viewer_client.post("/accounts/box/delete", data={"csrf_token": token}).status_code == 403
+
+
+def test_wrong_password_is_refused_and_audited(app, run):
+    client = app.test_client()
+    response = login(client, "anna", "nope")
+    assert response.status_code == 401 and "Benutzername oder Passwort falsch" in response.get_data(as_text=True)
+    assert client.get("/documents").status_code == 302
+    assert "webadmin.login_failed" in run("audit").output
+
+
+def test_the_login_page_returns_people_to_the_page_they_asked_for_and_only_there(app):
+    client = app.test_client()
+    first = client.get("/doc/1")
+    assert first.headers["Location"] == "/login?next=/doc/1"
+    assert login(client, "anna", "anna-password", "/doc/1").headers["Location"] == "/doc/1"
+    assert client.get("/doc/1").headers["Location"] == "/documents/1"
+    other = app.test_client()
+    assert login(other, "anna", "anna-password", "//evil.example/x").headers["Location"] == "/documents"
+
+
+def test_passwords_and_secrets_never_appear_in_a_page(admin_client):
+    pages = b"".join(admin_client.get(p).data for p in ADMIN_PAGES)
+    assert b"imap-secret-123" not in pages and b"graph-secret-456" not in pages
+    assert b"********" in admin_client.get("/o365/").data
+
+
+def test_editing_an_account_with_an_empty_password_keeps_the_old_one(admin_client, run, data_dir):
+    page = admin_client.get("/accounts/box/edit").data
+    response = admin_client.post("/accounts/box/edit", data={
+        "csrf_token": csrf(page), "kind": "imap", "host": "mail2.example.org", "port": "993", "security": "ssl",
+        "username": "u", "password": "", "folders": "INBOX\nArchiv", "mode": "all", "after": "none"})
+    assert response.status_code == 302
+    from archivista_mail.state import State
+    from archivista_mail.vault import Vault
+
+    acc = State(data_dir).account("box")
+    assert (acc.host, acc.folders) == ("mail2.example.org", ("INBOX", "Archiv"))
+    assert Vault(data_dir / "secret.key").decrypt(acc.secret) == "imap-secret-123"
+
+
+def test_archived_html_is_cleaned_and_sandboxed(admin_client):
+    newsletter = [m for m in re.findall(rb'href="/documents/(\d+)">Our spring newsletter', admin_client.get(
+        "/documents?q=newsletter").data)][0].decode()
+    response = admin_client.get(f"/documents/{newsletter}/body")
+    html = response.get_data(as_text=True)
+    assert "Spring offers" in html and "<script" not in html and "alert(1)" not in html
+    assert "sandbox" in response.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in response.headers["Content-Security-Policy"]
+
+
+def test_text_previews_are_never_served_as_html(admin_client):
+    for number in range(1, 10):
+        response = admin_client.get(f"/documents/{number}/preview")
+        assert response.mimetype != "text/html"
+
+
+def test_link_settings_are_validated_and_used_by_the_view_and_the_cli(admin_client, run):
+    page = admin_client.get("/settings/links").data
+    bad = admin_client.post("/settings/links", data={"csrf_token": csrf(page), "base_url": "ftp://x"})
+    assert bad.status_code == 400 and "http://" in bad.get_data(as_text=True)
+    ok = admin_client.post("/settings/links", data={"csrf_token": csrf(page), "base_url": "https://archiv.example.ch/",
+                                                    "title_field": ""})
+    assert ok.status_code == 302
+    view = admin_client.get("/documents/1").get_data(as_text=True)
+    assert 'value="https://archiv.example.ch/doc/1"' in view
+    assert 'data-title="1: Rechnung 2024-117 für Beratung"' in view
+    printed = run("link", "1")
+    assert printed.output == "1: Rechnung 2024-117 für Beratung\nhttps://archiv.example.ch/doc/1\n"
+
+
+def test_the_interface_speaks_german_by_default_and_english_on_request(admin_client):
+    assert "Dokumente" in admin_client.get("/documents").get_data(as_text=True)
+    token = csrf(admin_client.get("/documents").data)
+    admin_client.post("/language", data={"csrf_token": token, "lang": "en", "next": "/documents"})
+    assert ">Documents<" in admin_client.get("/documents").get_data(as_text=True)
+
+
+def test_admin_create_refuses_short_passwords(run):
+    result = run("admin", "create", "x", "--password-stdin", input="short\n")
+    assert result.exit_code == 2 and "at least 8" in result.output

@@ -1,0 +1,121 @@
+"""WebAdmin end to end in headless Chromium (Debian's, driven by Playwright), served by gunicorn."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from conftest import PASSWORD
+from mailfactory import make_mail
+from servers import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture
+def webadmin(data_dir, run):
+    """gunicorn serving webadmin:create_app() for this data directory; stopped by its PID."""
+    assert run("admin", "create", "anna", "--password-stdin", input="anna-password\n").exit_code == 0
+    port = free_port()
+    env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir))
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "2",
+                             "webadmin:create_app()"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(f"{base}/healthz", timeout=1).read()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail(f"gunicorn did not start: {proc.stderr.read().decode()}")
+    yield base
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    proc.stderr.close()
+
+
+@pytest.fixture
+def browser():
+    if not shutil.which(CHROMIUM):
+        pytest.fail("Chromium is not installed: run 'make test' (it installs Debian's chromium).")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        yield browser
+        browser.close()
+
+
+def test_partner_sets_up_imports_finds_a_pdf_word_and_follows_a_direct_link(webadmin, browser, mailbox):
+    mailbox.append([make_mail(42, attachment="pdf", secret_word="okapi"), make_mail(43)])
+    context = browser.new_context(locale="de-DE")
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=webadmin)
+    page = context.new_page()
+
+    page.goto(f"{webadmin}/")
+    assert "/login" in page.url
+    page.fill("input[name=username]", "anna")
+    page.fill("input[name=password]", "anna-password")
+    page.click("#login")
+    page.wait_for_url(re.compile(r".*/documents$|.*/$"))
+
+    page.click("text=Mail-Archivierung (IMAP/POP3)")
+    page.click("#add-account")
+    page.fill("input[name=name]", "office")
+    page.fill("input[name=host]", "127.0.0.1")
+    page.fill("input[name=port]", str(mailbox.server.ports["imaps"]))
+    page.fill("input[name=ca_file]", str(mailbox.server.cert))
+    page.fill("input[name=username]", mailbox.user)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#save")
+    assert "Gespeichert." in page.content()
+    assert PASSWORD not in page.content()
+
+    page.click("button.test[data-account=office]")
+    assert "Anmeldung erfolgreich" in page.inner_text("#test-result")
+    assert "INBOX: 2 Nachrichten" in page.content()
+
+    page.click("text=Import")
+    page.click("#run-now")
+    assert "archived 2" in page.content()
+
+    page.click("text=Archiv-Links")
+    page.fill("input[name=base_url]", webadmin)
+    page.click("#save-links")
+
+    page.click("text=Dokumente")
+    page.fill("#q", "okapi")
+    page.click("#search")
+    page.click("text=report-42.pdf")
+    title = page.inner_text("#doc-title")
+    assert title.endswith(": report-42.pdf")
+    number = title.split(":")[0]
+    page.click("#copy-link")
+    page.wait_for_function("document.querySelector('#copy-link').textContent === 'Link kopiert.'")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied == f"{number}: report-42.pdf\n{webadmin}/doc/{number}"
+
+    page.click("#logout")
+    assert "/login" in page.url
+    page.goto(f"{webadmin}/doc/{number}")
+    assert "/login" in page.url
+    page.fill("input[name=username]", "anna")
+    page.fill("input[name=password]", "anna-password")
+    page.click("#login")
+    page.wait_for_url(f"{webadmin}/documents/{number}")
+    assert page.inner_text("#doc-title") == title
+    context.close()

@@ -1,0 +1,156 @@
+"""Mail archiving (IMAP/POP3): list, add, edit, disable, delete and test accounts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+
+from archivista_mail.accounts import DEFAULT_PORTS, Account, parse_after, validate
+from archivista_mail.errors import ArchivistaMailError, ConfigError
+from archivista_mail.vault import Vault
+
+from .auth import admin_required
+from .i18n import translate
+
+bp = Blueprint("accounts", __name__, url_prefix="/accounts")
+
+
+def _vault() -> Vault:
+    return Vault(current_app.config["ARCHIVISTA"].key_path)
+
+
+def _lines(text: str) -> tuple[str, ...]:
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def account_from_form(form, old: Account | None) -> Account:
+    """An Account from the submitted form; an empty password keeps the stored one. Raises ConfigError."""
+    kind = form.get("kind", old.kind if old else "imap")
+    security = form.get("security", "ssl")
+    password = form.get("password", "")
+    if not password and old is None:
+        raise ConfigError("A password is needed for a new account.")
+    after = form.get("after", "none")
+    if after == "move":
+        after = f"move:{form.get('move_to', '').strip()}"
+    try:
+        port = int(form.get("port") or DEFAULT_PORTS[(kind, security)])
+    except (ValueError, KeyError):
+        raise ConfigError("The port must be a number between 1 and 65535.") from None
+    return validate(Account(
+        name=old.name if old else form.get("name", "").strip(), kind=kind, host=form.get("host", "").strip(),
+        port=port, security=security, username=form.get("username", "").strip(),
+        secret=_vault().encrypt(password) if password else old.secret,
+        folders=_lines(form.get("folders", "")) or ("INBOX",), unread_only=form.get("mode") == "unread",
+        after=parse_after(after, kind), ca_file=_ca_file(form.get("ca_file", "").strip()),
+        enabled=old.enabled if old else True))
+
+
+def _ca_file(path: str) -> str | None:
+    if not path:
+        return None
+    if not os.path.isfile(path):
+        raise ConfigError(f"The CA file {path} does not exist on this machine. Give the full path of a PEM file.")
+    return path
+
+
+@bp.get("/")
+@admin_required
+def index():
+    accounts = [a for a in g.state.accounts() if a.kind in ("imap", "pop3")]
+    return render_template("accounts/index.html", accounts=accounts)
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@admin_required
+def new():
+    error = None
+    if request.method == "POST":
+        try:
+            acc = account_from_form(request.form, None)
+            g.state.save_account(acc, g.user["name"], new=True)
+            flash(translate("Saved.", g.lang))
+            return redirect(url_for("accounts.index"))
+        except ArchivistaMailError as e:
+            error = str(e)
+    return render_template("accounts/form.html", account=None, form=request.form, error=error), 400 if error else 200
+
+
+@bp.route("/<name>/edit", methods=["GET", "POST"])
+@admin_required
+def edit(name: str):
+    old = g.state.account(name)
+    error = None
+    if request.method == "POST":
+        try:
+            g.state.save_account(account_from_form(request.form, old), g.user["name"], new=False)
+            flash(translate("Saved.", g.lang))
+            return redirect(url_for("accounts.index"))
+        except ArchivistaMailError as e:
+            error = str(e)
+    return render_template("accounts/form.html", account=old, form=request.form, error=error), 400 if error else 200
+
+
+@bp.post("/<name>/delete")
+@admin_required
+def delete(name: str):
+    g.state.remove_account(name, g.user["name"])
+    flash(translate("Deleted.", g.lang))
+    return redirect(url_for("accounts.index"))
+
+
+@bp.post("/<name>/toggle")
+@admin_required
+def toggle(name: str):
+    acc = g.state.account(name)
+    g.state.set_enabled(name, not acc.enabled, g.user["name"])
+    return redirect(url_for("accounts.index"))
+
+
+@bp.post("/<name>/test")
+@admin_required
+def test(name: str):
+    """Log in, list the server's folders and count messages; or show the exact failure."""
+    acc = g.state.account(name)
+    result = {"ok": False, "counts": {}, "folders": [], "error": None}
+    try:
+        password = _vault().decrypt(acc.secret)
+        result["counts"], result["folders"] = _probe(acc, password)
+        result["ok"] = True
+    except ArchivistaMailError as e:
+        result["error"] = str(e)
+    g.state.audit(g.user["name"], "account.test", name, "ok" if result["ok"] else result["error"])
+    return render_template("accounts/test.html", account=acc, result=result)
+
+
+def _probe(acc: Account, password: str) -> tuple[dict[str, int], list[str]]:
+    timeout = current_app.config["ARCHIVISTA"].network_timeout
+    if acc.kind == "pop3":
+        from archivista_mail.probe import probe_account
+
+        return probe_account(acc, password, timeout), ["INBOX"]
+    from archivista_mail.sources.imap import ImapSession
+
+    with ImapSession(replace(acc, after="none"), password, timeout) as session:
+        folders = session.list_folders()
+        counts = {f: session.count(f) for f in acc.folders if f in folders}
+        missing = [f for f in acc.folders if f not in folders]
+        if missing:
+            counts.update({f: -1 for f in missing})
+        return counts, folders
+
+
+@bp.post("/<name>/folders")
+@admin_required
+def folders(name: str):
+    """Save the folders picked from the server's list after a connection test."""
+    picked = tuple(request.form.getlist("folder"))
+    acc = g.state.account(name)
+    try:
+        g.state.save_account(validate(replace(acc, folders=picked)), g.user["name"], new=False)
+        flash(translate("Saved.", g.lang))
+    except ArchivistaMailError as e:
+        flash(str(e))
+    return redirect(url_for("accounts.index"))

@@ -1,0 +1,38 @@
+"""Import: the last runs with their summaries, failed messages, and 'run now' under the importer's lock."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+
+from archivista_mail.importer import Importer, import_lock
+
+from . import get_archive
+from .auth import admin_required
+from .i18n import translate
+
+bp = Blueprint("imports", __name__, url_prefix="/imports")
+
+
+@bp.get("/")
+@admin_required
+def index():
+    return render_template("imports/index.html", runs=g.state.runs(20), failures=get_archive().failures())
+
+
+@bp.post("/run")
+@admin_required
+def run():
+    """Run the import now (one account with ?account=, e.g. to retry its failed messages)."""
+    config = current_app.config["ARCHIVISTA"]
+    account = request.form.get("account") or None
+    with import_lock(config.data_dir) as locked:
+        if not locked:
+            flash(translate("Another import is running; try again in a moment.", g.lang))
+            return redirect(url_for("imports.index"))
+        importer = Importer(config, get_archive(), g.state)
+        summary = importer.run(account, actor=g.user["name"])
+        importer.extract_pending(workers=1)
+    flash(f"Import: {summary.line()}")
+    for error in summary.errors:
+        flash(error)
+    return redirect(url_for("imports.index"))

@@ -1,0 +1,71 @@
+"""Office 365: tenant, client ID, client secret (write-only), mailboxes, batch size, connection test."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+
+from archivista_mail.accounts import GRAPH_HOST, Account, parse_after, validate
+from archivista_mail.errors import ArchivistaMailError, ConfigError
+from archivista_mail.vault import Vault
+
+from .accounts import _lines
+from .auth import admin_required
+from .i18n import translate
+
+bp = Blueprint("o365", __name__, url_prefix="/o365")
+
+
+def _from_form(form, old: Account | None) -> Account:
+    secret = form.get("client_secret", "")
+    if not secret and old is None:
+        raise ConfigError("A client secret is needed for a new Office 365 account.")
+    try:
+        batch = int(form.get("batch_size") or 25)
+    except ValueError:
+        raise ConfigError("Anzahl Mails (Office 365) must be a number between 1 and 1000.") from None
+    after = form.get("after", "none")
+    if after == "move":
+        after = f"move:{form.get('move_to', '').strip()}"
+    vault = Vault(current_app.config["ARCHIVISTA"].key_path)
+    return validate(Account(
+        name=old.name if old else form.get("name", "").strip(), kind="o365", host=GRAPH_HOST, port=443,
+        security="ssl", username=form.get("client_id", "").strip(),
+        secret=vault.encrypt(secret) if secret else old.secret, folders=_lines(form.get("folders", "")) or ("inbox",),
+        unread_only=form.get("mode") == "unread", after=parse_after(after, "o365"),
+        enabled=old.enabled if old else True, tenant=form.get("tenant", "").strip(),
+        mailboxes=_lines(form.get("mailboxes", "")), batch_size=batch))
+
+
+@bp.route("/", methods=["GET", "POST"])
+@admin_required
+def index():
+    accounts = [a for a in g.state.accounts() if a.kind == "o365"]
+    edit = request.values.get("edit")
+    old = next((a for a in accounts if a.name == edit), None)
+    error = None
+    if request.method == "POST":
+        try:
+            acc = _from_form(request.form, old)
+            g.state.save_account(acc, g.user["name"], new=old is None)
+            flash(translate("Saved.", g.lang))
+            return redirect(url_for("o365.index"))
+        except ArchivistaMailError as e:
+            error = str(e)
+    return render_template("o365/index.html", accounts=accounts, account=old, form=request.form, error=error), \
+        400 if error else 200
+
+
+@bp.post("/<name>/test")
+@admin_required
+def test(name: str):
+    from archivista_mail.probe import mailtest
+
+    acc = g.state.account(name)
+    try:
+        lines = mailtest(acc, Vault(current_app.config["ARCHIVISTA"].key_path).decrypt(acc.secret),
+                         current_app.config["ARCHIVISTA"].network_timeout)
+        error = None
+    except ArchivistaMailError as e:
+        lines, error = [], str(e)
+    g.state.audit(g.user["name"], "account.test", name, "ok" if error is None else error)
+    return render_template("o365/test.html", account=acc, lines=lines, error=error)
