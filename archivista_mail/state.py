@@ -51,7 +51,9 @@ class State:
 
     def __init__(self, data_dir: Path) -> None:
         Path(data_dir).mkdir(parents=True, exist_ok=True)
-        self.db = open_database(Path(data_dir) / "state.db")
+        # NORMAL: in WAL mode still consistent after a crash; a power cut may lose the last audit
+        # entries, never mail (that is the archive's ledger, synchronous=FULL).
+        self.db = open_database(Path(data_dir) / "state.db", synchronous="NORMAL")
 
     def close(self) -> None:
         """Close the database connection."""

@@ -78,11 +78,14 @@ def _b64(data: bytes) -> str:
 
 
 def make_mail(n: int, *, body_words: int = 200, attachment: str | None = None, attachment_size: int = 0,
-              secret_word: str | None = None, domain: str = "example.com") -> bytes:
-    """Mail number ``n``: a text body, optionally a 'pdf' or 'docx' attachment carrying ``secret_word``."""
+              secret_word: str | None = None, domain: str = "example.com", secret_in_body: bool = True) -> bytes:
+    """Mail number ``n``: a text body, optionally a 'pdf' or 'docx' attachment carrying ``secret_word``.
+
+    The secret word is in the body too, unless ``secret_in_body`` is False (then only the attachment has it).
+    """
     rng = random.Random(n)
     body = " ".join(rng.choices(WORDS, k=body_words))
-    words = [f"mail{n}"] + ([secret_word] if secret_word else [])
+    words = [f"mail{n}"] + ([secret_word] if secret_word and secret_in_body else [])
     subject = f"Test mail {n} {rng.choice(WORDS)}"
     head = (f"From: Sender {n % 17} <sender{n % 17}@{domain}>\r\n"
             f"To: Archive <archive@{domain}>\r\n"

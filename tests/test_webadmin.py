@@ -90,9 +90,23 @@ def test_posts_without_a_csrf_token_are_refused(admin_client, path):
     assert admin_client.post(path, data={"base_url": "http://x"}).status_code == 400
 
 
-def test_viewers_cannot_post_admin_actions_even_with_a_token(viewer_client, app):
+ADMIN_POSTS = ["/accounts/new", "/accounts/box/edit", "/accounts/box/delete", "/accounts/box/toggle",
+               "/accounts/box/test", "/accounts/box/folders", "/o365/", "/o365/m365/test", "/imports/run",
+               "/settings/links"]
+
+
+@pytest.mark.parametrize("path", ADMIN_POSTS)
+def test_viewers_cannot_post_admin_actions_even_with_a_token(viewer_client, path):
     token = csrf(viewer_client.get("/documents").data)
-    assert viewer_client.post("/accounts/box/delete", data={"csrf_token": token}).status_code == 403
+    assert viewer_client.post(path, data={"csrf_token": token}).status_code == 403
+
+
+@pytest.mark.parametrize("path", ADMIN_POSTS)
+def test_anonymous_posts_change_nothing(app, path):
+    client = app.test_client()
+    token = csrf(client.get("/login").data)
+    response = client.post(path, data={"csrf_token": token})
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
 
 
 def test_wrong_password_is_refused_and_audited(app, run):
@@ -173,3 +187,15 @@ def test_the_interface_speaks_german_by_default_and_english_on_request(admin_cli
 def test_admin_create_refuses_short_passwords(run):
     result = run("admin", "create", "x", "--password-stdin", input="short\n")
     assert result.exit_code == 2 and "at least 8" in result.output
+
+
+def test_run_now_respects_the_importers_lock(admin_client, data_dir):
+    from archivista_mail.importer import import_lock
+
+    token = csrf(admin_client.get("/imports/").data)
+    with import_lock(data_dir) as locked:
+        assert locked
+        response = admin_client.post("/imports/run", data={"csrf_token": token}, follow_redirects=True)
+    assert "Ein anderer Import läuft" in response.get_data(as_text=True)
+    response = admin_client.post("/imports/run", data={"csrf_token": token}, follow_redirects=True)
+    assert "Import: fetched" in response.get_data(as_text=True)

@@ -67,15 +67,8 @@ def create_app(config: Config | None = None, test_config: dict | None = None) ->
 
     @app.before_request
     def _open() -> None:
-        g.state = State(config.data_dir)
+        g.state = _per_process(("state", str(config.data_dir)), lambda: State(config.data_dir))
         g.lang = session.get("lang", "de")
-
-    @app.teardown_request
-    def _close(_exc) -> None:
-        if "state" in g:
-            g.state.close()
-        if "archive" in g and hasattr(g.archive, "close"):
-            g.archive.close()
 
     @app.after_request
     def _headers(response):
@@ -107,13 +100,28 @@ def create_app(config: Config | None = None, test_config: dict | None = None) ->
     return app
 
 
+_connections: dict = {}
+
+
+def _per_process(key, factory):
+    """One database connection per worker process, reused by its requests (gunicorn's sync workers
+    serve one request at a time); a forked worker opens its own instead of sharing its parent's."""
+    key = (os.getpid(), *key)
+    if key not in _connections:
+        _connections[key] = factory()
+    return _connections[key]
+
+
 def get_archive():
-    """The archive for this request (opened once per request)."""
-    if "archive" not in g:
-        config = g.get("config") or _config()
-        g.archive = open_archive(config.data_dir, config.archive_backend)
-        g.archive.ensure_schema()
-    return g.archive
+    """The archive (one connection per worker process)."""
+    config = _config()
+
+    def open_() -> object:
+        archive = open_archive(config.data_dir, config.archive_backend)
+        archive.ensure_schema()
+        return archive
+
+    return _per_process(("archive", str(config.data_dir), config.archive_backend), open_)
 
 
 def _config() -> Config:

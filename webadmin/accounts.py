@@ -72,6 +72,8 @@ def new():
             acc = account_from_form(request.form, None)
             g.state.save_account(acc, g.user["name"], new=True)
             flash(translate("Saved.", g.lang))
+            if acc.security == "plain":
+                flash(translate("Plain connections send the password unencrypted.", g.lang))
             return redirect(url_for("accounts.index"))
         except ArchivistaMailError as e:
             error = str(e)

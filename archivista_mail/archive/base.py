@@ -123,7 +123,7 @@ class Archive(abc.ABC):
 
     @abc.abstractmethod
     def search(self, query: str, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        """Full-text search over subject, addresses, body and attachment text, best first."""
+        """Full-text search over subject, addresses, body and attachment text, newest first."""
 
     @abc.abstractmethod
     def get_text(self, number: int) -> str:

@@ -69,12 +69,12 @@ def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def open_database(path: Path) -> sqlite_utils.Database:
+def open_database(path: Path, synchronous: str = "FULL") -> sqlite_utils.Database:
     """Open a SQLite file for a writer beside readers: WAL, durable commits, waits for locks."""
     conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
     db = sqlite_utils.Database(conn)
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")  # a commit is on disk before we act on the server
+    db.execute(f"PRAGMA synchronous={synchronous}")
     db.execute("PRAGMA foreign_keys=ON")
     return db
 
@@ -85,7 +85,7 @@ class EmbeddedArchive(Archive):
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.db = open_database(self.data_dir / "archive.db")
+        self.db = open_database(self.data_dir / "archive.db")  # FULL: durable before any server action
         self.blobs = BlobStore(self.data_dir / "blobs")
 
     def close(self) -> None:
@@ -293,8 +293,10 @@ class EmbeddedArchive(Archive):
     def search(self, query: str, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         q = self.db.quote_fts(query)
         cols = ", ".join(f"d.{c}" for c in PUBLIC_COLUMNS)
+        # Newest first, like a mail client: FTS5 walks its index in rowid order and stops at the limit,
+        # where ranking by relevance would score every match (slow for common words in a big archive).
         sql = (f"SELECT {cols} FROM documents_fts JOIN documents d ON d.number = documents_fts.rowid "
-               "WHERE documents_fts MATCH ? ORDER BY rank LIMIT ? OFFSET ?")
+               "WHERE documents_fts MATCH ? ORDER BY documents_fts.rowid DESC LIMIT ? OFFSET ?")
         return [_row(r) for r in self.db.execute(sql, [q, limit, offset])]
 
     def read_blob(self, number: int) -> bytes:
