@@ -40,7 +40,7 @@ def fill(data: Path, documents: int) -> int:
     """Import generated mails until the archive holds ``documents`` documents."""
     from archivista_mail.archive.embedded import EmbeddedArchive
     from archivista_mail.config import Config
-    from archivista_mail.importer import Importer, RunSummary
+    from archivista_mail.importer import Importer
     from archivista_mail.model import RawMail
     from archivista_mail.pipeline import prepare_all
     from archivista_mail.state import State

@@ -153,6 +153,7 @@ def test_archived_html_is_cleaned_and_sandboxed(admin_client):
     response = admin_client.get(f"/documents/{newsletter}/body")
     html = response.get_data(as_text=True)
     assert "Spring offers" in html and "<script" not in html and "alert(1)" not in html
+    assert 'src="data:image/png;base64,' in html  # the inline logo (cid:) shown from the mail itself
     assert "sandbox" in response.headers["Content-Security-Policy"]
     assert "default-src 'none'" in response.headers["Content-Security-Policy"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 
 import nh3
@@ -71,6 +72,16 @@ def safe_html(source: str) -> str:
     return re.sub(r"(?i)url\s*\(", "blocked(", cleaned)  # no remote content through CSS either
 
 
+def inline_images(html: str, parts) -> str:
+    """Point cid: references at the mail's own inline images (as data: URIs; nothing is loaded remotely)."""
+    for part in parts:
+        if part.content_id and part.content_type.startswith("image/") and part.content_type != "image/svg+xml" \
+                and isinstance(part.data, bytes) and len(part.data) < 2_000_000:
+            uri = f"data:{part.content_type};base64,{base64.b64encode(part.data).decode()}"
+            html = html.replace(f"cid:{part.content_id}", uri)
+    return html
+
+
 @bp.get("/documents/<int:number>/body")
 @login_required
 def body(number: int):
@@ -79,7 +90,7 @@ def body(number: int):
     if doc["kind"] != "mail":
         return Response("Not a mail.", 404, mimetype="text/plain")
     parsed = parse_mail(get_archive().read_blob(number))
-    response = Response(safe_html(parsed.html), mimetype="text/html")
+    response = Response(safe_html(inline_images(parsed.html, parsed.parts)), mimetype="text/html")
     response.headers["Content-Security-Policy"] = SANDBOX_CSP
     return response
 
