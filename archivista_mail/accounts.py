@@ -82,11 +82,7 @@ def validate(account: Account) -> Account:
         raise ConfigError(f"Account {account.name}: the user name (--user) is missing.")
     if not account.folders:
         raise ConfigError(f"Account {account.name}: at least one folder is needed (--folder).")
-    parse_after(account.after, account.kind)
-    if account.after.startswith("move:") and account.after[5:] in account.folders:
-        raise ConfigError(f"Account {account.name}: mail would be moved into {account.after[5:]!r}, which is "
-                          "archived itself, so it would be fetched again after every move. Move it to a folder "
-                          "that is not in the account's folder list.")
+    _check_after(account)
     if account.kind == "pop3" and account.folders != ("INBOX",):
         raise ConfigError(f"Account {account.name}: POP3 has only the inbox; leave out --folder.")
     return account
@@ -104,8 +100,13 @@ def _validate_o365(account: Account) -> Account:
     if not 1 <= account.batch_size <= 1000:
         raise ConfigError(f"Account {account.name}: the batch size must be between 1 and 1000, not "
                           f"{account.batch_size}.")
+    _check_after(account)
+    return account
+
+
+def _check_after(account: Account) -> None:
     parse_after(account.after, account.kind)
     if account.after.startswith("move:") and account.after[5:] in account.folders:
         raise ConfigError(f"Account {account.name}: mail would be moved into {account.after[5:]!r}, which is "
-                          "archived itself. Move it to a folder that is not in the account's folder list.")
-    return account
+                          "archived itself, so it would be fetched again after every move. Move it to a folder "
+                          "that is not in the account's folder list.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import configparser
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .errors import ConfigError
@@ -29,40 +29,29 @@ class Setting:
     help: str
 
 
-SETTINGS = [
-    Setting("archive_backend", str, "embedded",
-            "Archive backend, by its name in the 'archivista_mail.archives' entry point group."),
-    Setting("key_file", str, "",
-            "File holding the key that encrypts stored passwords and client secrets "
-            "(created 0600 on first use). Empty: 'secret.key' in the data directory."),
-    Setting("fetch_batch_size", int, 50,
-            "IMAP: messages fetched per request and archived per transaction."),
-    Setting("fetch_batch_bytes", int, 16 * 1024 * 1024,
-            "IMAP: a batch is cut when the messages in it add up to more bytes than this."),
-    Setting("network_timeout", int, 60,
-            "Seconds a connection may stay silent before the account's run fails."),
-    Setting("extract_workers", int, 0,
-            "Processes that extract attachment text after the import. 0: one per CPU core."),
-    Setting("extract_on_import", bool, True,
-            "Extract attachment text right after each import run (else run 'archivista-mail extract')."),
-    Setting("webadmin_secure_cookies", bool, False,
-            "WebAdmin: send the session cookie over HTTPS only. Set it when WebAdmin is reached through HTTPS."),
-]
+def _setting(default: object, help: str):
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class Config:
-    """The settings of one run: data directory plus the file's settings."""
+    """The settings of one run: the data directory plus the file's settings, each declared once here."""
 
     data_dir: Path
-    archive_backend: str = "embedded"
-    key_file: str = ""
-    fetch_batch_size: int = 50
-    fetch_batch_bytes: int = 16 * 1024 * 1024
-    network_timeout: int = 60
-    extract_workers: int = 0
-    extract_on_import: bool = True
-    webadmin_secure_cookies: bool = False
+    archive_backend: str = _setting(
+        "embedded", "Archive backend, by its name in the 'archivista_mail.archives' entry point group.")
+    key_file: str = _setting(
+        "", "File holding the key that encrypts stored passwords and client secrets (created 0600 on first "
+            "use). Empty: 'secret.key' in the data directory.")
+    fetch_batch_size: int = _setting(50, "IMAP: messages fetched per request and archived per transaction.")
+    fetch_batch_bytes: int = _setting(
+        16 * 1024 * 1024, "IMAP: a batch is cut when the messages in it add up to more bytes than this.")
+    network_timeout: int = _setting(60, "Seconds a connection may stay silent before the account's run fails.")
+    extract_workers: int = _setting(0, "Processes that extract attachment text after the import. 0: one per core.")
+    extract_on_import: bool = _setting(
+        True, "Extract attachment text right after each import run (else run 'archivista-mail extract').")
+    webadmin_secure_cookies: bool = _setting(
+        False, "WebAdmin: send the session cookie over HTTPS only. Set it when WebAdmin is reached through HTTPS.")
 
     @property
     def key_path(self) -> Path:
@@ -73,6 +62,10 @@ class Config:
     def workers(self) -> int:
         """How many extraction processes to run."""
         return self.extract_workers or (os.cpu_count() or 1)
+
+
+_TYPES = {"str": str, "int": int, "bool": bool}
+SETTINGS = [Setting(f.name, _TYPES[f.type], f.default, f.metadata["help"]) for f in fields(Config) if f.metadata]
 
 
 def load_config(data_dir: str | Path | None, config_file: str | Path | None = None) -> Config:
@@ -99,8 +92,7 @@ def load_config(data_dir: str | Path | None, config_file: str | Path | None = No
             values[key] = _convert(known[key], raw, path)
     chosen = data_dir or values.pop("data_dir", None) or DEFAULT_DATA_DIR
     values.pop("data_dir", None)
-    names = {f.name for f in fields(Config)}
-    return Config(data_dir=Path(chosen), **{k: v for k, v in values.items() if k in names})
+    return Config(data_dir=Path(chosen), **values)
 
 
 def _convert(setting: Setting, raw: str, path: Path) -> object:

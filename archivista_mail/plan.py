@@ -74,8 +74,8 @@ def _plan_mail(plans: list[DocumentPlan], data: Content, mail: ParsedMail, paren
 
 def _choose_type(sniffed: str, declared: str) -> str:
     """Trust the content; fall back to the declared type where libmagic only knows 'some bytes'."""
-    if sniffed in ("application/octet-stream", "application/x-empty") and declared:
-        return declared if sniffed == "application/octet-stream" else sniffed
+    if sniffed == "application/octet-stream" and declared:
+        return declared
     if sniffed == "text/plain" and declared.startswith("text/"):
         return declared  # libmagic cannot tell text/calendar or text/csv from text/plain
     if sniffed == "application/zip" and declared.startswith("application/vnd."):

@@ -12,7 +12,7 @@ import os
 import secrets
 from pathlib import Path
 
-from flask import Flask, g, request, session
+from flask import Flask, g, session
 from flask_wtf.csrf import CSRFProtect
 
 from archivista_mail.archive import open_archive
@@ -96,7 +96,6 @@ def create_app(config: Config | None = None, test_config: dict | None = None) ->
 
     for module in (auth, accounts, o365, imports, links, documents, audit):
         app.register_blueprint(module.bp)
-    app.jinja_env.globals["request"] = request
     return app
 
 

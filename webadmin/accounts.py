@@ -21,8 +21,14 @@ def _vault() -> Vault:
     return Vault(current_app.config["ARCHIVISTA"].key_path)
 
 
-def _lines(text: str) -> tuple[str, ...]:
+def lines_of(text: str) -> tuple[str, ...]:
     return tuple(line.strip() for line in text.splitlines() if line.strip())
+
+
+def after_from_form(form) -> str:
+    """The after-archive action from the form's select and its move target."""
+    after = form.get("after", "none")
+    return f"move:{form.get('move_to', '').strip()}" if after == "move" else after
 
 
 def account_from_form(form, old: Account | None) -> Account:
@@ -32,9 +38,7 @@ def account_from_form(form, old: Account | None) -> Account:
     password = form.get("password", "")
     if not password and old is None:
         raise ConfigError("A password is needed for a new account.")
-    after = form.get("after", "none")
-    if after == "move":
-        after = f"move:{form.get('move_to', '').strip()}"
+    after = after_from_form(form)
     try:
         port = int(form.get("port") or DEFAULT_PORTS[(kind, security)])
     except (ValueError, KeyError):
@@ -43,7 +47,7 @@ def account_from_form(form, old: Account | None) -> Account:
         name=old.name if old else form.get("name", "").strip(), kind=kind, host=form.get("host", "").strip(),
         port=port, security=security, username=form.get("username", "").strip(),
         secret=_vault().encrypt(password) if password else old.secret,
-        folders=_lines(form.get("folders", "")) or ("INBOX",), unread_only=form.get("mode") == "unread",
+        folders=lines_of(form.get("folders", "")) or ("INBOX",), unread_only=form.get("mode") == "unread",
         after=parse_after(after, kind), ca_file=_ca_file(form.get("ca_file", "").strip()),
         enabled=old.enabled if old else True))
 

@@ -8,7 +8,7 @@ from archivista_mail.accounts import GRAPH_HOST, Account, parse_after, validate
 from archivista_mail.errors import ArchivistaMailError, ConfigError
 from archivista_mail.vault import Vault
 
-from .accounts import _lines
+from .accounts import lines_of, after_from_form
 from .auth import admin_required
 from .i18n import translate
 
@@ -23,17 +23,15 @@ def _from_form(form, old: Account | None) -> Account:
         batch = int(form.get("batch_size") or 25)
     except ValueError:
         raise ConfigError("Anzahl Mails (Office 365) must be a number between 1 and 1000.") from None
-    after = form.get("after", "none")
-    if after == "move":
-        after = f"move:{form.get('move_to', '').strip()}"
+    after = after_from_form(form)
     vault = Vault(current_app.config["ARCHIVISTA"].key_path)
     return validate(Account(
         name=old.name if old else form.get("name", "").strip(), kind="o365", host=GRAPH_HOST, port=443,
         security="ssl", username=form.get("client_id", "").strip(),
-        secret=vault.encrypt(secret) if secret else old.secret, folders=_lines(form.get("folders", "")) or ("inbox",),
+        secret=vault.encrypt(secret) if secret else old.secret, folders=lines_of(form.get("folders", "")) or ("inbox",),
         unread_only=form.get("mode") == "unread", after=parse_after(after, "o365"),
         enabled=old.enabled if old else True, tenant=form.get("tenant", "").strip(),
-        mailboxes=_lines(form.get("mailboxes", "")), batch_size=batch))
+        mailboxes=lines_of(form.get("mailboxes", "")), batch_size=batch))
 
 
 @bp.route("/", methods=["GET", "POST"])
