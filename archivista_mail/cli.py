@@ -78,14 +78,14 @@ class MainGroup(click.Group):
               help=f"Configuration file. Default: {DEFAULT_CONFIG_FILE} if it exists.")
 @click.pass_context
 def cli(ctx: click.Context, data_dir: Path | None, config_file: Path | None) -> None:
-    """Archive IMAP and POP3 mail, with every attachment, into a searchable document archive."""
+    """Archive IMAP, POP3 and Microsoft 365 mail, with every attachment, into a searchable document archive."""
     ctx.obj = Context(load_config(data_dir, config_file))
 
 
 # -- accounts -------------------------------------------------------------------------------
 @cli.group()
 def account() -> None:
-    """Add, list, test and remove mail accounts."""
+    """Add, list, test and remove mail accounts (IMAP, POP3, Microsoft 365)."""
 
 
 def _read_password(from_stdin: bool, name: str, what: str = "password", flag: str = "--password-stdin") -> str:

@@ -161,11 +161,10 @@ class GraphSession:
                 self.sleep(min(60.0, wait if wait is not None else delay))  # outside the slot: others go on
                 delay = min(30.0, delay * 2)
                 continue
-            if response.status_code >= 400:
+            if response.status_code >= 400:  # also a 429 that outlasted MAX_ATTEMPTS: the next run tries again
                 raise self._error(response, mailbox)
             return response
-        raise FetchError(f"Account {self.account.name}: Microsoft Graph kept answering "
-                         f"{response.status_code} after {MAX_ATTEMPTS} attempts. The next run tries again.")
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _error(self, response, mailbox: str) -> SourceError:
         acc = self.account.name
