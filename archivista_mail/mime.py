@@ -23,7 +23,7 @@ from email.message import Message
 from pathlib import Path
 
 from .model import Content, ParsedMail, Part, SpooledData
-from .spool import MARKER, Skeleton, build_skeleton, copy_region, decode_region, read_head
+from .spool import Skeleton, build_skeleton, copy_region, decode_region, message_regions, read_head
 
 TEXT_HEAD = 2_000_000  # of a spooled (huge) text body, this much is read for search
 MAX_DEPTH = 8  # forwarded-in-forwarded messages deeper than this stay inside their parent
@@ -248,11 +248,11 @@ def _lenient_base64(raw: str, defects: list[str]) -> bytes:
     return binascii.a2b_base64(data)
 
 
-def _payload(part: Message, defects: list[str], src: _Spool | None = None) -> Content:
+def _payload(part: Message, defects: list[str], src: _Memory | None = None) -> Content:
     cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
     raw = part.get_payload()
-    if src is not None and isinstance(raw, str) and raw.startswith(MARKER):
-        start, end = src.skeleton.regions[int(raw[len(MARKER):].strip())]
+    if src is not None and src.marker and isinstance(raw, str) and raw.startswith(src.marker):
+        start, end = src.skeleton.regions[int(raw[len(src.marker):].strip())]
         return decode_region(src.path, start, end, cte, src.spool_dir)
     if cte == "base64" and isinstance(raw, str):
         # compat32 hands back the undecoded text when the padding is wrong; do what mail clients do.
@@ -312,7 +312,7 @@ def _defect_names(part: Message) -> list[str]:
     return [type(d).__name__ for d in getattr(part, "defects", [])]
 
 
-def _walk(msg: Message, mail: ParsedMail, depth: int, in_related: bool = False, src: _Spool | None = None) -> None:
+def _walk(msg: Message, mail: ParsedMail, depth: int, in_related: bool = False, src: _Memory | None = None) -> None:
     """Depth-first over the MIME tree; message/rfc822 becomes a nested ParsedMail."""
     ctype = _content_type(msg)
     for name in _defect_names(msg):
@@ -374,22 +374,21 @@ def _is_nested_message(part: Message) -> bool:
 
 
 def _add_message_part(msg: Message, mail: ParsedMail, depth: int, filename: str | None, disposition: str | None,
-                      src: _Spool | None = None) -> None:
+                      src: _Memory | None = None) -> None:
     payload = msg.get_payload()
     inner = payload[0] if isinstance(payload, list) and payload else None
     if inner is None or not isinstance(inner, Message):
         data = _payload(msg, mail.defects, src)
         mail.parts.append(Part(filename, "message/rfc822", data, inline=disposition == "inline"))
         return
-    try:
-        if src is not None:  # the skeleton has markers: take the forwarded message from the file
-            start, end = src.skeleton.messages[src.next_message()]
-            data = copy_region(src.path, start, end, src.spool_dir)
-        else:
+    data = src.message_data() if src is not None else None  # the forwarded mail's own bytes
+    if data is None:
+        try:  # the scan and Python's parser disagree on a broken structure: serialise what was parsed
             data = inner.as_bytes(policy=policy.compat32.clone(linesep="\r\n", max_line_length=0))
-    except Exception as e:
-        mail.defects.append(f"forwarded message: could not serialise ({type(e).__name__})")
-        data = b""
+            mail.defects.append("forwarded message: stored as parsed, not byte for byte")
+        except Exception as e:
+            mail.defects.append(f"forwarded message: could not serialise ({type(e).__name__})")
+            data = b""
     if depth >= MAX_DEPTH:
         mail.defects.append("forwarded message nested too deep: kept as a file")
         mail.parts.append(Part(filename, "message/rfc822", data))
@@ -401,7 +400,7 @@ def _add_message_part(msg: Message, mail: ParsedMail, depth: int, filename: str 
     mail.parts.append(Part(filename, "message/rfc822", data, inline=disposition == "inline", message=nested))
 
 
-def _from_message(msg: Message, depth: int, src: _Spool | None = None) -> ParsedMail:
+def _from_message(msg: Message, depth: int, src: _Memory | None = None) -> ParsedMail:
     mail = ParsedMail()
     d = mail.defects
     mail.subject = decode_header_text(_header(msg, "subject", d), d, "subject")
@@ -437,18 +436,48 @@ def _parse_date(value: str | None, defects: list[str]) -> str | None:
     return dt.isoformat()
 
 
-class _Spool:
-    """Where a spooled message's large bodies are, for the walk over its skeleton."""
+class _Memory:
+    """The original bytes of a message held in memory, so forwarded mails are stored byte for byte."""
+
+    marker = ""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self._regions: list[tuple[int, int]] | None = None  # found on first use: most mails forward nothing
+        self._next = 0
+
+    def next_message(self) -> int:
+        self._next += 1
+        return self._next - 1
+
+    def message_data(self) -> Content | None:
+        """The bytes of the next message/* part in document order (None if the scan found fewer)."""
+        if self._regions is None:
+            self._regions = message_regions(self.raw)
+        index = self.next_message()
+        if index >= len(self._regions):
+            return None
+        start, end = self._regions[index]
+        return self.raw[start:end]
+
+
+class _Spool(_Memory):
+    """A spooled message: its skeleton's markers lead to the large bodies in the file."""
 
     def __init__(self, path: Path, spool_dir: Path, skeleton: Skeleton) -> None:
+        super().__init__(b"")
         self.path = path
         self.spool_dir = spool_dir
         self.skeleton = skeleton
-        self._messages = 0
+        self.marker = skeleton.marker
+        self._regions = skeleton.messages
 
-    def next_message(self) -> int:
-        self._messages += 1
-        return self._messages - 1
+    def message_data(self) -> Content | None:
+        index = self.next_message()
+        if index >= len(self._regions):
+            return None
+        start, end = self._regions[index]
+        return copy_region(self.path, start, end, self.spool_dir)
 
 
 def parse_spooled(spool: SpooledData, spool_dir: Path) -> ParsedMail:
@@ -472,4 +501,4 @@ def parse_mail(raw: bytes) -> ParsedMail:
         mail = ParsedMail(defects=[f"mime: message unreadable ({type(e).__name__}: {e}); archived raw"])
         mail.text = decode_bytes(raw, None, [], "")
         return mail
-    return _from_message(msg, 0)
+    return _from_message(msg, 0, _Memory(raw))

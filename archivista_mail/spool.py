@@ -12,18 +12,21 @@ from __future__ import annotations
 import binascii
 import email
 import hashlib
+import io
 import os
 import re
+import secrets
 import tempfile
 from dataclasses import dataclass, field
 from email import policy
 from pathlib import Path
+from typing import BinaryIO
 
 from .model import Content, SpooledData
 
 SPILL_AT = 1 << 20  # part bodies above this stay in the file
 CHUNK = 1 << 20
-MARKER = "X-Archivista-Spooled-Part:"
+MARKER = "X-Archivista-Spooled-Part-{nonce}:"  # the nonce keeps a mail's own text from posing as a marker
 _NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 
 
@@ -32,6 +35,7 @@ class Skeleton:
     """The message with large bodies replaced by markers, and where those bodies are in the file."""
 
     data: bytes
+    marker: str = ""  # the marker line's prefix in this skeleton
     regions: list[tuple[int, int]] = field(default_factory=list)  # spilled part bodies
     messages: list[tuple[int, int]] = field(default_factory=list)  # message/rfc822 bodies, document order
 
@@ -83,8 +87,23 @@ def _nested(ctype: str) -> bool:
 
 def build_skeleton(path: Path) -> Skeleton:
     """Scan a message file once and return its skeleton (see the module docstring)."""
+    with open(path, "rb") as f:
+        return scan(f)
+
+
+def message_regions(raw: bytes) -> list[tuple[int, int]]:
+    """Where the bodies of message/* parts (forwarded mails) are in a message held in memory."""
+    return scan(io.BytesIO(raw), spill_at=None).messages
+
+
+def scan(f: BinaryIO, spill_at: int | None = -1) -> Skeleton:
+    """Read a message line by line: its skeleton, spilled regions and message/* regions.
+
+    ``spill_at`` -1 means SPILL_AT; None never spills (only the regions are wanted).
+    """
+    limit = SPILL_AT if spill_at == -1 else spill_at
     out = bytearray()
-    skeleton = Skeleton(b"")
+    skeleton = Skeleton(b"", marker=MARKER.format(nonce=secrets.token_hex(6)))
     boundaries: list[bytes] = []
     open_messages: list[tuple[int, int]] = []  # (body start, boundary depth when opened)
     mode = "headers"
@@ -106,68 +125,67 @@ def build_skeleton(path: Path) -> Skeleton:
             skeleton.messages.append((body_start, end))
         if spilled:
             skeleton.regions.append((body_start, end))
-            out.extend(f"{MARKER}{len(skeleton.regions) - 1}\r\n".encode())
+            out.extend(f"{skeleton.marker}{len(skeleton.regions) - 1}\r\n".encode())
         else:
             out.extend(b"".join(body))
         body, body_size, spilled = [], 0, False
 
     prev = b""
-    with open(path, "rb") as f:
-        for line in f:
-            if mode == "headers":
-                out.extend(line)
-                if line in (b"\r\n", b"\n"):
-                    ctype, boundary, cte = _header_info(b"".join(header))
-                    header = []
-                    if ctype.startswith("multipart/") and boundary:
-                        boundaries.append(boundary.encode("ascii", "replace"))
-                        mode = "text"  # preamble
-                    elif ctype == "message/delivery-status":
-                        mode = "text"  # a bounce report: header blocks the parser reads itself; small
-                    elif _nested(ctype) and cte not in ("base64", "quoted-printable"):
-                        open_messages.append((offset + len(line), len(boundaries)))
-                        mode = "headers"  # the forwarded message's own headers follow
-                    else:
-                        mode, body_start = "body", offset + len(line)
-                        # Python's parser nests every message/* but delivery-status, encoded or not
-                        body_is_message = _nested(ctype)
+    for line in f:
+        if mode == "headers":
+            out.extend(line)
+            if line in (b"\r\n", b"\n"):
+                ctype, boundary, cte = _header_info(b"".join(header))
+                header = []
+                if ctype.startswith("multipart/") and boundary:
+                    boundaries.append(boundary.encode("ascii", "replace"))
+                    mode = "text"  # preamble
+                elif ctype == "message/delivery-status":
+                    mode = "text"  # a bounce report: header blocks the parser reads itself; small
+                elif _nested(ctype) and cte not in ("base64", "quoted-printable"):
+                    open_messages.append((offset + len(line), len(boundaries)))
+                    mode = "headers"  # the forwarded message's own headers follow
                 else:
-                    header.append(line)
+                    mode, body_start = "body", offset + len(line)
+                    # Python's parser nests every message/* but delivery-status, encoded or not
+                    body_is_message = _nested(ctype)
             else:
-                hit = None
-                if line.startswith(b"--") and boundaries:
-                    stripped = line.rstrip(b"\r\n \t")
-                    for i in range(len(boundaries) - 1, -1, -1):
-                        if stripped == b"--" + boundaries[i]:
-                            hit = (i, False)
-                            break
-                        if stripped == b"--" + boundaries[i] + b"--":
-                            hit = (i, True)
-                            break
-                if hit is None:
-                    if mode == "body":
-                        if not spilled:
-                            body.append(line)
-                            body_size += len(line)
-                            if body_size > SPILL_AT:
-                                spilled, body, body_size = True, [], 0
-                    else:
-                        out.extend(line)
+                header.append(line)
+        else:
+            hit = None
+            if line.startswith(b"--") and boundaries:
+                stripped = line.rstrip(b"\r\n \t")
+                for i in range(len(boundaries) - 1, -1, -1):
+                    if stripped == b"--" + boundaries[i]:
+                        hit = (i, False)
+                        break
+                    if stripped == b"--" + boundaries[i] + b"--":
+                        hit = (i, True)
+                        break
+            if hit is None:
+                if mode == "body":
+                    if not spilled:
+                        body.append(line)
+                        body_size += len(line)
+                        if limit is not None and body_size > limit:
+                            spilled, body, body_size = True, [], 0
                 else:
-                    level, closing = hit
-                    if mode == "body":
-                        finish_body(end_of(offset, prev))
-                    while open_messages and open_messages[-1][1] > level:
-                        skeleton.messages.append((open_messages.pop()[0], end_of(offset, prev)))
-                    del boundaries[level + 1:]
                     out.extend(line)
-                    if closing:
-                        boundaries.pop()
-                        mode = "text"  # epilogue
-                    else:
-                        mode, header = "headers", []
-            prev = line
-            offset += len(line)
+            else:
+                level, closing = hit
+                if mode == "body":
+                    finish_body(end_of(offset, prev))
+                while open_messages and open_messages[-1][1] > level:
+                    skeleton.messages.append((open_messages.pop()[0], end_of(offset, prev)))
+                del boundaries[level + 1:]
+                out.extend(line)
+                if closing:
+                    boundaries.pop()
+                    mode = "text"  # epilogue
+                else:
+                    mode, header = "headers", []
+        prev = line
+        offset += len(line)
     if mode == "body":
         finish_body(offset)
     while open_messages:

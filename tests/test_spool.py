@@ -10,7 +10,7 @@ import pytest
 from conftest import PASSWORD
 from mailfactory import _b64, make_mail
 
-from archivista_mail import mime, spool
+from archivista_mail import spool
 from archivista_mail.model import SpooledData
 from archivista_mail.mime import parse_mail, parse_spooled
 from archivista_mail.spool import read_head
@@ -29,7 +29,7 @@ def content_hash(data) -> str:
 def flatten(parsed):
     out = []
     for part in parsed.parts:
-        out.append((part.filename, part.content_type, content_hash(part.data) if part.message is None else None))
+        out.append((part.filename, part.content_type, content_hash(part.data)))  # forwarded mails too: byte for byte
         if part.message is not None:
             out.append(("message", part.message.subject, part.message.from_))
             out.extend(flatten(part.message))
@@ -96,7 +96,8 @@ def test_no_spool_files_are_left_behind(run, data_dir, mailbox, monkeypatch):
         "--user", mailbox.user, "--password-stdin", "--ca-file", str(mailbox.server.cert), input=PASSWORD + "\n")
     assert run("import").exit_code == 0
     assert list((data_dir / "blobs" / "tmp").iterdir()) == []
-    assert mime.MARKER not in "".join(json.dumps(d) for d in json.loads(run("docs", "list", "--json").output))
+    assert "X-Archivista-Spooled-Part" not in "".join(
+        json.dumps(d) for d in json.loads(run("docs", "list", "--json").output))
 
 
 def test_a_large_pop3_mail_is_spooled_and_byte_identical(run, mailbox, monkeypatch, tmp_path):
@@ -164,3 +165,13 @@ def test_a_bounce_keeps_its_delivery_report_as_text():
     report = [p for p in parsed.parts if p.content_type == "message/delivery-status"][0]
     assert b"Status: 5.1.1" in report.data
     assert [p.message.subject for p in parsed.parts if p.message] == ["original"]
+
+
+def test_a_forwarded_mail_is_stored_byte_for_byte_and_a_marker_in_mail_text_is_just_text():
+    inner = (b"From: a@example.com\r\nSubject: inner\r\nX-Odd:   spaced   header\r\n\r\n"
+             b"X-Archivista-Spooled-Part:0\r\nbody\r\n")
+    outer = (b'From: b@example.com\r\nSubject: outer\r\nContent-Type: multipart/mixed; boundary="z"\r\n\r\n'
+             b"--z\r\nContent-Type: message/rfc822\r\n\r\n" + inner + b"\r\n--z--\r\n")
+    parsed = parse_mail(outer)
+    assert parsed.parts[0].data == inner  # not re-serialised by Python's email package
+    assert parsed.parts[0].message.text.startswith("X-Archivista-Spooled-Part:0")
