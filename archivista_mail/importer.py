@@ -26,7 +26,7 @@ from .state import State
 from .vault import Vault
 
 FILES_BATCH = 50
-SPOOL_FROM = 8 << 20  # IMAP mails larger than this are fetched in pieces to disk, not into memory
+SPOOL_FROM = 8 << 20  # mails larger than this are fetched (or copied) in pieces to disk, not into memory
 
 
 RUN_STATUS = {0: "ok", 1: "partial", 3: "unreachable"}
@@ -363,7 +363,7 @@ class Importer:
         from .sources.files import iter_files
 
         batch: list[RawMail] = []
-        for raw in iter_files(path):
+        for raw in iter_files(path, self.archive.spool_dir, SPOOL_FROM):
             batch.append(raw)
             if len(batch) >= FILES_BATCH:
                 self._save_files(batch, summary)
@@ -376,6 +376,9 @@ class Importer:
         known = self.archive.known_keys(r.key for r in batch)
         summary.duplicates += sum(r.key in known for r in batch)
         fresh = {r.key: r for r in batch if r.key not in known}  # same file twice in one batch: once
+        for r in batch:
+            if r.spool is not None and fresh.get(r.key) is not r:  # a duplicate's spool copy is not needed
+                r.spool.path.unlink(missing_ok=True)
         good, bad = prepare_all(fresh.values(), summary.errors)
         _count(summary, self.archive.save_batch(good, failed=bad), len(bad))
         self.progress.advance(len(batch))

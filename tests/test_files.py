@@ -40,3 +40,22 @@ def test_maildir_folders_and_eml_files_below_a_directory(run, tmp_path):
 def test_a_missing_path_is_a_clear_error(run, tmp_path):
     result = run("import", "--from", str(tmp_path / "nope"))
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_a_large_eml_file_is_spooled_and_archived_byte_for_byte(run, tmp_path, data_dir, monkeypatch):
+    import archivista_mail.importer as importer
+    from archivista_mail import spool
+
+    monkeypatch.setattr(importer, "SPOOL_FROM", 10_000)
+    monkeypatch.setattr(spool, "SPILL_AT", 5_000)
+    raw = make_mail(400, body_words=3000, attachment="pdf", attachment_size=40_000, secret_word="numbat")
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "a.eml").write_bytes(raw)
+    (tmp_path / "big" / "copy.eml").write_bytes(raw)  # the same mail twice: archived once
+    assert run("import", "--from", str(tmp_path / "big")).exit_code == 0
+    mails = json.loads(run("docs", "list", "--kind", "mail", "--json").output)
+    assert len(mails) == 1
+    run("docs", "get", str(mails[0]["number"]), "-o", str(tmp_path / "out.eml"))
+    assert (tmp_path / "out.eml").read_bytes() == raw
+    assert {h["kind"] for h in json.loads(run("docs", "search", "numbat", "--json").output)} == {"mail", "attachment"}
+    assert list((data_dir / "blobs" / "tmp").iterdir()) == []

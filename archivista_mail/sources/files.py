@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..archive.blobs import sha256_hex
 from ..errors import SourceError
-from ..model import RawMail
+from ..model import RawMail, SpooledData
+from ..spool import SpoolWriter
 
 ACCOUNT = "files"
 
@@ -27,10 +28,11 @@ def _is_mbox(path: Path) -> bool:
         return f.read(5) == b"From " and path.suffix == ""
 
 
-def iter_files(path: Path) -> Iterator[RawMail]:
+def iter_files(path: Path, spool_dir: Path | None = None, spool_from: int = 8 << 20) -> Iterator[RawMail]:
     """Every message below ``path``, in a stable order; raises SourceError if it does not exist.
 
-    The key is the content hash, so importing the same file twice archives it once.
+    The key is the content hash, so importing the same file twice archives it once. An .eml file
+    larger than ``spool_from`` is copied in chunks to ``spool_dir`` instead of being read into memory.
     """
     path = Path(path)
     if not path.exists():
@@ -45,12 +47,12 @@ def iter_files(path: Path) -> Iterator[RawMail]:
                     dirs.remove(name)  # a Maildir is read as a whole, not file by file
                     yield from _maildir(Path(top) / name)
             for name in sorted(files):
-                yield from _file(Path(top) / name)
+                yield from _file(Path(top) / name, spool_dir, spool_from)
     else:
-        yield from _file(path)
+        yield from _file(path, spool_dir, spool_from)
 
 
-def _file(path: Path) -> Iterator[RawMail]:
+def _file(path: Path, spool_dir: Path | None, spool_from: int) -> Iterator[RawMail]:
     try:
         if _is_mbox(path):
             box = mailbox.mbox(str(path), create=False)
@@ -61,10 +63,26 @@ def _file(path: Path) -> Iterator[RawMail]:
             finally:
                 box.close()
         elif path.suffix.lower() in (".eml", ".msg", ".txt") or path.suffix == "":
-            raw = path.read_bytes()
-            yield RawMail(raw, ACCOUNT, str(path), "file:" + sha256_hex(raw))
+            if spool_dir is not None and path.stat().st_size > spool_from:
+                spooled = _spool_copy(path, spool_dir)
+                yield RawMail(b"", ACCOUNT, str(path), "file:" + spooled.sha256, spool=spooled)
+            else:
+                raw = path.read_bytes()
+                yield RawMail(raw, ACCOUNT, str(path), "file:" + sha256_hex(raw))
     except OSError as e:
         raise SourceError(f"The file {path} cannot be read ({e.strerror}). Check its permissions.") from e
+
+
+def _spool_copy(path: Path, spool_dir: Path) -> SpooledData:
+    writer = SpoolWriter(spool_dir)
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                writer.write(chunk)
+        return writer.close()
+    except BaseException:
+        writer.discard()
+        raise
 
 
 def _maildir(path: Path) -> Iterator[RawMail]:
