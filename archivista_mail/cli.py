@@ -1,7 +1,7 @@
 """The archivista-mail command line: thin click commands over the library.
 
-Exit codes fit cron: 0 ok, 1 some messages failed, 2 configuration error, 3 no account
-reachable, 4 unexpected error.
+Exit codes fit cron: 0 ok, 1 some messages or folders failed, 2 configuration error, 3 no
+account reachable, 4 unexpected error.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from .accounts import Account
 from .archive import Archive
 from .archive.embedded import now_iso
 from .config import Config
-from .errors import SecretError, SourceError
+from .errors import FolderError, SecretError, SourceError
 from .model import Cursor, RawMail, SaveResult
 from .pipeline import PARALLEL_PARSE_FROM, ArchiveWriter, Preparer, die_with_parent, extract_document, prepare_all
 from .state import State
@@ -53,16 +53,22 @@ class RunSummary:
     failed: int = 0
     accounts_ok: int = 0
     accounts_failed: int = 0
+    folders_failed: int = 0
     errors: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        """0 ok, 1 some messages or accounts failed, 3 no account reachable."""
+        """0 ok, 1 some messages, folders or accounts failed, 3 no account reachable."""
         if self.accounts_failed and not self.accounts_ok:
             return 3
-        if self.failed or self.accounts_failed:
+        if self.failed or self.accounts_failed or self.folders_failed:
             return 1
         return 0
+
+    def folder_failed(self, error: Exception) -> None:
+        """A folder (or mailbox) could not be read; the account's other folders still run."""
+        self.folders_failed += 1
+        self.errors.append(str(error))
 
     def line(self) -> str:
         """One line for people and logs."""
@@ -150,7 +156,10 @@ class Importer:
 
         with ImapSession(acc, password, self.config.network_timeout) as session:
             for folder in acc.folders:
-                self._imap_folder(acc, session, folder, summary)
+                try:
+                    self._imap_folder(acc, session, folder, summary)
+                except FolderError as e:
+                    summary.folder_failed(e)
 
     def _imap_folder(self, acc: Account, session, folder: str, summary: RunSummary) -> None:
         info = session.open_folder(folder)
@@ -288,7 +297,10 @@ class Importer:
         with GraphSession(acc, secret, self.config.network_timeout) as session:
             for mailbox in acc.mailboxes:
                 for folder in acc.folders:
-                    self._graph_folder(acc, session, mailbox, folder, summary)
+                    try:
+                        self._graph_folder(acc, session, mailbox, folder, summary)
+                    except FolderError as e:  # a missing mailbox or folder; the others still run
+                        summary.folder_failed(e)
 
     def _graph_folder(self, acc: Account, session, mailbox: str, folder: str, summary: RunSummary) -> None:
         from .sources.graph import DeltaExpiredError

@@ -278,3 +278,12 @@ def test_a_failed_graph_message_is_retried_next_run(run, tenant, monkeypatch):
     assert run("import").exit_code == 0
     assert not tenant.folder().messages and len(tenant.folder("archive").messages) == 3
     assert sorted(d["message_id"] for d in docs(run)) == [f"gen-{i}@example.com" for i in range(1600, 1603)]
+
+
+def test_a_missing_mailbox_is_reported_and_the_tenants_other_mailboxes_still_run(run, tenant):
+    tenant.deliver([make_mail(1700)])
+    tenant.add_account(run, "--mailbox", "nobody@contoso.example")
+    result = run("import")
+    assert result.exit_code == 1
+    assert "nobody@contoso.example does not exist" in result.output
+    assert [d["message_id"] for d in docs(run)] == ["gen-1700@example.com"]

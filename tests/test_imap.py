@@ -216,3 +216,12 @@ def test_a_terminal_gets_a_progress_bar_for_imap(mailbox, data_dir, run):
     code, shown = run_on_terminal(data_dir, "import")
     assert code == 0
     assert b"[##############################] 5/5 mails" in shown
+
+
+def test_a_missing_folder_is_reported_and_the_accounts_other_folders_still_run(run, mailbox):
+    mailbox.append([make_mail(800)])
+    add_imap(run, mailbox, extra=["--folder", "Gone", "--folder", "INBOX"])
+    result = run("import")
+    assert result.exit_code == 1
+    assert "'Gone' does not exist" in result.output
+    assert [d["message_id"] for d in docs(run)] == ["gen-800@example.com"]

@@ -102,9 +102,10 @@ def edit(name: str):
 @bp.post("/<name>/delete")
 @admin_required
 def delete(name: str):
+    kind = g.state.account(name).kind
     g.state.remove_account(name, g.user["name"])
     flash(translate("Deleted.", g.lang))
-    return redirect(url_for("accounts.index"))
+    return redirect(url_for("o365.index" if kind == "o365" else "accounts.index"))
 
 
 @bp.post("/<name>/toggle")
