@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 RUNTIME_DEBS := python3-venv libmagic1
 TEST_DEBS := dovecot-imapd dovecot-pop3d openssl chromium
 
-.PHONY: demo test bench system-deps test-deps clean
+.PHONY: demo test bench system-deps test-deps clean wheelhouse deb deb-check
 
 define apt_install
 	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -45,3 +45,29 @@ bench: test-deps $(BIN)/archivista-mail
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache
+
+# The Debian package: wheels fetched (hash-checked) before the build, which then runs offline.
+DEB_DEBS := debhelper python3-venv lintian
+DEB_CHECK_DEBS := mmdebstrap systemd-container dovecot-imapd dovecot-pop3d openssl
+DEB_BUILD := build/deb/archivista-mail
+PIP_CLEAN := env -u PIP_FIND_LINKS -u PIP_CERT -u PIP_CONSTRAINT -u PIP_INDEX_URL PIP_CONFIG_FILE=/dev/null
+
+wheelhouse:
+	$(PIP_CLEAN) $(PYTHON) -m pip download -q --only-binary=:all: --require-hashes -r debian/requirements.lock -d debian/wheelhouse
+
+deb: wheelhouse
+	$(call apt_install,$(DEB_DEBS))
+	rm -rf build/deb build/deb-old && mkdir -p $(DEB_BUILD)
+	tar --exclude=./.venv --exclude=./build --exclude=./demo-data --exclude=./.git -cf - . | tar -xf - -C $(DEB_BUILD)
+	cd $(DEB_BUILD) && dpkg-buildpackage -us -uc -b
+	ls -l build/deb/*.deb
+
+# Build the package twice (this version and a newer one, for the upgrade), run lintian, then
+# install both in a clean Debian 12 booted with systemd and check it (debian/tests/install_check.py).
+deb-check: deb
+	$(call apt_install,$(DEB_CHECK_DEBS))
+	lintian --fail-on error,warning build/deb/archivista-mail_*_amd64.deb
+	mkdir -p build/deb-old && mv build/deb/*.deb build/deb-old/
+	sed -i '1s/(\([^)]*\))/(\1+upgrade1)/' $(DEB_BUILD)/debian/changelog
+	cd $(DEB_BUILD) && dpkg-buildpackage -us -uc -b >/dev/null
+	$(PYTHON) debian/tests/install_check.py build/deb-old/*.deb build/deb/*.deb
