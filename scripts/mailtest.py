@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-INSTALLED_PYTHON = "/usr/lib/archivista-mail/bin/python"
+INSTALLED_VENV = "/usr/lib/archivista-mail"
 
 
 def _bootstrap() -> None:
@@ -27,8 +27,11 @@ def _bootstrap() -> None:
         return
     except ImportError:
         pass
-    if os.path.exists(INSTALLED_PYTHON) and os.path.realpath(sys.executable) != os.path.realpath(INSTALLED_PYTHON):
-        os.execv(INSTALLED_PYTHON, [INSTALLED_PYTHON, *sys.argv])
+    python = os.path.join(INSTALLED_VENV, "bin", "python")
+    # The venv's python is a symlink to Debian's: compare environments, not executables.
+    if os.path.exists(python) and sys.prefix != INSTALLED_VENV and not os.environ.get("ARCHIVISTA_MAILTEST_EXEC"):
+        os.environ["ARCHIVISTA_MAILTEST_EXEC"] = "1"
+        os.execv(python, [python, *sys.argv])
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 

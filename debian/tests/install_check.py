@@ -129,7 +129,8 @@ def main() -> int:
         tested = container.sh("cd /usr/share/archivista-mail && runuser -u archivista-mail -- python3 mailtest.py "
                               "--account box", check=False)
         check(tested.stdout.startswith("Authenticated!\nMailbox: importer@127.0.0.1"),
-              "python3 mailtest.py runs from its directory with the importer's settings")
+              "python3 mailtest.py runs from its directory with the importer's settings"
+              + ("" if tested.returncode == 0 else f": {tested.stdout[-300:]} {tested.stderr[-500:]}"))
         audit = container.sh("runuser -u archivista-mail -- archivista-mail audit --action import.run --json",
                              check=False).stdout
         check('"actor": "archivista-mail"' in audit, "the import ran as archivista-mail")
