@@ -232,10 +232,17 @@ class _TerminalProgress:
 @click.option("--from", "from_path", type=click.Path(exists=True, path_type=Path),
               help="Import .eml/.mbox files or Maildir folders from this path instead of the accounts.")
 @click.option("--no-extract", is_flag=True, help="Skip attachment text extraction after the import.")
+@click.option("--scheduled", is_flag=True,
+              help="Run only if the import interval has passed since the last run (cron starts this every minute).")
 @click.pass_obj
-def import_cmd(obj: Context, account_name: str | None, from_path: Path | None, no_extract: bool) -> None:
+def import_cmd(obj: Context, account_name: str | None, from_path: Path | None, no_extract: bool,
+               scheduled: bool) -> None:
     """Fetch new mail and archive it. Quiet unless something failed (for cron)."""
     from .importer import Importer, Progress, import_lock
+    from .schedule import import_due
+
+    if scheduled and not import_due(obj.config, obj.state):
+        return
 
     interactive = sys.stderr.isatty()
     with import_lock(obj.config.data_dir) as locked:

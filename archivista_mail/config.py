@@ -50,6 +50,9 @@ class Config:
     extract_workers: int = _setting(0, "Processes that extract attachment text after the import. 0: one per core.")
     extract_on_import: bool = _setting(
         True, "Extract attachment text right after each import run (else run 'archivista-mail extract').")
+    import_interval_minutes: int = _setting(
+        10, "Minutes between scheduled imports ('import --scheduled', run by cron every minute). WebAdmin's "
+            "Import page can set it too; that value wins.")
     webadmin_secure_cookies: bool = _setting(
         False, "WebAdmin: send the session cookie over HTTPS only. Set it when WebAdmin is reached through HTTPS.")
 

@@ -1,3 +1,4 @@
-# archivista-mail: import new mail every 10 minutes, as the service user, under the importer's
-# lock (a run still busy makes the next one exit at once). Quiet unless something failed.
-*/10 * * * * archivista-mail [ -x /usr/bin/archivista-mail ] && /usr/bin/archivista-mail import
+# archivista-mail: cron starts the importer every minute, as the service user; it runs only when
+# the import interval (import_interval_minutes in /etc/archivista-mail/archivista-mail.conf, or the
+# Import page in WebAdmin; default 10) has passed, under the importer's lock. Quiet unless something failed.
+* * * * * archivista-mail [ -x /usr/bin/archivista-mail ] && /usr/bin/archivista-mail import --scheduled

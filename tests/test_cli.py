@@ -160,3 +160,22 @@ def test_a_terminal_gets_a_progress_count_and_a_summary(data_dir):
     assert code == 0
     assert b"\r4 mails" in shown
     assert b"Import: fetched 4, archived 4, duplicates skipped 0, failed 0" in shown
+
+
+def test_a_scheduled_import_runs_only_when_the_interval_has_passed(run, data_dir, tmp_path):
+    import json as _json
+    from datetime import datetime, timedelta, timezone
+
+    from archivista_mail.config import Config
+    from archivista_mail.schedule import import_due
+    from archivista_mail.state import State
+
+    assert run("import", "--scheduled").exit_code == 0  # the first run is always due
+    assert len(_json.loads(run("runs", "--json").output)["runs"]) == 1
+    assert run("import", "--scheduled").exit_code == 0  # within 10 minutes: nothing happens
+    assert len(_json.loads(run("runs", "--json").output)["runs"]) == 1
+    state = State(data_dir)
+    later = datetime.now(timezone.utc) + timedelta(minutes=10)
+    assert import_due(Config(data_dir=data_dir), state, now=later)
+    state.save_setting("import_interval_minutes", "30", "test")  # WebAdmin's value wins over the file's
+    assert not import_due(Config(data_dir=data_dir), state, now=later)

@@ -92,7 +92,7 @@ def test_posts_without_a_csrf_token_are_refused(admin_client, path):
 
 ADMIN_POSTS = ["/accounts/new", "/accounts/box/edit", "/accounts/box/delete", "/accounts/box/toggle",
                "/accounts/box/test", "/accounts/box/folders", "/o365/", "/o365/m365/test", "/imports/run",
-               "/settings/links"]
+               "/imports/interval", "/settings/links"]
 
 
 @pytest.mark.parametrize("path", ADMIN_POSTS)
@@ -200,3 +200,16 @@ def test_run_now_respects_the_importers_lock(admin_client, data_dir):
     assert "Ein anderer Import läuft" in response.get_data(as_text=True)
     response = admin_client.post("/imports/run", data={"csrf_token": token}, follow_redirects=True)
     assert "Import: fetched" in response.get_data(as_text=True)
+
+
+def test_the_import_interval_is_set_on_the_import_page(admin_client, data_dir):
+    from archivista_mail.config import Config
+    from archivista_mail.schedule import interval_minutes
+    from archivista_mail.state import State
+
+    token = csrf(admin_client.get("/imports/").data)
+    bad = admin_client.post("/imports/interval", data={"csrf_token": token, "minutes": "0"}, follow_redirects=True)
+    assert "ganze Zahl von 1 bis 1440" in bad.get_data(as_text=True)
+    admin_client.post("/imports/interval", data={"csrf_token": token, "minutes": "25"})
+    assert interval_minutes(Config(data_dir=data_dir), State(data_dir)) == 25
+    assert 'value="25"' in admin_client.get("/imports/").get_data(as_text=True)
