@@ -98,7 +98,14 @@ def test_partner_sets_up_imports_finds_a_pdf_word_and_follows_a_direct_link(weba
         page.click("text=Import")
     with page.expect_navigation():
         page.click("#run-now")
-    assert "archived 2" in page.content()
+    assert "Der Import läuft" in page.content()
+    for _ in range(100):  # the import runs in the background; the page lists it when done
+        if page.locator("td:text-is('all accounts')").count():
+            break
+        time.sleep(0.1)
+        page.reload()
+    row = page.locator("tr", has=page.locator("td:text-is('all accounts')")).first.inner_text()
+    assert row.split("\t")[2:5] == ["ok", "2", "2"]  # status, fetched, archived
 
     with page.expect_navigation():
         page.click("text=Archiv-Links")

@@ -35,7 +35,8 @@ GERMAN = {
     "Time": "Zeit", "Target": "Ziel", "Detail": "Detail", "Filter": "Filtern", "Tenant ID": "Tenant-ID",
     "Client ID": "Client-ID", "Client secret": "Client-Secret", "Mailboxes (one per line)": "Postfächer (eines pro Zeile)",
     "Folders (one per line)": "Ordner (einer pro Zeile)", "Anzahl Mails (Office 365)": "Anzahl Mails (Office 365)",
-    "Language": "Sprache", "Import every (minutes)": "Import alle (Minuten)",
+    "Language": "Sprache", "The import has started; this page shows it when it has finished.":
+        "Der Import läuft; diese Seite zeigt ihn, sobald er fertig ist.", "Import every (minutes)": "Import alle (Minuten)",
     "The interval must be a whole number of minutes from 1 to 1440.":
         "Das Intervall muss eine ganze Zahl von 1 bis 1440 Minuten sein.", "CA file (PEM, optional)": "CA-Datei (PEM, optional)", "Settings": "Einstellungen", "The secret is stored encrypted and never shown.":
         "Das Secret wird verschlüsselt gespeichert und nie angezeigt.",

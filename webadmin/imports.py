@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
-from archivista_mail.importer import Importer, import_lock
+from archivista_mail.importer import import_lock
 from archivista_mail.schedule import INTERVAL_SETTING, interval_minutes
 
 from . import get_archive
@@ -12,6 +16,7 @@ from .auth import admin_required
 from .i18n import translate
 
 bp = Blueprint("imports", __name__, url_prefix="/imports")
+_started: list[subprocess.Popen] = []  # imports this worker started and has not reaped yet
 
 
 @bp.get("/")
@@ -37,17 +42,25 @@ def interval():
 @bp.post("/run")
 @admin_required
 def run():
-    """Run the import now (one account with ?account=, e.g. to retry its failed messages)."""
+    """Start the import now, in the background (one account with ?account=, e.g. to retry its failures).
+
+    It runs as its own process under the importer's lock, so a long import neither holds a
+    WebAdmin worker nor dies with it; the page lists the run when it has finished.
+    """
     config = current_app.config["ARCHIVISTA"]
+    with import_lock(config.data_dir) as free:
+        busy = not free
+    if busy:
+        flash(translate("Another import is running; try again in a moment.", g.lang))
+        return redirect(url_for("imports.index"))
     account = request.form.get("account") or None
-    with import_lock(config.data_dir) as locked:
-        if not locked:
-            flash(translate("Another import is running; try again in a moment.", g.lang))
-            return redirect(url_for("imports.index"))
-        importer = Importer(config, get_archive(), g.state)
-        summary = importer.run(account, actor=g.user["name"])
-        importer.extract_pending(workers=1)
-    flash(f"Import: {summary.line()}")
-    for error in summary.errors:
-        flash(error)
+    command = [sys.executable, "-m", "archivista_mail", "--data-dir", str(config.data_dir), "import"]
+    if account:
+        command += ["--account", account]
+    env = dict(os.environ, SUDO_USER=g.user["name"])  # the audit trail names the WebAdmin user
+    _started[:] = [p for p in _started if p.poll() is None]  # reap the finished ones
+    _started.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True))
+    g.state.audit(g.user["name"], "import.start", account or "all accounts", "")
+    flash(translate("The import has started; this page shows it when it has finished.", g.lang))
     return redirect(url_for("imports.index"))
