@@ -13,7 +13,6 @@ Prints one line per check and 'N passed, N failed'; exits 1 if any failed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
