@@ -417,12 +417,12 @@ def admin() -> None:
 @click.pass_obj
 def admin_create(obj: Context, name: str, password_stdin: bool, role: str) -> None:
     """Create a WebAdmin user, or set an existing user's password and role."""
-    from werkzeug.security import generate_password_hash
+    from .vault import hash_password
 
     password = _read_password(password_stdin, name)
     if len(password) < 8:
         raise ConfigError("The password is too short: use at least 8 characters.")
-    obj.state.save_user(name, generate_password_hash(password, method="scrypt"), role, current_actor())
+    obj.state.save_user(name, hash_password(password), role, current_actor())
     click.echo(f"WebAdmin user {name} ({role}) saved.")
 
 

@@ -59,3 +59,10 @@ def load_or_create_key(path: Path) -> bytes:
 def mask(secret: str | None) -> str:
     """What a person may see of a secret: that it is set, never its characters."""
     return "********" if secret else "(not set)"
+
+
+def hash_password(password: str) -> str:
+    """A WebAdmin password's salted hash (Werkzeug's scrypt); the password itself is never stored."""
+    from werkzeug.security import generate_password_hash
+
+    return generate_password_hash(password, method="scrypt")

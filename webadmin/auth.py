@@ -16,11 +16,6 @@ bp = Blueprint("auth", __name__)
 _DUMMY_HASH = generate_password_hash("not a password")
 
 
-def hash_password(password: str) -> str:
-    """A modern salted hash (Werkzeug's scrypt)."""
-    return generate_password_hash(password, method="scrypt")
-
-
 def _load_user() -> dict | None:
     name = session.get("user")
     if not name:
