@@ -17,13 +17,16 @@ import codecs
 import email
 import email.header
 import email.utils
+import functools
 import re
 from email import policy
 from email.message import Message
+from email.policy import Compat32
 from pathlib import Path
 
 from .model import Content, ParsedMail, Part, SpooledData
-from .spool import Skeleton, build_skeleton, copy_region, decode_region, message_regions, read_head
+from .spool import (Skeleton, boundary_forms, build_skeleton, copy_region, decode_region, message_regions,
+                    read_head)
 
 TEXT_HEAD = 2_000_000  # of a spooled (huge) text body, this much is read for search
 MAX_DEPTH = 8  # forwarded-in-forwarded messages deeper than this stay inside their parent
@@ -55,12 +58,22 @@ def lookup_charset(label: str | None) -> str | None:
         return None
 
 
+def _windows_1252_for_invalid_utf8(error: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: bytes that are not UTF-8 are read as Windows-1252 (see decode_bytes)."""
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    return error.object[error.start:error.end].decode("windows-1252", "replace"), error.end
+
+
+codecs.register_error("archivista-windows-1252", _windows_1252_for_invalid_utf8)
+
+
 def decode_bytes(data: bytes, charset: str | None, defects: list[str], where: str) -> str:
     """Decode text bytes: declared charset, else UTF-8, else Windows-1252; never raises."""
     codec = lookup_charset(charset)
     if charset and codec is None:
         defects.append(f"{where}: unknown charset {charset!r}, decoded as UTF-8 or Windows-1252")
-    if codec:
+    if codec and codec != "utf-8":
         try:
             return data.decode(codec)
         except UnicodeDecodeError:
@@ -74,9 +87,13 @@ def decode_bytes(data: bytes, charset: str | None, defects: list[str], where: st
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        if charset is None and where:
+        # Clients label Windows-1252 text "utf-8" (and quote Latin-1 mail into UTF-8 replies);
+        # valid UTF-8 stays UTF-8 and only the bytes that are not are read as Windows-1252.
+        if codec:
+            defects.append(f"{where}: bytes not valid in {charset}, decoded as Windows-1252")
+        elif charset is None and where:
             defects.append(f"{where}: 8-bit text without charset, decoded as Windows-1252")
-        return data.decode("windows-1252", "replace")
+        return data.decode("utf-8", "archivista-windows-1252")
 
 
 def _decode_iso2022jp_as_cp932(data: bytes) -> str | None:
@@ -312,6 +329,33 @@ def _defect_names(part: Message) -> list[str]:
     return [type(d).__name__ for d in getattr(part, "defects", [])]
 
 
+class _Message(Message):
+    """compat32's Message, reading a boundary folded inside its quotes the way the body's delimiter lines do."""
+
+    def __init__(self, data: bytes, policy: Compat32 = policy.compat32) -> None:
+        super().__init__(policy)
+        self._data = data  # the bytes being parsed, which hold the delimiter lines
+
+    def get_boundary(self, failobj: str | None = None) -> str | None:
+        boundary = super().get_boundary(failobj)
+        if not isinstance(boundary, str) or "\n" not in boundary:
+            return boundary
+        forms = boundary_forms(boundary)  # the RFC 5322 reading first, see spool.boundary_forms
+        return next((form for form in forms if _has_delimiter(self._data, form)), forms[0])
+
+
+def _has_delimiter(data: bytes, boundary: str) -> bool:
+    """True if a line of ``data`` is a delimiter or close delimiter of ``boundary`` (RFC 2046 5.1.1)."""
+    dash = re.escape(b"--" + boundary.encode("ascii", "replace"))
+    return re.search(rb"(?m)^" + dash + rb"(?:--)?[ \t]*\r?$", data) is not None
+
+
+def _boundary_fold_dropped(msg: Message) -> bool:
+    """True if the boundary was folded inside its quotes and its delimiter lines lack the folding whitespace."""
+    declared = Message.get_boundary(msg)  # as written, line break included
+    return bool(declared) and "\n" in declared and msg.get_boundary() != boundary_forms(declared)[0]
+
+
 def _walk(msg: Message, mail: ParsedMail, depth: int, in_related: bool = False, src: _Memory | None = None) -> None:
     """Depth-first over the MIME tree; message/rfc822 becomes a nested ParsedMail."""
     ctype = _content_type(msg)
@@ -319,6 +363,9 @@ def _walk(msg: Message, mail: ParsedMail, depth: int, in_related: bool = False, 
         mail.defects.append(f"mime: {name} in {ctype}")
     payload = msg.get_payload()
     if msg.is_multipart() and not ctype.startswith("message/") and isinstance(payload, list):
+        if _boundary_fold_dropped(msg):  # Outlook 2000
+            mail.defects.append(f"mime: boundary of {ctype} folded inside its quotes; "
+                                "read without the folding whitespace")
         related = ctype == "multipart/related"
         for child in payload:
             if isinstance(child, Message):
@@ -487,7 +534,8 @@ def parse_spooled(spool: SpooledData, spool_dir: Path) -> ParsedMail:
     """
     skeleton = build_skeleton(spool.path)
     try:
-        msg = email.message_from_bytes(skeleton.data, policy=policy.compat32)
+        msg = email.message_from_bytes(skeleton.data, functools.partial(_Message, skeleton.data),
+                                       policy=policy.compat32)
     except Exception as e:
         return ParsedMail(defects=[f"mime: message unreadable ({type(e).__name__}: {e}); archived raw"])
     return _from_message(msg, 0, _Spool(spool.path, spool_dir, skeleton))
@@ -496,7 +544,7 @@ def parse_spooled(spool: SpooledData, spool_dir: Path) -> ParsedMail:
 def parse_mail(raw: bytes) -> ParsedMail:
     """Parse RFC 5322 bytes into a ParsedMail. Never raises: problems go into ``defects``."""
     try:
-        msg = email.message_from_bytes(raw, policy=policy.compat32)
+        msg = email.message_from_bytes(raw, functools.partial(_Message, raw), policy=policy.compat32)
     except Exception as e:
         mail = ParsedMail(defects=[f"mime: message unreadable ({type(e).__name__}: {e}); archived raw"])
         mail.text = decode_bytes(raw, None, [], "")

@@ -81,6 +81,21 @@ def _header_info(block: bytes) -> tuple[str, str | None, str]:
         return "application/octet-stream", None, ""
 
 
+_FOLD = re.compile(r"\r?\n([ \t]*)")
+
+
+def boundary_forms(boundary: str) -> tuple[str, ...]:
+    """The delimiters a boundary parameter can stand for: one, or two when it was folded inside its quotes.
+
+    RFC 5322 2.2.3 unfolding drops only the line break, which is right for IBM Notes' boundaries
+    with a space (mail-mime-parser #55); Outlook 2000 folds inside the quotes as well and writes
+    its delimiter lines without the folding whitespace. The body decides which one was meant.
+    """
+    if "\n" not in boundary:
+        return (boundary,)
+    return _FOLD.sub(r"\1", boundary), _FOLD.sub("", boundary)
+
+
 def _nested(ctype: str) -> bool:
     return ctype.startswith("message/") and ctype != "message/delivery-status"
 
@@ -104,7 +119,7 @@ def scan(f: BinaryIO, spill_at: int | None = -1) -> Skeleton:
     limit = SPILL_AT if spill_at == -1 else spill_at
     out = bytearray()
     skeleton = Skeleton(b"", marker=MARKER.format(nonce=secrets.token_hex(6)))
-    boundaries: list[bytes] = []
+    boundaries: list[tuple[bytes, ...]] = []  # each open multipart's delimiter(s), see boundary_forms
     open_messages: list[tuple[int, int]] = []  # (body start, boundary depth when opened)
     mode = "headers"
     header: list[bytes] = []
@@ -138,7 +153,7 @@ def scan(f: BinaryIO, spill_at: int | None = -1) -> Skeleton:
                 ctype, boundary, cte = _header_info(b"".join(header))
                 header = []
                 if ctype.startswith("multipart/") and boundary:
-                    boundaries.append(boundary.encode("ascii", "replace"))
+                    boundaries.append(tuple(form.encode("ascii", "replace") for form in boundary_forms(boundary)))
                     mode = "text"  # preamble
                 elif ctype == "message/delivery-status":
                     mode = "text"  # a bounce report: header blocks the parser reads itself; small
@@ -156,10 +171,10 @@ def scan(f: BinaryIO, spill_at: int | None = -1) -> Skeleton:
             if line.startswith(b"--") and boundaries:
                 stripped = line.rstrip(b"\r\n \t")
                 for i in range(len(boundaries) - 1, -1, -1):
-                    if stripped == b"--" + boundaries[i]:
+                    if any(stripped == b"--" + form for form in boundaries[i]):
                         hit = (i, False)
                         break
-                    if stripped == b"--" + boundaries[i] + b"--":
+                    if any(stripped == b"--" + form + b"--" for form in boundaries[i]):
                         hit = (i, True)
                         break
             if hit is None:
@@ -187,7 +202,9 @@ def scan(f: BinaryIO, spill_at: int | None = -1) -> Skeleton:
         prev = line
         offset += len(line)
     if mode == "body":
-        finish_body(offset)
+        # A truncated multipart (no close delimiter): Python's parser still gives the last line
+        # break to the missing delimiter, so the spilled region must end where its payload does.
+        finish_body(end_of(offset, prev) if boundaries else offset)
     while open_messages:
         skeleton.messages.append((open_messages.pop()[0], offset))
     skeleton.messages.sort()
