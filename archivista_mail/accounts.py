@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
+from .folders import check_folder_name
 
 KINDS = ("imap", "pop3", "o365")
 GRAPH_HOST = "graph.microsoft.com"
@@ -13,6 +14,27 @@ SECURITY = ("ssl", "starttls", "plain")
 DEFAULT_PORTS = {("imap", "ssl"): 993, ("imap", "starttls"): 143, ("imap", "plain"): 143,
                  ("pop3", "ssl"): 995, ("pop3", "starttls"): 110, ("pop3", "plain"): 110}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class AfterAction:
+    """What happens to a mail at its source once its archive copy is durable: none, read, move:FOLDER, delete."""
+
+    kind: str  # none | read | move | delete
+    target: str = ""  # the folder of a move, as the user wrote it
+
+    @classmethod
+    def parse(cls, value: str | None) -> AfterAction:
+        """``none``, ``read``, ``delete`` or ``move:FOLDER``; raises ConfigError for anything else."""
+        value = (value or "none").strip()
+        if value in ("none", "read", "delete"):
+            return cls(value)
+        if value.startswith("move:") and value[5:].strip():
+            return cls("move", value[5:].strip())
+        raise ConfigError(f"The after-archive action {value!r} is not known. Use none, read, move:FOLDER or delete.")
+
+    def __str__(self) -> str:
+        return f"move:{self.target}" if self.kind == "move" else self.kind
 
 
 @dataclass(frozen=True)
@@ -36,6 +58,11 @@ class Account:
     batch_size: int = 25  # o365: messages per Graph page ("Anzahl Mails (Office 365)")
 
     @property
+    def action(self) -> AfterAction:
+        """The after-archive action, parsed."""
+        return AfterAction.parse(self.after)
+
+    @property
     def readonly(self) -> bool:
         """True when the server must not be changed (no after-archive action)."""
         return self.after == "none"
@@ -54,13 +81,13 @@ class Account:
 
 def parse_after(value: str, kind: str) -> str:
     """Check an after-archive action: none, read, move:FOLDER or delete; raises ConfigError."""
-    value = (value or "none").strip()
-    if value in ("none", "read", "delete") or (value.startswith("move:") and len(value) > 5):
-        if kind == "pop3" and value not in ("none", "delete"):
-            raise ConfigError(f"POP3 accounts can only keep mail ('none') or delete it after archiving "
-                              f"('delete'), not {value!r}: POP3 has no flags or folders.")
-        return value
-    raise ConfigError(f"The after-archive action {value!r} is not known. Use none, read, move:FOLDER or delete.")
+    action = AfterAction.parse(value)
+    if kind == "pop3" and action.kind not in ("none", "delete"):
+        raise ConfigError(f"POP3 accounts can only keep mail ('none') or delete it after archiving "
+                          f"('delete'), not {str(action)!r}: POP3 has no flags or folders.")
+    if action.kind == "move" and kind == "imap":
+        check_folder_name(action.target)
+    return str(action)
 
 
 def validate(account: Account) -> Account:
@@ -83,6 +110,9 @@ def validate(account: Account) -> Account:
     if not account.folders:
         raise ConfigError(f"Account {account.name}: at least one folder is needed (--folder).")
     _check_after(account)
+    if account.kind == "imap":
+        for folder in account.folders:
+            check_folder_name(folder)
     if account.kind == "pop3" and account.folders != ("INBOX",):
         raise ConfigError(f"Account {account.name}: POP3 has only the inbox; leave out --folder.")
     return account
@@ -106,7 +136,8 @@ def _validate_o365(account: Account) -> Account:
 
 def _check_after(account: Account) -> None:
     parse_after(account.after, account.kind)
-    if account.after.startswith("move:") and account.after[5:] in account.folders:
-        raise ConfigError(f"Account {account.name}: mail would be moved into {account.after[5:]!r}, which is "
+    action = account.action
+    if action.kind == "move" and action.target in account.folders:
+        raise ConfigError(f"Account {account.name}: mail would be moved into {action.target!r}, which is "
                           "archived itself, so it would be fetched again after every move. Move it to a folder "
                           "that is not in the account's folder list.")

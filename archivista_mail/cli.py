@@ -46,6 +46,18 @@ class Context:
         return self._archive
 
 
+def _stop_writing() -> None:
+    """The reader of our output went away (``archivista-mail runs | head``): end quietly.
+
+    Standard output is pointed at /dev/null so the interpreter's final flush cannot fail again
+    (Python documentation, "Note on SIGPIPE").
+    """
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 class MainGroup(click.Group):
     """Maps our errors to sentences on stderr and cron-friendly exit codes."""
 
@@ -63,6 +75,9 @@ class MainGroup(click.Group):
             sys.exit(EXIT_FAILED)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            _stop_writing()
+            sys.exit(EXIT_OK)
         except Exception as e:  # noqa: BLE001 - last resort, with the type for the bug report
             click.echo(f"Unexpected error: {type(e).__name__}: {e}. Please report this with the command you ran.",
                        err=True)
@@ -188,15 +203,25 @@ def account_remove(obj: Context, name: str) -> None:
 @click.argument("name")
 @click.pass_obj
 def account_test(obj: Context, name: str) -> None:
-    """Log in to an account and report its folders and message counts."""
-    from .probe import probe_account
+    """Log in to an account and report each folder, its message count, and whether the after-archive action can
+    be carried out. Exit code 1 when a folder or the action cannot work."""
+    from .probe import messages, probe_account
 
     acc = obj.state.account(name)
     report = probe_account(acc, Vault(obj.config.key_path).decrypt(acc.secret), obj.config.network_timeout)
-    obj.state.audit(current_actor(), "account.test", name, "ok")
+    obj.state.audit(current_actor(), "account.test", name, "ok" if report.ok else "problems found")
     click.echo(f"Account {name}: login ok at {acc.host}:{acc.port} ({acc.security}).")
-    for folder, count in report.items():
-        click.echo(f"  {folder}: {count} messages")
+    for folder in report.folders:
+        if folder.count is not None:
+            click.echo(f"  {folder.name}: {messages(folder.count)}")
+        if folder.problem:
+            click.echo(f"  {folder.name}: {'skipped' if folder.skipped else 'problem'}: {folder.problem}")
+    if report.action:
+        click.echo(f"  After archive ({acc.after}): {report.action}.")
+    if report.action_problem:
+        click.echo(f"  After archive ({acc.after}): problem: {report.action_problem}")
+    if not report.ok:
+        sys.exit(EXIT_FAILED)
 
 
 # -- import ---------------------------------------------------------------------------------
@@ -260,6 +285,8 @@ def import_cmd(obj: Context, account_name: str | None, from_path: Path | None, n
     for error in summary.errors:
         click.echo(error, err=True)
     if interactive or summary.exit_code:
+        for warning in summary.warnings:
+            click.echo(f"Warning: {warning}", err=True)
         extra = f", attachment texts extracted {extracted}" if extracted else ""
         click.echo(f"Import: {summary.line()}{extra}.", err=not interactive)
     sys.exit(summary.exit_code)
@@ -290,6 +317,8 @@ def runs_cmd(obj: Context, limit: int, as_json: bool) -> None:
                    f"duplicates {r['duplicates']}, failed {r['failed']}")
         for e in r["errors"]:
             click.echo(f"    {e}")
+        for w in r["warnings"]:
+            click.echo(f"    warning: {w}")
     for f in obj.archive.failures():
         click.echo(f"failed (retried next run): {f.account}/{f.folder} uid {f.uid}: {f.reason} "
                    f"({f.attempts} attempts)")

@@ -25,6 +25,14 @@ class FolderError(SourceError):
     """Raised when a configured folder does not exist on the server."""
 
 
+class FolderSkippedError(SourceError):
+    """Raised when a configured folder cannot hold mail itself (``\\Noselect``): skipped with a warning."""
+
+
+class ActionRefusedError(SourceError):
+    """Raised when a server refuses an after-archive action; the mails stay archived and the action owed."""
+
+
 class FetchError(SourceError):
     """Raised when the connection fails while mail is being fetched or acted on."""
 

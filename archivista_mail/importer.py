@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
-from .accounts import Account
+from .accounts import Account, AfterAction
 from .archive import Archive
 from .archive.embedded import now_iso
 from .config import Config
-from .errors import FolderError, SecretError, SourceError
+from .errors import ActionRefusedError, FolderError, FolderSkippedError, SecretError, SourceError
 from .model import Cursor, RawMail, SaveResult
 from .pipeline import PARALLEL_PARSE_FROM, ArchiveWriter, Preparer, die_with_parent, extract_document, prepare_all
 from .state import State
@@ -55,6 +55,7 @@ class RunSummary:
     accounts_failed: int = 0
     folders_failed: int = 0
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # recorded and shown on a terminal; no effect on the exit code
 
     @property
     def exit_code(self) -> int:
@@ -66,7 +67,7 @@ class RunSummary:
         return 0
 
     def folder_failed(self, error: Exception) -> None:
-        """A folder (or mailbox) could not be read; the account's other folders still run."""
+        """A folder (or mailbox) could not be read or acted on; the account's other folders still run."""
         self.folders_failed += 1
         self.errors.append(str(error))
 
@@ -74,6 +75,33 @@ class RunSummary:
         """One line for people and logs."""
         return (f"fetched {self.fetched}, archived {self.archived}, duplicates skipped {self.duplicates}, "
                 f"failed {self.failed}")
+
+
+class FolderActions:
+    """One folder's after-archive action, carried out only for mail whose archive commit returned.
+
+    The server refusing it is a failure of this folder, recorded once per run: the mails stay
+    archived, their actions stay owed in the ledger and are tried again on the next run, and
+    the folder's new mail is still archived.
+    """
+
+    def __init__(self, action: AfterAction, apply: Callable[[AfterAction, list], None], summary: RunSummary) -> None:
+        self.action = action
+        self.apply = apply
+        self.summary = summary
+        self.refused = False
+
+    def carry_out(self, items: list) -> bool:
+        """Apply the action to ``items``; True when done, so the caller forgets the owed actions."""
+        if self.action.kind == "none" or self.refused or not items:
+            return False
+        try:
+            self.apply(self.action, items)
+        except ActionRefusedError as e:
+            self.refused = True
+            self.summary.folder_failed(e)
+            return False
+        return True
 
 
 @contextmanager
@@ -114,6 +142,7 @@ class Importer:
     # -- whole runs ---------------------------------------------------------------------
     def run(self, account: str | None = None, from_path: Path | None = None, actor: str = "cron") -> RunSummary:
         """Import every enabled account (or one, or a path of files); the caller holds the lock."""
+        self.actor = actor
         self.archive.ensure_schema()
         self.archive.clean_spool()  # what a killed run left in transit (we hold the import lock)
         summary = RunSummary()
@@ -130,7 +159,8 @@ class Importer:
                              "source": source, "status": RUN_STATUS[summary.exit_code],
                              "fetched": summary.fetched, "archived": summary.archived,
                              "duplicates": summary.duplicates, "failed": summary.failed,
-                             "exit_code": summary.exit_code, "errors": summary.errors})
+                             "exit_code": summary.exit_code, "errors": summary.errors,
+                             "warnings": summary.warnings})
         self.state.audit(actor, "import.run", source, summary.line())
         return summary
 
@@ -158,6 +188,8 @@ class Importer:
             for folder in acc.folders:
                 try:
                     self._imap_folder(acc, session, folder, summary)
+                except FolderSkippedError as e:
+                    summary.warnings.append(str(e))
                 except FolderError as e:
                     summary.folder_failed(e)
 
@@ -172,7 +204,8 @@ class Importer:
         if cursor is None:
             self.archive.reset_cursor(acc.name, folder, info.uidvalidity)
             cursor = Cursor(info.uidvalidity, 0)
-        self._imap_pending_actions(acc, session, folder)
+        actions = FolderActions(acc.action, session.apply, summary)
+        self._replay_owed(acc, folder, actions, lambda p: p.uid)
         retry = [f for f in self.archive.failures(acc.name, folder) if f.uid]
         nothing_new = info.uidnext is not None and info.uidnext <= cursor.last_uid + 1
         if nothing_new and not retry:
@@ -194,7 +227,7 @@ class Importer:
             waiting = None  # the batch being parsed while the next one is fetched
             try:
                 for batch in _batches(todo, self.config.fetch_batch_size, self.config.fetch_batch_bytes):
-                    self._act_on_committed(acc, session, writer, summary)
+                    self._act_on_committed(writer, summary, actions)
                     raws = self._fetch_batch(acc, session, folder, info.uidvalidity, batch)
                     summary.fetched += len(raws)
                     parsing = preparer.submit(raws)
@@ -207,7 +240,7 @@ class Importer:
                 if waiting:
                     self._hand_over(writer, waiting, summary, acc)
             writer.flush()
-            self._act_on_committed(acc, session, writer, summary)
+            self._act_on_committed(writer, summary, actions)
 
     def _fetch_batch(self, acc: Account, session, folder: str, uidvalidity: int,
                      batch: list[tuple[int, int]]) -> list[RawMail]:
@@ -228,27 +261,36 @@ class Importer:
         good, bad = parsing.result(summary.errors)
         writer.save(good, cursor=(acc.name, folder, cursor), failed=bad, action=acc.after)
 
-    def _act_on_committed(self, acc: Account, session, writer: ArchiveWriter, summary: RunSummary) -> None:
+    def _act_on_committed(self, writer: ArchiveWriter, summary: RunSummary, actions: FolderActions) -> None:
         """Count batches the writer committed and carry out their server action (never before)."""
         for good, results, failed in writer.committed():
             _count(summary, results, failed)
-            if acc.after != "none" and results:
-                session.apply(acc.after, [raw.uid for raw, _ in good])
+            if results and actions.carry_out([raw.uid for raw, _ in good]):
                 writer.actions_done(r.key for r in results)
             self.progress.advance(len(results) + failed)
 
-    def _imap_pending_actions(self, acc: Account, session, folder: str) -> None:
-        """Actions owed from a run that stopped between the archive commit and the server action."""
-        pending = self.archive.pending_actions(acc.name, folder)
-        if not pending:
+    def _replay_owed(self, acc: Account, folder: str, actions: FolderActions, item: Callable) -> None:
+        """Actions owed from earlier runs (stopped after the commit, or refused by the server).
+
+        They are carried out with the action configured now, whatever it was when they were
+        recorded, so editing an account loses none; with 'none' they are dropped, and audited.
+        ``item`` turns a pending action into what the source's apply takes (a UID, a message id).
+        """
+        owed = self.archive.pending_actions(acc.name, folder)
+        if not owed:
             return
-        by_action: dict[str, list] = {}
-        for p in pending:
-            by_action.setdefault(p.action, []).append(p)
-        for action, items in by_action.items():
-            if acc.after == action:
-                session.apply(action, [p.uid for p in items if p.uid])
-            self.archive.actions_done(p.key for p in items)
+        keys = [p.key for p in owed]
+        if actions.action.kind == "none":
+            self._drop_owed(acc, folder, owed)
+        elif actions.carry_out([item(p) for p in owed]):
+            self.archive.actions_done(keys)
+
+    def _drop_owed(self, acc: Account, folder: str, owed: list) -> None:
+        self.archive.actions_done(p.key for p in owed)
+        recorded = ", ".join(sorted({p.action for p in owed}))
+        self.state.audit(self.actor, "actions.dropped", f"{acc.name}/{folder}",
+                         f"{len(owed)} owed after-archive actions ({recorded}) dropped: the account's "
+                         "after-archive action is now 'none'")
 
     @staticmethod
     def _imap_key(acc: Account, folder: str, uidvalidity: int, uid: int) -> str:
@@ -262,7 +304,11 @@ class Importer:
         delete = acc.after == "delete"
         with Pop3Session(acc, password, self.config.network_timeout) as session:
             numbers = {f"pop3:{acc.name}:{uid}": n for uid, n in session.uidl().items()}
-            owed = [p.key for p in self.archive.pending_actions(acc.name)]
+            pending = self.archive.pending_actions(acc.name)
+            if pending and not delete:  # the account was changed to keep mail: nothing is owed any more
+                self._drop_owed(acc, "INBOX", pending)
+                pending = []
+            owed = [p.key for p in pending]
             to_delete = [k for k in owed if k in numbers] if delete else []
             session.delete([numbers[k] for k in to_delete])
             known = self.archive.known_keys(numbers)
@@ -312,14 +358,11 @@ class Importer:
         def key(message_id: str) -> str:
             return f"graph:{acc.name}:{label}:{message_id}"
 
-        owed = self.archive.pending_actions(acc.name, label)
-        if owed:  # from a run that stopped between the archive commit and the server action
-            if owed[0].action == acc.after:
-                session.apply(mailbox, acc.after, [p.key.rsplit(":", 1)[1] for p in owed])
-            self.archive.actions_done(p.key for p in owed)
+        actions = FolderActions(acc.action, lambda action, ids: session.apply(mailbox, action, ids), summary)
+        self._replay_owed(acc, label, actions, lambda p: p.key.rsplit(":", 1)[1])
         retry = [f.key.rsplit(":", 1)[1] for f in self.archive.failures(acc.name, label)]
         if retry:
-            self._graph_save(acc, session, mailbox, label, retry, key, None, summary)
+            self._graph_save(acc, session, mailbox, label, retry, key, None, summary, actions)
         link = self.archive.get_state(state_key)
         page_size = acc.batch_size
         calm_pages = 0
@@ -340,7 +383,7 @@ class Importer:
             todo = [i for i in ids if key(i) not in known]
             self.progress.add_total(len(todo))
             self._graph_save(acc, session, mailbox, label, todo, key, (state_key, page.next_link or page.delta_link),
-                             summary)
+                             summary, actions)
             # The page size ("batch size") halves while Graph throttles and grows back when it stops.
             if session.throttled > throttled_before:
                 page_size, calm_pages = max(5, page_size // 2), 0
@@ -353,7 +396,7 @@ class Importer:
             link = page.next_link
 
     def _graph_save(self, acc: Account, session, mailbox: str, label: str, ids: list[str], key, state,
-                    summary: RunSummary) -> None:
+                    summary: RunSummary, actions: FolderActions) -> None:
         """Fetch the MIME of ``ids``, archive it with the new resume position, then act on the server."""
         mimes = session.fetch_mime(mailbox, ids) if ids else {}
         gone = [i for i in ids if i not in mimes]
@@ -364,8 +407,7 @@ class Importer:
         good, bad = prepare_all(raws, summary.errors)
         results = self.archive.save_batch(good, failed=bad, action=acc.after, state=state)
         _count(summary, results, len(bad))
-        if acc.after != "none" and results:
-            session.apply(mailbox, acc.after, [r.key.rsplit(":", 1)[1] for r in results])
+        if results and actions.carry_out([r.key.rsplit(":", 1)[1] for r in results]):
             self.archive.actions_done(r.key for r in results)
         self.progress.advance(len(ids))
 

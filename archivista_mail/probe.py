@@ -2,31 +2,82 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from .accounts import Account
+from .errors import ActionRefusedError, FolderError, FolderSkippedError
 
 
-def probe_account(acc: Account, password: str, timeout: int) -> dict[str, int]:
-    """Log in and return {folder: message count} for the account's folders; raises SourceError."""
+@dataclass
+class FolderReport:
+    """One configured folder in a connection test: its message count, or why it cannot be archived."""
+
+    name: str
+    count: int | None = None
+    problem: str | None = None  # a sentence; None when the folder is fine
+    skipped: bool = False  # it holds only other folders: the importer skips it with a warning
+
+
+@dataclass
+class ProbeReport:
+    """What a connection test found: each folder, the after-archive action's target, the server's folders."""
+
+    folders: list[FolderReport] = field(default_factory=list)
+    action: str | None = None  # e.g. "the folder 'Archiv/Alt' exists"
+    action_problem: str | None = None
+    available: list[str] = field(default_factory=list)  # folders that can hold mail (IMAP), as a client shows them
+
+    @property
+    def ok(self) -> bool:
+        """True when every folder can be archived and the after-archive action can be carried out."""
+        return not self.action_problem and not any(f.problem and not f.skipped for f in self.folders)
+
+
+def probe_account(acc: Account, password: str, timeout: int) -> ProbeReport:
+    """Log in and report each folder's message count (or problem); raises SourceError if the login fails."""
+    report = ProbeReport()
     if acc.kind == "o365":
         from .sources.graph import GraphSession
 
         with GraphSession(acc, password, timeout) as session:
-            return {f"{mailbox}/{folder}": int(session.folder_info(mailbox, folder).get("totalItemCount", 0))
-                    for mailbox in acc.mailboxes for folder in acc.folders}
+            for mailbox in acc.mailboxes:
+                for folder in acc.folders:
+                    label = f"{mailbox}/{folder}"
+                    try:
+                        count = int(session.folder_info(mailbox, folder).get("totalItemCount", 0))
+                        report.folders.append(FolderReport(label, count))
+                    except FolderError as e:
+                        report.folders.append(FolderReport(label, problem=str(e)))
+        return report
     if acc.kind == "pop3":
         from .sources.pop3 import Pop3Session
 
         with Pop3Session(acc, password, timeout) as session:
-            return {"INBOX": session.count()}
+            report.folders.append(FolderReport("INBOX", session.count()))
+        return report
     from .sources.imap import ImapSession
 
     with ImapSession(acc, password, timeout) as session:
-        return {folder: _count(session, folder) for folder in acc.folders}
-
-
-def _count(session, folder: str) -> int:
-    session.open_folder(folder)  # raises FolderError naming the folders that exist
-    return session.count(folder)
+        report.available = session.list_folders()
+        for folder in acc.folders:
+            try:
+                entry = FolderReport(folder, session.open_folder(folder).exists)
+            except FolderSkippedError as e:
+                entry = FolderReport(folder, problem=str(e), skipped=True)
+            except FolderError as e:
+                entry = FolderReport(folder, problem=str(e))
+            else:
+                try:
+                    session.check_rights(acc.action)
+                except ActionRefusedError as e:
+                    entry.problem = str(e)
+            report.folders.append(entry)
+        if acc.action.kind == "move":
+            try:
+                report.action = session.check_move_target(acc.action)
+            except ActionRefusedError as e:
+                report.action_problem = str(e)
+    return report
 
 
 def messages(n: int) -> str:

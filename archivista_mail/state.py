@@ -31,8 +31,9 @@ SCHEMA = [
     "CREATE TABLE IF NOT EXISTS settings ([key] TEXT PRIMARY KEY, value TEXT)",
 ]
 ROLES = ("admin", "viewer")
-# Columns added after the first release of the table: (name, SQL type).
-ACCOUNT_COLUMNS_ADDED = [("tenant", "TEXT"), ("mailboxes", "TEXT"), ("batch_size", "INTEGER")]
+# Columns added after the first release of a table: {table: [(name, SQL type)]}.
+COLUMNS_ADDED = {"accounts": [("tenant", "TEXT"), ("mailboxes", "TEXT"), ("batch_size", "INTEGER")],
+                 "runs": [("warnings", "TEXT")]}
 
 
 def current_actor() -> str:
@@ -65,10 +66,11 @@ class State:
             self.db.conn.execute("BEGIN IMMEDIATE")
             for statement in SCHEMA:
                 self.db.conn.execute(statement)
-            have = {row[1] for row in self.db.conn.execute("PRAGMA table_info(accounts)")}
-            for name, sqltype in ACCOUNT_COLUMNS_ADDED:
-                if name not in have:
-                    self.db.conn.execute(f"ALTER TABLE accounts ADD COLUMN {name} {sqltype}")
+            for table, columns in COLUMNS_ADDED.items():
+                have = {row[1] for row in self.db.conn.execute(f"PRAGMA table_info({table})")}
+                for name, sqltype in columns:
+                    if name not in have:
+                        self.db.conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sqltype}")
 
     # -- accounts ---------------------------------------------------------------------
     def save_account(self, account: Account, actor: str, *, new: bool) -> None:
@@ -123,13 +125,15 @@ class State:
     def save_run(self, run: dict[str, Any]) -> int:
         """Record an import run's summary; returns its id."""
         row = dict(run)
-        row["errors"] = json.dumps(row.get("errors", []), ensure_ascii=False)
+        for name in ("errors", "warnings"):
+            row[name] = json.dumps(row.get(name, []), ensure_ascii=False)
         return self.db["runs"].insert(row).last_pk
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest import runs, newest first."""
         rows = self.db["runs"].rows_where(order_by="id desc", limit=limit)
-        return [dict(r, errors=json.loads(r["errors"] or "[]")) for r in rows]
+        return [dict(r, errors=json.loads(r["errors"] or "[]"), warnings=json.loads(r.get("warnings") or "[]"))
+                for r in rows]
 
     # -- WebAdmin users and settings ----------------------------------------------------------
     def save_user(self, name: str, password_hash: str, role: str, actor: str) -> None:

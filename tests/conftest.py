@@ -17,6 +17,7 @@ from servers import Dovecot  # noqa: E402
 from archivista_mail.cli import cli  # noqa: E402
 
 PASSWORD = "s3cret-Pa55"
+UMLAUT_USER, UMLAUT_PASSWORD = "umlaut", "pässwörd-Ä1 ☃"  # IMAP LOGIN cannot carry it; AUTHENTICATE PLAIN can
 
 
 @pytest.fixture(scope="session")
@@ -25,7 +26,18 @@ def dovecot():
     if shutil.which("dovecot") is None:
         pytest.fail("Dovecot is not installed: run 'make test' (it installs dovecot-imapd and dovecot-pop3d).")
     users = {f"user{i:03d}": PASSWORD for i in range(200)}  # Dovecot reads its passwd-file lazily: all up front
-    server = Dovecot(users).start()
+    server = Dovecot({**users, UMLAUT_USER: UMLAUT_PASSWORD}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot_like_cyrus():
+    """A second private Dovecot set up like Cyrus and Courier: folders under "INBOX." with ".", no MOVE, no
+    passwords on insecure connections, ACLs (see servers.LIKE_CYRUS)."""
+    if shutil.which("dovecot") is None:
+        pytest.fail("Dovecot is not installed: run 'make test' (it installs dovecot-imapd and dovecot-pop3d).")
+    server = Dovecot({f"cyrus{i:03d}": PASSWORD for i in range(60)}, like="cyrus").start()
     yield server
     server.stop()
 
@@ -66,15 +78,24 @@ class Mailbox:
 _users_handed_out: set[str] = set()
 
 
+def fresh_mailbox(server) -> Mailbox:
+    for user, password in server.users.items():
+        if user not in _users_handed_out and password == PASSWORD:
+            _users_handed_out.add(user)
+            return Mailbox(server, user)
+    pytest.fail("Out of test mailboxes: add users in conftest")
+
+
 @pytest.fixture
 def mailbox(dovecot) -> Mailbox:
     """An empty mailbox of its own for the test (users are not reused within a session)."""
-    for user in dovecot.users:
-        if user not in _users_handed_out:
-            _users_handed_out.add(user)
-            box = Mailbox(dovecot, user)
-            return box
-    pytest.fail("Out of test mailboxes: add users in conftest.dovecot")
+    return fresh_mailbox(dovecot)
+
+
+@pytest.fixture
+def cyrus_box(dovecot_like_cyrus) -> Mailbox:
+    """An empty mailbox of its own on the Cyrus-like Dovecot; folder names there start with "INBOX."."""
+    return fresh_mailbox(dovecot_like_cyrus)
 
 
 @pytest.fixture

@@ -95,8 +95,30 @@ service anvil {{
     mode = 0
   }}
 }}
-protocol imap {{
+{extra}protocol imap {{
   mail_max_userip_connections = 200
+  mail_plugins = $mail_plugins {imap_plugins}
+}}
+"""
+
+# Dovecot set up the way Cyrus (Debian defaults) and Courier behave, where Dovecot can imitate them:
+# every folder under "INBOX." with "." as separator, no MOVE capability (copy + expunge instead),
+# passwords refused on unencrypted connections (LOGINDISABLED / POP3 "-ERR [AUTH]"), and ACLs
+# (global ACL file) so a test can take a user's right to delete or expunge in a folder.
+LIKE_CYRUS = """\
+disable_plaintext_auth = yes
+imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT SORT=DISPLAY THREAD=REFERENCES \
+THREAD=REFS THREAD=ORDEREDSUBJECT MULTIAPPEND URL-PARTIAL CATENATE UNSELECT CHILDREN NAMESPACE UIDPLUS \
+LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH ESORT SEARCHRES WITHIN CONTEXT=SEARCH LIST-STATUS \
+BINARY SPECIAL-USE ACL RIGHTS=texk
+namespace inbox {{
+  inbox = yes
+  prefix = INBOX.
+  separator = .
+}}
+mail_plugins = $mail_plugins acl
+plugin {{
+  acl = vfile:{d}/global-acl
 }}
 """
 
@@ -104,7 +126,7 @@ protocol imap {{
 class Dovecot:
     """A private Dovecot instance. ``users`` maps user name to password."""
 
-    def __init__(self, users: dict[str, str]) -> None:
+    def __init__(self, users: dict[str, str], like: str = "dovecot") -> None:
         self.uid, self.gid = ensure_vmail_user()
         self.dir = Path(tempfile.mkdtemp(prefix="amd-", dir="/tmp"))  # short: socket paths < 108 bytes
         os.chmod(self.dir, 0o755)
@@ -113,7 +135,12 @@ class Dovecot:
         self.users = dict(users)
         self._write_users()
         self.config = self.dir / "dovecot.conf"
-        self.config.write_text(CONFIG.format(d=self.dir, **self.ports))
+        self.like = like
+        extra = LIKE_CYRUS.format(d=self.dir) if like == "cyrus" else ""
+        if like == "cyrus":
+            self.set_acl({})
+        self.config.write_text(CONFIG.format(d=self.dir, extra=extra, imap_plugins="imap_acl" if like == "cyrus" else "",
+                                             **self.ports))
         self.master_pid: int | None = None
 
     def _write_users(self) -> None:
@@ -124,8 +151,17 @@ class Dovecot:
             for p in (home, home / "Maildir"):
                 os.chown(p, self.uid, self.gid)
             lines.append(f"{user}:{{PLAIN}}{password}:{self.uid}:{self.gid}::{home}::")
-        (self.dir / "passwd").write_text("\n".join(lines) + "\n")
+        (self.dir / "passwd").write_text("\n".join(lines) + "\n", encoding="utf-8")
         os.chmod(self.dir / "passwd", 0o644)
+
+    def set_acl(self, rules: dict[str, str]) -> None:
+        """Cyrus-like servers: the global ACL file, ``{mailbox pattern: rights of its owner}`` (RFC 4314 letters).
+
+        Mailboxes not named keep every right. Connections opened after a change see it.
+        """
+        lines = [f"{pattern} owner {rights}" for pattern, rights in rules.items()]
+        (self.dir / "global-acl").write_text("\n".join(lines) + "\n")
+        os.chmod(self.dir / "global-acl", 0o644)
 
     def home(self, user: str) -> Path:
         return self.dir / "home" / user
@@ -184,11 +220,14 @@ class Dovecot:
 
 
 class CuttingProxy:
-    """TCP proxy to a port on 127.0.0.1 that drops the connection after ``cut_after`` bytes from the server."""
+    """TCP proxy to a port on 127.0.0.1 that drops the connection after ``cut_after`` bytes from the server (if set)."""
 
-    def __init__(self, target_port: int, cut_after: int | None = None) -> None:
+    def __init__(self, target_port: int, cut_after: int | None = None, source: str | None = None) -> None:
         self.target_port = target_port
         self.cut_after = cut_after
+        # Dovecot counts a connection from its own address as secure (and then takes plain passwords);
+        # connecting from another loopback address (127.0.0.2) makes it an ordinary, insecure one.
+        self.source = source
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -204,7 +243,8 @@ class CuttingProxy:
                 client, _ = self.sock.accept()
             except OSError:
                 return
-            server = socket.create_connection(("127.0.0.1", self.target_port))
+            server = socket.create_connection(("127.0.0.1", self.target_port),
+                                              source_address=(self.source, 0) if self.source else None)
             threading.Thread(target=self._pipe, args=(client, server, None), daemon=True).start()
             threading.Thread(target=self._pipe, args=(server, client, self.cut_after), daemon=True).start()
 

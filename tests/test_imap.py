@@ -162,12 +162,13 @@ def test_an_unknown_host_is_explained():
     assert "Check the host name" in str(e.value)
 
 
-def test_missing_folder_is_named_with_the_folders_that_exist(run, mailbox):
+def test_missing_folder_is_named_with_the_folders_that_exist_and_the_other_folders_are_still_tested(run, mailbox):
     mailbox.append([make_mail(70)])
-    add_imap(run, mailbox, extra=["--folder", "Nope"])
+    add_imap(run, mailbox, extra=["--folder", "Nope", "--folder", "INBOX"])
     result = run("account", "test", "acct")
-    assert result.exit_code == 3
-    assert "'Nope' does not exist" in result.output and "INBOX" in result.output
+    assert result.exit_code == 1, result.output
+    assert "'Nope' does not exist" in result.output and "Folders there: INBOX" in result.output
+    assert "INBOX: 1 message\n" in result.output
 
 
 def test_account_test_reports_folders_and_counts(run, mailbox):

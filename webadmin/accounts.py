@@ -119,34 +119,18 @@ def toggle(name: str):
 @bp.post("/<name>/test")
 @admin_required
 def test(name: str):
-    """Log in, list the server's folders and count messages; or show the exact failure."""
+    """Log in, report each folder and the after-archive action, list the server's folders; or the exact failure."""
+    from archivista_mail.probe import probe_account
+
     acc = g.state.account(name)
-    result = {"ok": False, "counts": {}, "folders": [], "error": None}
+    report, error = None, None
     try:
-        password = _vault().decrypt(acc.secret)
-        result["counts"], result["folders"] = _probe(acc, password)
-        result["ok"] = True
+        report = probe_account(acc, _vault().decrypt(acc.secret), current_app.config["ARCHIVISTA"].network_timeout)
     except ArchivistaMailError as e:
-        result["error"] = str(e)
-    g.state.audit(g.user["name"], "account.test", name, "ok" if result["ok"] else result["error"])
-    return render_template("accounts/test.html", account=acc, result=result)
-
-
-def _probe(acc: Account, password: str) -> tuple[dict[str, int], list[str]]:
-    timeout = current_app.config["ARCHIVISTA"].network_timeout
-    if acc.kind == "pop3":
-        from archivista_mail.probe import probe_account
-
-        return probe_account(acc, password, timeout), ["INBOX"]
-    from archivista_mail.sources.imap import ImapSession
-
-    with ImapSession(replace(acc, after="none"), password, timeout) as session:
-        folders = session.list_folders()
-        counts = {f: session.count(f) for f in acc.folders if f in folders}
-        missing = [f for f in acc.folders if f not in folders]
-        if missing:
-            counts.update({f: -1 for f in missing})
-        return counts, folders
+        error = str(e)
+    outcome = error or ("ok" if report.ok else "problems found")
+    g.state.audit(g.user["name"], "account.test", name, outcome)
+    return render_template("accounts/test.html", account=acc, report=report, error=error)
 
 
 @bp.post("/<name>/folders")

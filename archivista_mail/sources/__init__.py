@@ -14,12 +14,14 @@ from ..errors import ArchivistaMailError, AuthError, ConnectError, FetchError
 
 @dataclass(frozen=True)
 class FolderInfo:
-    """What selecting a folder told us."""
+    """What selecting a folder told us. ``name`` is the folder as configured, ``server_name`` the server's."""
 
     name: str
     uidvalidity: int
     uidnext: int | None
     exists: int
+    server_name: str = ""
+    permanent_flags: frozenset[bytes] | None = None  # upper case; None: the server did not say (all are kept)
 
 
 class Session:
@@ -83,17 +85,21 @@ def translated(account: Account, doing: str, timeout: int, auth_errors: tuple[ty
         raise
     except auth_errors as e:
         raise AuthError(f"Account {account.name}: the server {account.host} rejected the login of user "
-                        f"{account.username!r} ({_reason(e)}). Check the user name and password, and that the "
+                        f"{account.username!r} ({reason_of(e)}). Check the user name and password, and that the "
                         "mailbox allows this kind of access.") from e
     except ssl.SSLCertVerificationError as e:
         raise ConnectError(f"Account {account.name}: the TLS certificate of {where} is not trusted "
-                           f"({e.verify_message or _reason(e)}). Check that the host name matches the certificate; "
+                           f"({e.verify_message or reason_of(e)}). Check that the host name matches the certificate; "
                            "if the server uses its own CA, give its certificate with --ca-file.") from e
     except ssl.CertificateError as e:  # not a subclass of SSLError on every Python
         raise ConnectError(f"Account {account.name}: the TLS certificate of {where} does not fit ({e}). "
                            "Check the host name, or give the server's CA with --ca-file.") from e
     except ssl.SSLError as e:
-        raise ConnectError(f"Account {account.name}: the TLS handshake with {where} failed ({_reason(e)}). "
+        if account.security == "ssl" and _plain_text_answer(e):
+            raise ConnectError(f"Account {account.name}: {where} answered in plain text, not TLS. Use --security "
+                               "starttls on this port, or --security ssl on the server's TLS port (993 for IMAP, "
+                               "995 for POP3).") from e
+        raise ConnectError(f"Account {account.name}: the TLS handshake with {where} failed ({reason_of(e)}). "
                            "Check that the port and the security setting (ssl or starttls) fit the server.") from e
     except socket.gaierror as e:
         raise ConnectError(f"Account {account.name}: the server name {account.host!r} cannot be resolved "
@@ -102,15 +108,27 @@ def translated(account: Account, doing: str, timeout: int, auth_errors: tuple[ty
         raise ConnectError(f"Account {account.name}: {where} refused the connection. Check the port and that "
                            "the mail server is running.") from e
     except (TimeoutError, socket.timeout) as e:
+        if doing == "connecting" and account.security != "ssl":
+            raise ConnectError(f"Account {account.name}: {where} accepted the connection but sent no greeting within "
+                               f"{timeout} seconds. If this port expects TLS from the first byte (993 for IMAP, 995 "
+                               "for POP3), use --security ssl; otherwise check the server.") from e
         raise ConnectError(f"Account {account.name}: {where} did not answer within {timeout} seconds while "
                            f"{doing}. Check the network and the server; the next run continues where this one "
                            "stopped.") from e
     except (OSError, EOFError, *protocol_errors) as e:
         raise FetchError(f"Account {account.name}: the connection to {where} failed while {doing} "
-                         f"({_reason(e)}). The next run continues where this one stopped.") from e
+                         f"({reason_of(e)}). The next run continues where this one stopped.") from e
 
 
-def _reason(e: BaseException) -> str:
+def _plain_text_answer(e: ssl.SSLError) -> bool:
+    """True when a TLS handshake got a plain-text greeting ("* OK ...", "+OK ...") instead of a TLS record."""
+    text = str(e).upper()
+    return any(mark in text for mark in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "RECORD LAYER FAILURE",
+                                         "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL", "HTTP_REQUEST"))
+
+
+def reason_of(e: BaseException) -> str:
+    """A foreign exception's text for our sentences: decoded, without b'' quoting, at most 200 characters."""
     text = str(e)
     if isinstance(e, bytes):  # pragma: no cover
         text = e.decode("utf-8", "replace")

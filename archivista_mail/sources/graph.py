@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from ..accounts import Account
-from ..errors import AuthError, ConfigError, ConnectError, FetchError, FolderError, SourceError
+from ..accounts import Account, AfterAction
+from ..errors import ActionRefusedError, AuthError, ConfigError, ConnectError, FetchError, FolderError, SourceError
 
 GRAPH = "https://graph.microsoft.com/v1.0"
 SCOPES = ["https://graph.microsoft.com/.default"]
@@ -144,8 +144,13 @@ class GraphSession:
         with self._slots_lock:
             return self._slots.setdefault(mailbox.lower(), threading.Semaphore(MAX_CONCURRENCY))
 
-    def request(self, method: str, url: str, mailbox: str, *, expect_json: bool = True, **kwargs):
-        """One Graph request with throttling handled; returns the response. Raises SourceError subclasses."""
+    def request(self, method: str, url: str, mailbox: str, *, expect_json: bool = True,
+                acting: AfterAction | None = None, **kwargs):
+        """One Graph request with throttling handled; returns the response. Raises SourceError subclasses.
+
+        ``acting``: the request carries out this after-archive action, so Graph refusing it
+        (400, 403) raises ActionRefusedError: a failure of the folder, not of the account.
+        """
         delay = 1.0
         for attempt in range(MAX_ATTEMPTS):
             with self._slot(mailbox):
@@ -162,17 +167,23 @@ class GraphSession:
                 delay = min(30.0, delay * 2)
                 continue
             if response.status_code >= 400:  # also a 429 that outlasted MAX_ATTEMPTS: the next run tries again
+                if acting is not None and response.status_code in (400, 403):
+                    raise self._refused(response, mailbox, acting)
                 raise self._error(response, mailbox)
             return response
         raise AssertionError("unreachable: the last attempt returns or raises")
 
+    def _refused(self, response, mailbox: str, action: AfterAction) -> ActionRefusedError:
+        code, message = _error_body(response)
+        return ActionRefusedError(
+            f"Account {self.account.name}: Microsoft Graph refused the after-archive action {str(action)!r} in "
+            f"mailbox {mailbox} ({response.status_code} {code}: {message}). The mails are archived; the action is "
+            "tried again on the next run. Check the target folder (a well-known name such as archive, or a folder "
+            "id) and that the app has the application permission Mail.ReadWrite.")
+
     def _error(self, response, mailbox: str) -> SourceError:
         acc = self.account.name
-        try:
-            error = response.json().get("error", {})
-            code, message = error.get("code", ""), error.get("message", "")
-        except ValueError:
-            code, message = "", response.text[:200]
+        code, message = _error_body(response)
         status = response.status_code
         if status == 410:
             return DeltaExpiredError(f"Account {acc}: the delta token for {mailbox} expired ({code}).")
@@ -229,22 +240,25 @@ class GraphSession:
         with ThreadPoolExecutor(MAX_CONCURRENCY) as pool:
             return {mid: mime for mid, mime in pool.map(one, ids) if mime is not None}
 
-    def apply(self, mailbox: str, action: str, ids: list[str]) -> None:
-        """After-archive action on messages (read, move:FOLDER, delete); a message already gone is done."""
-        if action == "none" or not ids:
+    def apply(self, mailbox: str, action: AfterAction, ids: list[str]) -> None:
+        """After-archive action on messages (read, move:FOLDER, delete); a message already gone is done.
+
+        Raises ActionRefusedError when Graph refuses the action (e.g. no Mail.ReadWrite, an unknown target).
+        """
+        if action.kind == "none" or not ids:
             return
 
         def one(message_id: str) -> None:
             url = f"{GRAPH}/users/{quote(mailbox)}/messages/{quote(message_id)}"
             try:
-                if action == "read":
-                    self.request("PATCH", url, mailbox, data={"isRead": True})
-                elif action == "delete":
-                    self.request("DELETE", url, mailbox)
-                elif action.startswith("move:"):
-                    self.request("POST", f"{url}/move", mailbox, data={"destinationId": action[5:]})
+                if action.kind == "read":
+                    self.request("PATCH", url, mailbox, data={"isRead": True}, acting=action)
+                elif action.kind == "delete":
+                    self.request("DELETE", url, mailbox, acting=action)
+                elif action.kind == "move":
+                    self.request("POST", f"{url}/move", mailbox, data={"destinationId": action.target}, acting=action)
                 else:
-                    raise ConfigError(f"Account {self.account.name}: unknown after-archive action {action!r}.")
+                    raise ConfigError(f"Account {self.account.name}: unknown after-archive action {str(action)!r}.")
             except GoneError:
                 pass
 
@@ -256,6 +270,15 @@ class GraphSession:
         data = self.request("GET", f"{self.folder_url(mailbox, folder)}/messages", mailbox,
                             params={"$top": 1, "$select": "subject,receivedDateTime"}).json()
         return (data.get("value") or [None])[0]
+
+
+def _error_body(response) -> tuple[str, str]:
+    """Graph's error code and message from a failed response (its documented ``{"error": {...}}`` body)."""
+    try:
+        error = response.json().get("error", {})
+        return error.get("code", ""), error.get("message", "")
+    except ValueError:
+        return "", response.text[:200]
 
 
 def _login_failure(acc: Account, detail: str) -> str:

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import imaplib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.imap_utf7 import encode as encode_utf7
 
-from ..errors import ConfigError, FolderError
+from ..accounts import AfterAction
+from ..errors import ActionRefusedError, AuthError, ConfigError, ConnectError, FolderError, FolderSkippedError
+from ..folders import FolderNameError, Namespace
 from ..model import SpooledData
 from ..spool import SpoolWriter
-from . import FolderInfo, Session, tls_context
+from . import FolderInfo, Session, reason_of, tls_context
 
 SEEN = b"\\Seen"
 DELETED = b"\\Deleted"
+# LIST flags of names that exist only as a level above other folders, or not at all (RFC 3501, RFC 5258).
+NOT_SELECTABLE = {b"\\NOSELECT", b"\\NONEXISTENT"}
 # Servers cap a command's length (Dovecot: "Too long argument" near 64 KB); imapclient sends
 # UID lists as they are, so long lists go in slices.
 UIDS_PER_COMMAND = 2000
@@ -29,8 +36,12 @@ class ImapSession(Session):
     protocol_errors = PROTOCOL_ERRORS
     client: IMAPClient | None
 
+    default_ports = {"ssl": 993, "starttls": 143}
+
     def _connect(self) -> None:
         acc = self.account
+        self._folders: dict[str, set[bytes]] | None = None
+        self._rights_checked: set[tuple[str, str]] = set()
         with self._guard("connecting"):
             if acc.security == "ssl":
                 self.client = IMAPClient(acc.host, port=acc.port, ssl=True, ssl_context=tls_context(acc),
@@ -42,7 +53,41 @@ class ImapSession(Session):
             else:
                 raise ConfigError(f"Account {acc.name}: unknown security {acc.security!r}.")
         with self._guard("logging in"):
-            self.client.login(acc.username, self._password)
+            self._login()
+        with self._guard("reading the folder namespace"):
+            self.namespace = self._read_namespace()
+
+    def _login(self) -> None:
+        acc, client = self.account, self.client
+        if client.has_capability("LOGINDISABLED"):  # RFC 3501 7.2.1: no passwords in the clear
+            raise ConnectError(
+                f"Account {acc.name}: {acc.host}:{acc.port} refuses passwords on an unencrypted connection "
+                "(LOGINDISABLED). Use --security starttls on this port, or --security ssl on the server's TLS "
+                "port (usually 993).")
+        if (acc.username + self._password).isascii():
+            client.login(acc.username, self._password)
+        elif client.has_capability("AUTH=PLAIN"):
+            # LOGIN's quoted strings are ASCII in imaplib; AUTHENTICATE PLAIN (RFC 4616) carries UTF-8.
+            client.plain_login(acc.username, self._password)
+        else:
+            raise AuthError(
+                f"Account {acc.name}: the user name or password contains characters beyond ASCII, and "
+                f"{acc.host} offers no AUTHENTICATE PLAIN, the only way IMAP can carry them. Ask the mail "
+                "server's administrator to enable it, or use an ASCII password.")
+
+    def _read_namespace(self) -> Namespace:
+        """The personal namespace (RFC 2342), or the separator from LIST "" "" (RFC 3501 6.3.8) without it."""
+        client = self.client
+        if client.has_capability("NAMESPACE"):
+            personal = client.namespace().personal
+            if personal:
+                prefix, separator = personal[0]
+                return Namespace(prefix or "", separator or None)
+        found = client.list_folders("", "")
+        separator = found[0][1] if found else None
+        if isinstance(separator, bytes):
+            separator = separator.decode()
+        return Namespace("", separator or None)
 
     def close(self) -> None:
         """Log out; a connection that is already broken is simply dropped."""
@@ -57,26 +102,62 @@ class ImapSession(Session):
             except Exception:
                 pass
 
+    def server_folders(self) -> dict[str, set[bytes]]:
+        """Every folder on the server by its server name, with its LIST flags (upper case); one LIST per session."""
+        if self._folders is None:
+            with self._guard("listing folders"):
+                listed = self.client.list_folders()
+            self._folders = {(name if isinstance(name, str) else name.decode()): {f.upper() for f in flags}
+                             for flags, _, name in listed}
+        return self._folders
+
     def list_folders(self) -> list[str]:
-        """Names of all folders on the server (decoded from modified UTF-7)."""
-        with self._guard("listing folders"):
-            return [name if isinstance(name, str) else name.decode() for _, _, name in self.client.list_folders()]
+        """The folders that can hold mail, as a mail client shows them (``Archiv/Alt``), sorted."""
+        return sorted((self.namespace.to_display(name) for name, flags in self.server_folders().items()
+                       if not flags & NOT_SELECTABLE), key=lambda n: (n != "INBOX", n.casefold()))
+
+    def server_name(self, name: str) -> str:
+        """The server's name of a folder written as a mail client shows it; raises FolderError if impossible."""
+        try:
+            return self.namespace.to_server(name)
+        except FolderNameError as e:
+            if name in self.server_folders():  # the server's own spelling, written before names were mapped
+                return name
+            raise FolderError(f"Account {self.account.name}: {e}") from e
 
     def open_folder(self, name: str) -> FolderInfo:
-        """SELECT (or EXAMINE when read-only) a folder; raises FolderError if it does not exist."""
+        """SELECT (or EXAMINE when read-only) a folder written as a mail client shows it.
+
+        Raises FolderError if it does not exist or the server refuses it, FolderSkippedError if
+        it is only a level above other folders (``\\Noselect``).
+        """
+        server = self.server_name(name)
         with self._guard(f"opening folder {name!r}"):
             try:
-                info = self.client.select_folder(name, readonly=self.account.readonly)
-            except IMAPClientError as e:
-                if not self.client.folder_exists(name):
-                    folders = ", ".join(self.list_folders()[:20])
-                    raise FolderError(f"Account {self.account.name}: the folder {name!r} does not exist on "
-                                      f"{self.account.host}. Folders there: {folders}. Fix the account's "
-                                      "folder list.") from e
+                info = self.client.select_folder(server, readonly=self.account.readonly)
+            except imaplib.IMAP4.abort:
                 raise
+            except IMAPClientError as e:
+                raise self._folder_problem(name, server, e) from e
+        permanent = info.get(b"PERMANENTFLAGS")
         self.folder = FolderInfo(name, int(info[b"UIDVALIDITY"]), _int_or_none(info.get(b"UIDNEXT")),
-                                 int(info.get(b"EXISTS", 0)))
+                                 int(info.get(b"EXISTS", 0)), server,
+                                 None if permanent is None else frozenset(f.upper() for f in permanent))
         return self.folder
+
+    def _folder_problem(self, name: str, server: str, e: Exception) -> Exception:
+        acc = self.account
+        flags = self.server_folders().get(server)
+        if flags is None:
+            folders = ", ".join(self.list_folders()[:20])
+            return FolderError(f"Account {acc.name}: the folder {name!r} does not exist on {acc.host}. Folders "
+                               f"there: {folders}. Fix the account's folder list.")
+        if flags & NOT_SELECTABLE:
+            return FolderSkippedError(
+                f"Account {acc.name}: the folder {name!r} on {acc.host} only holds other folders, not mail; it "
+                "was skipped. Remove it from the account's folder list, or list the folders inside it.")
+        return FolderError(f"Account {acc.name}: {acc.host} refused to open the folder {name!r} ({reason_of(e)}). "
+                           "Check the account's rights on that folder.")
 
     def list_new(self, after_uid: int, unread_only: bool) -> list[tuple[int, int]]:
         """(uid, size) of messages with UID above ``after_uid``, oldest first; unread ones only if asked.
@@ -135,25 +216,28 @@ class ImapSession(Session):
             writer.discard()
             raise
 
-    def apply(self, action: str, uids: list[int]) -> None:
-        """Carry out an after-archive action on UIDs of the open folder (idempotent)."""
-        if action == "none":
-            return
-        for i in range(0, len(uids), UIDS_PER_COMMAND):
-            self._apply_slice(action, uids[i:i + UIDS_PER_COMMAND])
+    def apply(self, action: AfterAction, uids: list[int]) -> None:
+        """Carry out an after-archive action on UIDs of the open folder (idempotent).
 
-    def _apply_slice(self, action: str, uids: list[int]) -> None:
-        with self._guard(f"applying the after-archive action {action!r}"):
+        Raises ActionRefusedError when the server refuses it (or the account lacks the rights it
+        needs, checked before anything is changed), FetchError when the connection fails.
+        """
+        if action.kind == "none" or not uids:
+            return
+        target = self._move_target(action) if action.kind == "move" else ""
+        self.check_rights(action)
+        for i in range(0, len(uids), UIDS_PER_COMMAND):
+            self._apply_slice(action, target, uids[i:i + UIDS_PER_COMMAND])
+
+    def _apply_slice(self, action: AfterAction, target: str, uids: list[int]) -> None:
+        with self._guard(f"applying the after-archive action {str(action)!r}"), self._refusal(action):
             client = self.client
-            if action == "read":
+            if action.kind == "read":
                 client.add_flags(uids, [SEEN], silent=True)
-            elif action == "delete":
+            elif action.kind == "delete":
                 client.add_flags(uids, [DELETED], silent=True)
                 self._expunge(uids)
-            elif action.startswith("move:"):
-                target = action[5:]
-                if not client.folder_exists(target):
-                    client.create_folder(target)
+            elif action.kind == "move":
                 if client.has_capability("MOVE"):
                     client.move(uids, target)
                 else:
@@ -161,7 +245,71 @@ class ImapSession(Session):
                     client.add_flags(uids, [DELETED], silent=True)
                     self._expunge(uids)
             else:
-                raise ConfigError(f"Account {self.account.name}: unknown after-archive action {action!r}.")
+                raise ConfigError(f"Account {self.account.name}: unknown after-archive action {str(action)!r}.")
+
+    @contextmanager
+    def _refusal(self, action: AfterAction) -> Iterator[None]:
+        """A NO or BAD answer to an action's command is the server's refusal, not a broken connection."""
+        try:
+            yield
+        except imaplib.IMAP4.abort:
+            raise
+        except IMAPClientError as e:
+            raise self._refused(action, reason_of(e)) from e
+
+    def _refused(self, action: AfterAction, why: str) -> ActionRefusedError:
+        acc, folder = self.account, self.folder.name
+        return ActionRefusedError(
+            f"Account {acc.name}: {acc.host} refused the after-archive action {str(action)!r} in folder "
+            f"{folder!r} ({why}). The mails are archived; the action is tried again on the next run. Check the "
+            "target folder and the account's rights on the server.")
+
+    def _move_target(self, action: AfterAction) -> str:
+        """The server name of a move target, created if missing; raises ActionRefusedError if impossible."""
+        try:
+            target = self.server_name(action.target)
+        except FolderError as e:
+            raise self._refused(action, str(e.__cause__ or e)) from e
+        if target not in self.server_folders():
+            with self._guard(f"creating the folder {action.target!r}"), self._refusal(action):
+                self.client.create_folder(target)
+            self.server_folders()[target] = set()
+        return target
+
+    def check_rights(self, action: AfterAction) -> None:
+        """Refuse, before changing anything, an action the open folder does not allow this account.
+
+        Servers differ in how they refuse: Cyrus answers NO, Dovecot drops the flag silently. So
+        the flags the folder keeps (PERMANENTFLAGS, RFC 3501 7.1) and, where the server has ACLs,
+        the account's rights (MYRIGHTS, RFC 4314) are checked first. A copy into the target
+        without the right to remove the original would leave a second copy at every retry.
+        """
+        folder = self.folder
+        if action.kind == "none" or (folder.name, action.kind) in self._rights_checked:
+            return
+        flag = SEEN if action.kind == "read" else DELETED
+        if folder.permanent_flags is not None and flag.upper() not in folder.permanent_flags \
+                and b"\\*" not in folder.permanent_flags:
+            raise self._refused(action, f"the folder does not keep the {flag.decode()} flag for this account")
+        if self.client.has_capability("ACL"):
+            needed = self._needed_rights(action)
+            with self._guard(f"reading the account's rights on {folder.name!r}"), self._refusal(action):
+                typ, data = self.client._imap.myrights(_quoted(folder.server_name))
+                if typ != "OK":
+                    raise IMAPClientError(f"MYRIGHTS failed: {data!r}")
+            rights = _rights_of(data)
+            missing = [r for r in needed if r not in rights]
+            if rights is not None and missing:
+                raise self._refused(action, f"the account's rights there are {rights!r}; it needs "
+                                            f"{''.join(missing)!r} as well")
+        self._rights_checked.add((folder.name, action.kind))
+
+    def _needed_rights(self, action: AfterAction) -> str:
+        if action.kind == "read":
+            return "s"
+        # RFC 4314 split RFC 2086's "d" into "t" (flag \\Deleted) and "e" (expunge); RIGHTS= says which.
+        modern = any(c.startswith(b"RIGHTS=") for c in self.client.capabilities())
+        return "te" if modern else "d"
 
     def _expunge(self, uids: list[int]) -> None:
         if self.client.has_capability("UIDPLUS"):
@@ -182,8 +330,49 @@ class ImapSession(Session):
     def count(self, folder: str) -> int:
         """How many messages a folder holds (for connection tests)."""
         with self._guard(f"counting messages in {folder!r}"):
-            return int(self.client.folder_status(folder, [b"MESSAGES"])[b"MESSAGES"])
+            return int(self.client.folder_status(self.server_name(folder), [b"MESSAGES"])[b"MESSAGES"])
+
+    def check_move_target(self, action: AfterAction) -> str:
+        """For connection tests: whether a move target exists or can be created; raises ActionRefusedError.
+
+        A missing target is created and removed again, so the test leaves the server as it was.
+        """
+        try:
+            target = self.server_name(action.target)
+        except FolderError as e:
+            raise ActionRefusedError(str(e)) from e
+        flags = self.server_folders().get(target)
+        if flags is not None and not flags & NOT_SELECTABLE:
+            return f"the folder {action.target!r} exists"
+        with self._guard(f"creating the folder {action.target!r}"):
+            try:
+                self.client.create_folder(target)
+                self.client.delete_folder(target)
+            except imaplib.IMAP4.abort:
+                raise
+            except IMAPClientError as e:
+                raise ActionRefusedError(
+                    f"Account {self.account.name}: the folder {action.target!r} does not exist on "
+                    f"{self.account.host} and cannot be created there ({reason_of(e)}). Create it in a mail "
+                    "client or choose another folder.") from e
+        return f"the folder {action.target!r} does not exist yet; it can be created and will be at the first move"
 
 
 def _int_or_none(value) -> int | None:
     return int(value) if value is not None else None
+
+
+def _quoted(name: str) -> str:
+    """A mailbox name as an IMAP quoted string, in modified UTF-7 (RFC 3501 5.1.3)."""
+    encoded = encode_utf7(name).decode("ascii")
+    return '"' + encoded.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _rights_of(data: list) -> str | None:
+    """The rights string of a MYRIGHTS answer (``mailbox rights``), None if it cannot be read."""
+    for item in data:
+        if isinstance(item, bytes):
+            parts = item.rsplit(b" ", 1)
+            if len(parts) == 2:
+                return parts[1].decode("ascii", "replace")
+    return None

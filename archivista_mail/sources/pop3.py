@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import poplib
+import ssl
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ConnectError
 from ..model import SpooledData
 from ..spool import SpoolWriter
 from . import Session, tls_context
@@ -13,6 +14,34 @@ from . import Session, tls_context
 # poplib refuses lines over 2,048 bytes (its _MAXLINE guard); real HTML mail has longer ones.
 # RFC 1939 allows 512 octets a line but servers pass long message lines through unchanged.
 poplib._MAXLINE = 64 * 1024 * 1024
+
+
+class _Pop3(poplib.POP3):
+    """poplib.POP3 with TLS from the start when given a context, that closes its socket if connecting fails.
+
+    poplib's own classes leave the socket open when the greeting never comes or the TLS handshake
+    fails (e.g. the wrong --security for the port).
+    """
+
+    def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext | None = None) -> None:
+        self._tls = context
+        try:
+            super().__init__(host, port, timeout)
+        except BaseException:
+            for opened in (getattr(self, "file", None), getattr(self, "sock", None)):  # the file holds the socket
+                if opened is not None:
+                    opened.close()
+            raise
+
+    def _create_socket(self, timeout):
+        sock = super()._create_socket(timeout)
+        if self._tls is None:
+            return sock
+        try:
+            return self._tls.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
 
 
 class _PopAuthError(Exception):
@@ -24,26 +53,51 @@ class Pop3Session(Session):
 
     auth_errors = (_PopAuthError,)
     protocol_errors = (poplib.error_proto,)
-    client: poplib.POP3 | None
+    client: _Pop3 | None
 
     def _connect(self) -> None:
         acc = self.account
         with self._guard("connecting"):
             if acc.security == "ssl":
-                self.client = poplib.POP3_SSL(acc.host, acc.port, timeout=self.timeout, context=tls_context(acc))
+                self.client = _Pop3(acc.host, acc.port, self.timeout, tls_context(acc))
             elif acc.security in ("starttls", "plain"):
-                self.client = poplib.POP3(acc.host, acc.port, timeout=self.timeout)
+                self.client = _Pop3(acc.host, acc.port, self.timeout)
                 if acc.security == "starttls":
                     self.client.stls(tls_context(acc))
             else:
                 raise ConfigError(f"Account {acc.name}: unknown security {acc.security!r}.")
         with self._guard("logging in"):
+            capabilities = self._capabilities()
+            if acc.security == "plain" and "STLS" in capabilities and "USER" not in capabilities:
+                raise self._plaintext_refused()
+            if "UTF8" in capabilities:
+                # RFC 6856: without UTF8 a server may hand out a substitute for mail with raw 8-bit
+                # headers (Courier: "Cannot display Unicode content"); with it, the mail as sent.
+                try:
+                    self.client.utf8()
+                except poplib.error_proto:
+                    pass  # offered, then refused: read as before
             try:
                 self.client.user(acc.username)
                 self.client.pass_(self._password)
             except poplib.error_proto as e:
-                raise _PopAuthError(e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes)
-                                    else str(e)) from e
+                text = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+                if acc.security == "plain" and "plaintext" in text.lower():
+                    raise self._plaintext_refused() from e
+                raise _PopAuthError(text) from e
+
+    def _capabilities(self) -> dict[str, list[str]]:
+        """CAPA (RFC 2449); an old server without it has none of the extensions."""
+        try:
+            return self.client.capa()
+        except poplib.error_proto:
+            return {}
+
+    def _plaintext_refused(self) -> ConnectError:
+        acc = self.account
+        return ConnectError(f"Account {acc.name}: {acc.host}:{acc.port} refuses passwords on an unencrypted "
+                            "connection. Use --security starttls on this port, or --security ssl on the server's "
+                            "TLS port (usually 995).")
 
     def __exit__(self, exc_type, *exc) -> None:
         if exc_type is None:
