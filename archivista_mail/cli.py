@@ -134,10 +134,12 @@ def _read_password(from_stdin: bool, name: str, what: str = "password", flag: st
 @click.option("--batch-size", type=int, default=25, show_default=True,
               help='o365: messages per Graph page ("Anzahl Mails (Office 365)").')
 @click.option("--folder", "folders", multiple=True,
-              help="Folder to archive (repeatable). Default: INBOX (IMAP), inbox (o365).")
+              help="Folder to archive (repeatable), as a mail client shows it, levels joined with '/' "
+                   "(Entwürfe, Archiv/Alt); mapped to the server's namespace. Default: INBOX (IMAP), inbox (o365).")
 @click.option("--unread-only", is_flag=True, help="Archive only unread mail (default: all mail).")
 @click.option("--after", default="none", show_default=True,
-              help="After archiving: none (server untouched), read (mark read), move:FOLDER, or delete.")
+              help="After archiving: none (server untouched), read (mark read), move:FOLDER (named like --folder), "
+                   "or delete.")
 @click.option("--disabled", is_flag=True, help="Store the account but do not import from it yet.")
 @click.pass_obj
 def account_add(obj: Context, kind, name, host, port, security, username, password_stdin, ca_file, tenant, client_id,

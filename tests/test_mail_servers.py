@@ -267,3 +267,24 @@ def test_runs_piped_into_head_ends_quietly(run, data_dir, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert len(done.stdout.splitlines()) == 2 and re.match(r"\d{4}-", done.stdout)
+
+
+def test_webadmins_folder_picker_shows_folders_as_a_client_does_and_offers_only_those_that_hold_mail(
+        run, cyrus_box, data_dir):
+    from test_webadmin import csrf, login
+
+    from archivista_mail.config import Config
+    from webadmin import create_app
+
+    cyrus_box.append([make_mail(140)], folder="INBOX.Kunden.2024")
+    cyrus_box.append([make_mail(141)], folder="INBOX.Entwürfe")
+    add_imap(run, cyrus_box, "--folder", "Entwürfe", "--folder", "Kunden")
+    assert run("admin", "create", "anna", "--password-stdin", input="anna-password\n").exit_code == 0
+    client = create_app(Config(data_dir=data_dir)).test_client()
+    assert login(client, "anna", "anna-password").status_code == 302
+    token = csrf(client.get("/accounts/").data)
+    page = client.post("/accounts/acct/test", data={"csrf_token": token}).data.decode()
+    offered = re.findall(r'name="folder" value="([^"]+)"', page)
+    assert offered == ["INBOX", "Entwürfe", "Kunden/2024"]
+    assert re.search(r'value="Entwürfe" checked', page)
+    assert "Kunden: " in page and "only holds other folders" in page
