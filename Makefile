@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 RUNTIME_DEBS := python3-venv libmagic1
 TEST_DEBS := dovecot-imapd dovecot-pop3d openssl chromium
 
-.PHONY: demo test bench system-deps test-deps clean wheelhouse deb deb-check
+.PHONY: demo test bench system-deps test-deps clean wheelhouse deb deb-check foreign-servers
 
 define apt_install
 	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -37,7 +37,7 @@ demo: system-deps $(BIN)/archivista-mail
 	$(BIN)/archivista-mail --data-dir $(DATA) import --from samples
 	$(BIN)/archivista-mail --data-dir $(DATA) docs list
 
-test: test-deps $(BIN)/archivista-mail
+test: test-deps foreign-servers $(BIN)/archivista-mail
 	$(BIN)/python -m pytest -q
 
 bench: test-deps $(BIN)/archivista-mail
@@ -71,3 +71,36 @@ deb-check: deb
 	sed -i '1s/(\([^)]*\))/(\1+upgrade1)/' $(DEB_BUILD)/debian/changelog
 	cd $(DEB_BUILD) && dpkg-buildpackage -us -uc -b >/dev/null
 	$(PYTHON) debian/tests/install_check.py build/deb-old/*.deb build/deb/*.deb
+
+# Courier (IMAP, POP3) and Cyrus (IMAP, POP3) for tests/test_foreign_servers.py. Their packages
+# conflict with dovecot-imapd, so they are downloaded and unpacked into build/foreign-servers/root,
+# never installed; the tests run them in a private mount namespace (tests/foreign_servers.py).
+# FOREIGN_DEBS: the servers and the libraries from their "apt-cache depends" that Debian 12 with
+# Dovecot lacks; FOREIGN_LIBS: further libraries they need, fetched only when this machine lacks
+# them (the SASL plugins are loaded at run time). Unpacked again when these lists change.
+FOREIGN := build/foreign-servers
+FOREIGN_DEBS := courier-imap courier-pop courier-base courier-authdaemon courier-authlib courier-authlib-userdb \
+	libcourier-unicode4 libidn12 libgamin0 gamin libpcre3 libltdl7 \
+	cyrus-common cyrus-imapd cyrus-pop3d sasl2-bin libclamav12 libmspack0 libical3 libxapian30 libzephyr4
+FOREIGN_LIBS := libgdbm6 libgnutls30 libglib2.0-0 libcrypt1 libpam0g libssl3 libsasl2-2 libsasl2-modules \
+	libsasl2-modules-db libdb5.3 libicu72 libjansson4 libkrb5-3 libldap-2.5-0 libpq5 libsqlite3-0 libwrap0 \
+	libxml2 libcom-err2 zlib1g
+
+foreign-servers:
+	$(call apt_install,openssl)
+	@if [ "$$(cat $(FOREIGN)/root/.debs 2>/dev/null)" = "$(FOREIGN_DEBS) $(FOREIGN_LIBS)" ]; then \
+		echo "$(FOREIGN)/root is up to date"; \
+	else \
+		set -e; rm -rf $(FOREIGN) && mkdir -p $(FOREIGN)/debs $(FOREIGN)/root; \
+		$(SUDO) apt-get update -qq; \
+		libs=$$(for p in $(FOREIGN_LIBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+		cd $(FOREIGN)/debs && apt-get download -qq -o APT::Sandbox::User=$$(id -un) $(FOREIGN_DEBS) $$libs && cd - >/dev/null; \
+		for deb in $(FOREIGN)/debs/*.deb; do dpkg-deb -x $$deb $(FOREIGN)/root; done; \
+		if [ -d $(FOREIGN)/root/lib ]; then cp -a $(FOREIGN)/root/lib/. $(FOREIGN)/root/usr/lib/ && rm -rf $(FOREIGN)/root/lib; fi; \
+		missing=$$(find $(FOREIGN)/root/usr -type f \( -perm -u+x -o -name '*.so*' \) -print0 \
+			| xargs -0 env LD_LIBRARY_PATH=$(FOREIGN)/root/usr/lib/x86_64-linux-gnu:$(FOREIGN)/root/usr/lib ldd 2>/dev/null \
+			| grep 'not found' | sort -u); \
+		if [ -n "$$missing" ]; then echo "Libraries missing for the unpacked servers:$$missing"; exit 1; fi; \
+		echo "$(FOREIGN_DEBS) $(FOREIGN_LIBS)" > $(FOREIGN)/root/.debs; \
+		echo "Unpacked into $(FOREIGN)/root:" $$(ls $(FOREIGN)/debs); \
+	fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -58,6 +59,13 @@ class Account:
     batch_size: int = 25  # o365: messages per Graph page ("Anzahl Mails (Office 365)")
 
     @property
+    def endpoint(self) -> str:
+        """Where the account's secret may be sent: it is sealed with this (see vault) and opened only for it."""
+        if self.kind == "o365":
+            return json.dumps(["o365", self.tenant or "", self.username])
+        return json.dumps([self.kind, self.host.lower(), self.port, self.security, self.username])
+
+    @property
     def action(self) -> AfterAction:
         """The after-archive action, parsed."""
         return AfterAction.parse(self.after)
@@ -88,6 +96,15 @@ def parse_after(value: str, kind: str) -> str:
     if action.kind == "move" and kind == "imap":
         check_folder_name(action.target)
     return str(action)
+
+
+def check_secret_kept(old: Account, new: Account) -> None:
+    """Refuse to keep a stored secret for a changed endpoint; raises ConfigError saying what to enter."""
+    if new.secret == old.secret and new.endpoint != old.endpoint:
+        what = "client secret" if old.kind == "o365" or new.kind == "o365" else "password"
+        raise ConfigError(f"Account {new.name}: the type, server, port, security, user, tenant or client ID changed, "
+                          f"so enter the {what} again. A stored {what} is only ever sent to the server it was "
+                          "entered for.")
 
 
 def validate(account: Account) -> Account:

@@ -36,6 +36,7 @@ class Context:
         if self._state is None:
             self._state = State(self.config.data_dir)
             self._state.ensure_schema()
+            self._state.bind_legacy_secrets(Vault(self.config.key_path))
         return self._state
 
     @property
@@ -149,18 +150,18 @@ def account_add(obj: Context, kind, name, host, port, security, username, passwo
     if kind == "o365":
         secret = _read_password(client_secret_stdin, name, what="client secret", flag="--client-secret-stdin")
         acc = Account(name=name, kind=kind, host=GRAPH_HOST, port=443, security="ssl", username=client_id or "",
-                      secret=vault.encrypt(secret), folders=tuple(folders) or ("inbox",), unread_only=unread_only,
+                      secret="", folders=tuple(folders) or ("inbox",), unread_only=unread_only,
                       after=parse_after(after, kind), enabled=not disabled, tenant=tenant,
                       mailboxes=tuple(mailboxes), batch_size=batch_size)
     else:
         if not host or not username:
             raise ConfigError(f"An {kind.upper()} account needs --host and --user.")
-        password = _read_password(password_stdin, name)
+        secret = _read_password(password_stdin, name)
         acc = Account(name=name, kind=kind, host=host, port=port or DEFAULT_PORTS[(kind, security)],
-                      security=security, username=username, secret=vault.encrypt(password),
+                      security=security, username=username, secret="",
                       folders=tuple(folders) or ("INBOX",), unread_only=unread_only, after=parse_after(after, kind),
                       ca_file=str(Path(ca_file).resolve()) if ca_file else None, enabled=not disabled)
-    validate(acc)
+    acc = vault.seal(validate(acc), secret)
     obj.state.save_account(acc, current_actor(), new=True)
     if kind != "o365" and security == "plain":
         click.echo(f"Warning: account {name} sends its password and mail unencrypted.", err=True)
@@ -210,7 +211,7 @@ def account_test(obj: Context, name: str) -> None:
     from .probe import messages, probe_account
 
     acc = obj.state.account(name)
-    report = probe_account(acc, Vault(obj.config.key_path).decrypt(acc.secret), obj.config.network_timeout)
+    report = probe_account(acc, Vault(obj.config.key_path).secret_of(acc), obj.config.network_timeout)
     obj.state.audit(current_actor(), "account.test", name, "ok" if report.ok else "problems found")
     click.echo(f"Account {name}: login ok at {acc.host}:{acc.port} ({acc.security}).")
     for folder in report.folders:

@@ -167,7 +167,7 @@ class Importer:
     def import_account(self, acc: Account, summary: RunSummary) -> None:
         """One account, behind its bulkhead: its errors are recorded and the run goes on."""
         try:
-            password = self.vault.decrypt(acc.secret)
+            password = self.vault.secret_of(acc)
             if acc.kind == "imap":
                 self.import_imap(acc, password, summary)
             elif acc.kind == "pop3":

@@ -15,7 +15,8 @@ from typing import Any
 
 from .accounts import NAME_RE, Account
 from .archive.embedded import now_iso, open_database
-from .errors import ConfigError
+from .errors import ConfigError, SecretError
+from .vault import Vault
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS accounts (name TEXT PRIMARY KEY, kind TEXT, host TEXT, port INTEGER, "
@@ -31,6 +32,7 @@ SCHEMA = [
     "CREATE TABLE IF NOT EXISTS settings ([key] TEXT PRIMARY KEY, value TEXT)",
 ]
 ROLES = ("admin", "viewer")
+SECRETS_BOUND_SETTING = "secrets_bound_to_endpoints"
 # Columns added after the first release of a table: {table: [(name, SQL type)]}.
 COLUMNS_ADDED = {"accounts": [("tenant", "TEXT"), ("mailboxes", "TEXT"), ("batch_size", "INTEGER")],
                  "runs": [("warnings", "TEXT")]}
@@ -116,6 +118,28 @@ class State:
         with self.db.conn:
             self.db.execute("DELETE FROM accounts WHERE name=?", [name])
             self.audit(actor, "account.remove", name, "")
+
+    def bind_legacy_secrets(self, vault: Vault) -> int:
+        """Bind secrets stored before binding existed to their account's endpoint, once; returns how many.
+
+        From then on a changed server, user or tenant needs the secret entered again (see vault).
+        """
+        if self.setting(SECRETS_BOUND_SETTING):
+            return 0
+        bound, unreadable = 0, 0
+        for acc in self.accounts():
+            try:
+                if acc.secret and not vault.is_bound(acc.secret):
+                    self.save_account(vault.seal(acc, vault.decrypt(acc.secret, acc.endpoint)), "archivista-mail",
+                                      new=False)
+                    bound += 1
+            except SecretError:  # a replaced key file: the account needs its secret again anyway
+                unreadable += 1
+        if unreadable:
+            return bound  # tried again next time, when the key may be back
+        with self.db.conn:
+            self.db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", [SECRETS_BOUND_SETTING, "1"])
+        return bound
 
     def set_enabled(self, name: str, enabled: bool, actor: str) -> None:
         """Enable or disable an account."""

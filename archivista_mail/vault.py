@@ -1,13 +1,25 @@
-"""Secrets at rest: Fernet (AES-128-CBC + HMAC-SHA256) with a key file created 0600 on first use."""
+"""Secrets at rest: Fernet (AES-128-CBC + HMAC-SHA256) with a key file created 0600 on first use.
+
+Each secret is sealed together with the endpoint it was entered for (an account's kind, server,
+port, security and user; tenant and client ID for Microsoft 365), and is only ever opened for
+that endpoint: whoever changes an account's server must enter its password again, so no code
+path can send a stored secret anywhere else.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet, InvalidToken
 
 from .errors import SecretError
+
+if TYPE_CHECKING:
+    from .accounts import Account
 
 
 class Vault:
@@ -22,18 +34,45 @@ class Vault:
             self._fernet = Fernet(load_or_create_key(self.key_path))
         return self._fernet
 
-    def encrypt(self, secret: str) -> str:
-        """The secret as an encrypted token safe to store."""
-        return self._key().encrypt(secret.encode("utf-8")).decode("ascii")
+    def encrypt(self, secret: str, endpoint: str) -> str:
+        """The secret, bound to ``endpoint`` (see Account.endpoint), as an encrypted token safe to store."""
+        sealed = json.dumps({"secret": secret, "endpoint": endpoint}, ensure_ascii=False)
+        return self._key().encrypt(sealed.encode("utf-8")).decode("ascii")
 
-    def decrypt(self, token: str) -> str:
-        """The secret behind a token; raises SecretError if the key does not fit."""
+    def decrypt(self, token: str, endpoint: str) -> str:
+        """The secret behind a token, only for the endpoint it was entered for; raises SecretError otherwise."""
+        secret, bound = self._open(token)
+        if bound is not None and bound != endpoint:
+            raise SecretError("The stored password or secret was entered for another server, user or tenant than "
+                              "the account names now, and is only ever sent to that one. Enter it again.")
+        return secret
+
+    def seal(self, account: Account, secret: str) -> Account:
+        """The account with ``secret`` stored in it, bound to the account's endpoint."""
+        return replace(account, secret=self.encrypt(secret, account.endpoint))
+
+    def secret_of(self, account: Account) -> str:
+        """The account's secret; raises SecretError if it was entered for another endpoint."""
+        return self.decrypt(account.secret, account.endpoint)
+
+    def is_bound(self, token: str) -> bool:
+        """False for tokens stored before secrets were bound to their endpoint (see bind_legacy_secrets)."""
+        return self._open(token)[1] is not None
+
+    def _open(self, token: str) -> tuple[str, str | None]:
         try:
-            return self._key().decrypt(token.encode("ascii")).decode("utf-8")
+            plain = self._key().decrypt(token.encode("ascii")).decode("utf-8")
         except (InvalidToken, ValueError) as e:
             raise SecretError(f"A stored secret cannot be decrypted with the key in {self.key_path}. "
                               "The key file was replaced or damaged: restore it from backup, or set "
                               "the account's password again.") from e
+        try:
+            sealed = json.loads(plain)
+        except ValueError:
+            sealed = None
+        if isinstance(sealed, dict) and set(sealed) == {"secret", "endpoint"}:
+            return sealed["secret"], sealed["endpoint"]
+        return plain, None  # stored before binding
 
 
 def load_or_create_key(path: Path) -> bytes:

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "'archivista-mail account add'.")
             accounts.sort(key=lambda a: a.kind != "o365")
             vault = Vault(config.key_path)
-            tests = [(a, vault.decrypt(a.secret)) for a in accounts]
+            tests = [(a, vault.secret_of(a)) for a in accounts]
     except ArchivistaMailError as e:
         print(f"Error: {e}", file=sys.stderr)
         return 2

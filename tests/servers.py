@@ -173,8 +173,9 @@ class Dovecot:
         pidfile = self.dir / "run" / "master.pid"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            if pidfile.exists() and self._listening(self.ports["imaps"]) and self._listening(self.ports["pop3s"]):
-                self.master_pid = int(pidfile.read_text().split()[0])
+            written = pidfile.read_text().split() if pidfile.exists() else []  # empty while Dovecot writes it
+            if written and self._listening(self.ports["imaps"]) and self._listening(self.ports["pop3s"]):
+                self.master_pid = int(written[0])
                 return self
             time.sleep(0.02)
         raise RuntimeError(f"Dovecot did not start; see {self.dir}/dovecot.log")
@@ -273,4 +274,46 @@ class CuttingProxy:
 
     def close(self) -> None:
         self._stop = True
+        self.sock.close()
+
+
+class RecordingServer:
+    """A TCP server on 127.0.0.1 that greets like an IMAP server, refuses everything and records what it got.
+
+    For tests that no secret is ever sent where it was not entered for.
+    """
+
+    def __init__(self, greeting: bytes = b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ready\r\n") -> None:
+        self.greeting = greeting
+        self.received = bytearray()
+        self.connections = 0
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.sendall(self.greeting)
+                while data := conn.recv(65536):
+                    self.received += data
+                    for line in data.splitlines():
+                        tag = line.split(b" ", 1)[0] or b"*"
+                        conn.sendall(tag + b" NO refused\r\n")
+            except OSError:
+                pass
+
+    def close(self) -> None:
         self.sock.close()

@@ -143,9 +143,9 @@ def test_another_archive_implementation_runs_the_whole_importer(mailbox, tmp_pat
     (tmp_path / "mem").mkdir()
     archive = MemoryArchive(tmp_path / "mem")
     mailbox.append([make_mail(600, attachment="pdf", secret_word="axolotl"), make_mail(601)])
-    account = Account(name="mem", kind="imap", host="127.0.0.1", port=mailbox.server.ports["imaps"],
-                      security="ssl", username=mailbox.user, secret=Vault(config.key_path).encrypt(PASSWORD),
-                      ca_file=str(mailbox.server.cert), after="delete")
+    account = Vault(config.key_path).seal(
+        Account(name="mem", kind="imap", host="127.0.0.1", port=mailbox.server.ports["imaps"], security="ssl",
+                username=mailbox.user, secret="", ca_file=str(mailbox.server.cert), after="delete"), PASSWORD)
     state.save_account(account, "test", new=True)
     importer = Importer(config, archive, state)
 

@@ -18,6 +18,7 @@ from flask_wtf.csrf import CSRFProtect
 from archivista_mail.archive import open_archive
 from archivista_mail.config import Config, load_config
 from archivista_mail.state import State
+from archivista_mail.vault import Vault
 
 from .i18n import LANGUAGES, translate
 
@@ -63,6 +64,7 @@ def create_app(config: Config | None = None, test_config: dict | None = None) ->
     csrf.init_app(app)
     state = State(config.data_dir)
     state.ensure_schema()
+    state.bind_legacy_secrets(Vault(config.key_path))
     state.close()
 
     @app.before_request

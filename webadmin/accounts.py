@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
-from archivista_mail.accounts import DEFAULT_PORTS, Account, parse_after, validate
+from archivista_mail.accounts import DEFAULT_PORTS, Account, check_secret_kept, parse_after, validate
 from archivista_mail.errors import ArchivistaMailError, ConfigError
 from archivista_mail.vault import Vault
 
@@ -43,13 +43,22 @@ def account_from_form(form, old: Account | None) -> Account:
         port = int(form.get("port") or DEFAULT_PORTS[(kind, security)])
     except (ValueError, KeyError):
         raise ConfigError("The port must be a number between 1 and 65535.") from None
-    return validate(Account(
+    acc = validate(Account(
         name=old.name if old else form.get("name", "").strip(), kind=kind, host=form.get("host", "").strip(),
-        port=port, security=security, username=form.get("username", "").strip(),
-        secret=_vault().encrypt(password) if password else old.secret,
+        port=port, security=security, username=form.get("username", "").strip(), secret=old.secret if old else "",
         folders=lines_of(form.get("folders", "")) or ("INBOX",), unread_only=form.get("mode") == "unread",
         after=parse_after(after, kind), ca_file=_ca_file(form.get("ca_file", "").strip()),
         enabled=old.enabled if old else True))
+    return with_secret(acc, password, old)
+
+
+def with_secret(acc: Account, secret: str, old: Account | None) -> Account:
+    """The account with a newly entered secret sealed in, or its stored one if it may keep it (same endpoint)."""
+    if secret:
+        return _vault().seal(acc, secret)
+    if old is not None:
+        check_secret_kept(old, acc)
+    return acc
 
 
 def _ca_file(path: str) -> str | None:
@@ -125,7 +134,7 @@ def test(name: str):
     acc = g.state.account(name)
     report, error = None, None
     try:
-        report = probe_account(acc, _vault().decrypt(acc.secret), current_app.config["ARCHIVISTA"].network_timeout)
+        report = probe_account(acc, _vault().secret_of(acc), current_app.config["ARCHIVISTA"].network_timeout)
     except ArchivistaMailError as e:
         error = str(e)
     outcome = error or ("ok" if report.ok else "problems found")

@@ -18,6 +18,10 @@ GERMAN = {
     "disabled": "deaktiviert", "enabled": "aktiv",
     "Leave empty to keep the stored password.": "Leer lassen, um das gespeicherte Passwort zu behalten.",
     "Leave empty to keep the stored secret.": "Leer lassen, um das gespeicherte Secret zu behalten.",
+    "Changing the type, server, port, security or user needs the password again.":
+        "Wer Typ, Server, Port, Sicherheit oder Benutzer ändert, muss das Passwort neu eingeben.",
+    "Changing the tenant or client ID needs the client secret again.":
+        "Wer Tenant-ID oder Client-ID ändert, muss das Client-Secret neu eingeben.",
     "Plain connections send the password unencrypted.": "Unverschlüsselte Verbindungen senden das Passwort im Klartext.",
     "Connection test": "Verbindungstest", "Login ok": "Anmeldung erfolgreich", "messages": "Nachrichten",
     "Saved.": "Gespeichert.", "Deleted.": "Gelöscht.", "Run now": "Jetzt ausführen",

@@ -8,7 +8,7 @@ from archivista_mail.accounts import GRAPH_HOST, Account, parse_after, validate
 from archivista_mail.errors import ArchivistaMailError, ConfigError
 from archivista_mail.vault import Vault
 
-from .accounts import lines_of, after_from_form
+from .accounts import after_from_form, lines_of, with_secret
 from .auth import admin_required
 from .i18n import translate
 
@@ -24,14 +24,14 @@ def _from_form(form, old: Account | None) -> Account:
     except ValueError:
         raise ConfigError("Anzahl Mails (Office 365) must be a number between 1 and 1000.") from None
     after = after_from_form(form)
-    vault = Vault(current_app.config["ARCHIVISTA"].key_path)
-    return validate(Account(
+    acc = validate(Account(
         name=old.name if old else form.get("name", "").strip(), kind="o365", host=GRAPH_HOST, port=443,
-        security="ssl", username=form.get("client_id", "").strip(),
-        secret=vault.encrypt(secret) if secret else old.secret, folders=lines_of(form.get("folders", "")) or ("inbox",),
+        security="ssl", username=form.get("client_id", "").strip(), secret=old.secret if old else "",
+        folders=lines_of(form.get("folders", "")) or ("inbox",),
         unread_only=form.get("mode") == "unread", after=parse_after(after, "o365"),
         enabled=old.enabled if old else True, tenant=form.get("tenant", "").strip(),
         mailboxes=lines_of(form.get("mailboxes", "")), batch_size=batch))
+    return with_secret(acc, secret, old)
 
 
 @bp.route("/", methods=["GET", "POST"])
@@ -60,7 +60,7 @@ def test(name: str):
 
     acc = g.state.account(name)
     try:
-        lines = mailtest(acc, Vault(current_app.config["ARCHIVISTA"].key_path).decrypt(acc.secret),
+        lines = mailtest(acc, Vault(current_app.config["ARCHIVISTA"].key_path).secret_of(acc),
                          current_app.config["ARCHIVISTA"].network_timeout)
         error = None
     except ArchivistaMailError as e:
