@@ -14,7 +14,7 @@ TEST_DEBS := dovecot-imapd dovecot-pop3d openssl chromium
 .PHONY: demo test bench system-deps test-deps clean wheelhouse deb deb-check foreign-servers
 
 define apt_install
-	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "Installing Debian packages: $$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
@@ -34,8 +34,9 @@ $(BIN)/archivista-mail: setup.cfg pyproject.toml
 	touch $@
 
 demo: system-deps $(BIN)/archivista-mail
-	$(BIN)/archivista-mail --data-dir $(DATA) import --from samples
-	$(BIN)/archivista-mail --data-dir $(DATA) docs list
+	@$(BIN)/archivista-mail --data-dir $(DATA) init
+	@$(BIN)/archivista-mail --data-dir $(DATA) import --from samples
+	@$(BIN)/archivista-mail --data-dir $(DATA) docs list
 
 test: test-deps foreign-servers $(BIN)/archivista-mail
 	$(BIN)/python -m pytest -q
@@ -93,7 +94,7 @@ foreign-servers:
 	else \
 		set -e; rm -rf $(FOREIGN) && mkdir -p $(FOREIGN)/debs $(FOREIGN)/root; \
 		$(SUDO) apt-get update -qq; \
-		libs=$$(for p in $(FOREIGN_LIBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+		libs=$$(for p in $(FOREIGN_LIBS); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
 		cd $(FOREIGN)/debs && apt-get download -qq -o APT::Sandbox::User=$$(id -un) $(FOREIGN_DEBS) $$libs && cd - >/dev/null; \
 		for deb in $(FOREIGN)/debs/*.deb; do dpkg-deb -x $$deb $(FOREIGN)/root; done; \
 		if [ -d $(FOREIGN)/root/lib ]; then cp -a $(FOREIGN)/root/lib/. $(FOREIGN)/root/usr/lib/ && rm -rf $(FOREIGN)/root/lib; fi; \

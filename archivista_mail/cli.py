@@ -7,6 +7,7 @@ account reachable, 4 unexpected error.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -31,9 +32,17 @@ class Context:
         self._state: State | None = None
         self._archive = None
 
+    def require_archive(self) -> None:
+        """Refuse a data directory without an archive: a mistyped --data-dir must not start an empty one."""
+        if not State.exists(self.config.data_dir):
+            raise ConfigError(f"There is no archive in {self.config.data_dir}. Create one with 'archivista-mail "
+                              f"--data-dir {self.config.data_dir} init', or check --data-dir (or "
+                              "ARCHIVISTA_MAIL_DATA, or data_dir in the configuration file).")
+
     @property
     def state(self) -> State:
         if self._state is None:
+            self.require_archive()
             self._state = State(self.config.data_dir)
             self._state.ensure_schema()
             self._state.bind_legacy_secrets(Vault(self.config.key_path))
@@ -42,6 +51,7 @@ class Context:
     @property
     def archive(self):
         if self._archive is None:
+            self.require_archive()
             self._archive = open_archive(self.config.data_dir, self.config.archive_backend)
             self._archive.ensure_schema()
         return self._archive
@@ -53,8 +63,6 @@ def _stop_writing() -> None:
     Standard output is pointed at /dev/null so the interpreter's final flush cannot fail again
     (Python documentation, "Note on SIGPIPE").
     """
-    import os
-
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
 
@@ -94,8 +102,28 @@ class MainGroup(click.Group):
               help=f"Configuration file. Default: {DEFAULT_CONFIG_FILE} if it exists.")
 @click.pass_context
 def cli(ctx: click.Context, data_dir: Path | None, config_file: Path | None) -> None:
-    """Archive IMAP, POP3 and Microsoft 365 mail, with every attachment, into a searchable document archive."""
+    """Archive IMAP, POP3 and Microsoft 365 mail, with every attachment, into a searchable document archive.
+
+    Start with 'archivista-mail init' (the Debian package does it for you).
+    """
+    os.umask(0o027)  # what we create is for this user and its group only (0640 files, 0750 directories)
     ctx.obj = Context(load_config(data_dir, config_file))
+
+
+@cli.command("init")
+@click.pass_obj
+def init_cmd(obj: Context) -> None:
+    """Create the data directory (mode 0750) with an empty archive; does nothing to an existing one."""
+    data_dir = obj.config.data_dir
+    existed = State.exists(data_dir)
+    State.create_directory(data_dir)
+    state = State(data_dir)
+    state.ensure_schema()
+    archive = open_archive(data_dir, obj.config.archive_backend)
+    archive.ensure_schema()
+    if not existed:
+        state.audit(current_actor(), "archive.init", str(data_dir), "")
+    click.echo(f"The archive in {data_dir} exists already." if existed else f"Created the archive in {data_dir}.")
 
 
 # -- accounts -------------------------------------------------------------------------------
@@ -146,6 +174,7 @@ def _read_password(from_stdin: bool, name: str, what: str = "password", flag: st
 def account_add(obj: Context, kind, name, host, port, security, username, password_stdin, ca_file, tenant, client_id,
                 client_secret_stdin, mailboxes, batch_size, folders, unread_only, after, disabled) -> None:
     """Add an IMAP, POP3 or Microsoft 365 (o365) account. Passwords and secrets are stored encrypted."""
+    obj.require_archive()  # before asking for a secret
     vault = Vault(obj.config.key_path)
     if kind == "o365":
         secret = _read_password(client_secret_stdin, name, what="client secret", flag="--client-secret-stdin")
@@ -269,6 +298,7 @@ def import_cmd(obj: Context, account_name: str | None, from_path: Path | None, n
     from .importer import Importer, Progress, import_lock
     from .schedule import import_due
 
+    obj.require_archive()
     if scheduled and not import_due(obj.config, obj.state):
         return
 
@@ -291,7 +321,13 @@ def import_cmd(obj: Context, account_name: str | None, from_path: Path | None, n
         for warning in summary.warnings:
             click.echo(f"Warning: {warning}", err=True)
         extra = f", attachment texts extracted {extracted}" if extracted else ""
-        click.echo(f"Import: {summary.line()}{extra}.", err=not interactive)
+        if from_path is not None and not summary.fetched:
+            click.echo(f"No mail found in {from_path} (.eml files, mbox files or Maildir folders).")
+        elif from_path is None and not summary.accounts_ok + summary.accounts_failed:
+            click.echo("No accounts to import from. Add one with 'archivista-mail account add' or in WebAdmin"
+                       + (", or enable it" if account_name is None and obj.state.accounts() else "") + ".")
+        else:
+            click.echo(f"Import: {summary.line()}{extra}.", err=not interactive)
     sys.exit(summary.exit_code)
 
 
@@ -315,6 +351,8 @@ def runs_cmd(obj: Context, limit: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"runs": runs, "failures": [f.__dict__ for f in obj.archive.failures()]}, indent=2))
         return
+    if not runs:
+        click.echo("No import runs yet.")
     for r in runs:
         click.echo(f"{r['started']} {r['source']}: {r['status']}; fetched {r['fetched']}, archived {r['archived']}, "
                    f"duplicates {r['duplicates']}, failed {r['failed']}")
@@ -342,10 +380,12 @@ def _public(doc: dict) -> dict:
     return {k: d.get(k) for k in JSON_FIELDS}
 
 
-def _echo_docs(rows: list[dict], as_json: bool) -> None:
+def _echo_docs(rows: list[dict], as_json: bool, empty: str = "No documents.") -> None:
     if as_json:
         click.echo(json.dumps([_public(r) for r in rows], indent=2, ensure_ascii=False))
         return
+    if not rows:
+        click.echo(empty)
     for r in rows:
         indent = "  " if r["parent"] else ""
         who = f"  from {r['from_addr']}" if r["kind"] == "mail" and r["from_addr"] else ""
@@ -374,7 +414,7 @@ def docs_search(obj: Context, query: str, limit: int, as_json: bool) -> None:
         raise click.UsageError("Give at least one word to search for.")
     rows = obj.archive.search(query, limit=limit)
     obj.state.audit(current_actor(), "docs.search", query, f"{len(rows)} results")
-    _echo_docs(rows, as_json)
+    _echo_docs(rows, as_json, f"No documents match {query!r}.")
 
 
 @docs.command("show")
@@ -431,6 +471,8 @@ def audit_cmd(obj: Context, limit: int, action: str | None, actor: str | None, a
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
+    if not rows:
+        click.echo("No audit entries" + (" match." if action or actor else "."))
     for r in rows:
         click.echo(f"{r['at']} {r['actor']:<12} {r['action']:<16} {r['target']} {r['detail'][:100]}")
 
@@ -448,14 +490,87 @@ def admin() -> None:
               help="admin: everything; viewer: documents only.")
 @click.pass_obj
 def admin_create(obj: Context, name: str, password_stdin: bool, role: str) -> None:
-    """Create a WebAdmin user, or set an existing user's password and role."""
+    """Create a WebAdmin user, or set an existing user's password and role (their sessions end, a login lock is
+    lifted)."""
     from .vault import hash_password
 
+    obj.require_archive()  # before asking for a password
     password = _read_password(password_stdin, name)
     if len(password) < 8:
         raise ConfigError("The password is too short: use at least 8 characters.")
     obj.state.save_user(name, hash_password(password), role, current_actor())
     click.echo(f"WebAdmin user {name} ({role}) saved.")
+
+
+@admin.command("list")
+@click.pass_obj
+def admin_list(obj: Context) -> None:
+    """List WebAdmin users and their roles."""
+    users = obj.state.users()
+    if not users:
+        click.echo("No WebAdmin users yet. Create one with 'archivista-mail admin create NAME --password-stdin'.")
+    for u in users:
+        click.echo(f"{u['name']} ({u['role']}){', disabled' if u['disabled'] else ''}")
+
+
+@admin.command("disable")
+@click.argument("name")
+@click.pass_obj
+def admin_disable(obj: Context, name: str) -> None:
+    """Disable a WebAdmin user: their sessions end at once and they cannot log in."""
+    obj.state.set_user_disabled(name, True, current_actor())
+    click.echo(f"WebAdmin user {name} disabled; their sessions have ended.")
+
+
+@admin.command("enable")
+@click.argument("name")
+@click.pass_obj
+def admin_enable(obj: Context, name: str) -> None:
+    """Enable a WebAdmin user again (this also lifts a lock after failed logins)."""
+    obj.state.set_user_disabled(name, False, current_actor())
+    click.echo(f"WebAdmin user {name} enabled.")
+
+
+@admin.command("remove")
+@click.argument("name")
+@click.pass_obj
+def admin_remove(obj: Context, name: str) -> None:
+    """Remove a WebAdmin user; their sessions end at once."""
+    obj.state.remove_user(name, current_actor())
+    click.echo(f"WebAdmin user {name} removed.")
+
+
+@cli.group()
+def settings() -> None:
+    """Show and change the settings kept in the database (also on WebAdmin's pages)."""
+
+
+@settings.command("show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def settings_show(obj: Context, as_json: bool) -> None:
+    """Show every database setting with its value and what it does."""
+    from .settings import STORED_SETTINGS
+
+    values = {key: obj.state.setting(key) for key in STORED_SETTINGS}
+    if as_json:
+        click.echo(json.dumps(values, indent=2, ensure_ascii=False))
+        return
+    for key, setting in STORED_SETTINGS.items():
+        click.echo(f"{key} = {values[key]}")
+        click.echo(f"    {setting.help}")
+
+
+@settings.command("set")
+@click.argument("key")
+@click.argument("value")
+@click.pass_obj
+def settings_set(obj: Context, key: str, value: str) -> None:
+    """Set a database setting (an empty VALUE, '', clears it). See 'settings show' for the keys."""
+    from .settings import save_setting
+
+    stored = save_setting(obj.state, key, value, current_actor())
+    click.echo(f"{key} = {stored}")
 
 
 @cli.command("link")

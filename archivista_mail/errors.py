@@ -2,7 +2,15 @@
 
 
 class ArchivistaMailError(Exception):
-    """Base class: every error we raise on purpose. Its message is a sentence for a person."""
+    """Base class: every error we raise on purpose. Its message is a sentence for a person.
+
+    ``public`` is the same sentence without anything a server sent (its reasons, greetings,
+    folder names): what WebAdmin shows, so its connection test cannot read other services' banners.
+    """
+
+    def __init__(self, message: str = "", *, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = message if public is None else public
 
 
 class ConfigError(ArchivistaMailError):

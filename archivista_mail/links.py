@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .errors import ConfigError
@@ -12,21 +13,32 @@ TITLE_FIELD_SETTING = "link_title_field"  # "Titelfeld für API-Link"; empty: do
 TITLE_FIELDS = ("title", "subject", "filename", "from", "date", "message_id")
 
 
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+                   r"[A-Za-z0-9])?(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$")
+
+
 def check_base_url(value: str) -> str:
-    """A usable base URL: http:// or https://, a host (name or IP address), no query. Raises ConfigError."""
+    """A usable base URL: a host name or address (https:// is assumed) or http(s)://HOST[:PORT][/PATH].
+
+    Raises ConfigError. A bare ``archiv.example.ch`` is stored as ``https://archiv.example.ch``.
+    """
     value = value.strip().rstrip("/")
-    scheme, _, rest = value.partition("://")
-    if scheme not in ("http", "https") or not rest or any(c in rest for c in "?# "):
-        raise ConfigError(f"The DNS name {value!r} is not usable: write it as http://NAME or https://NAME "
-                          "(a domain or an IP address, optionally with a port).")
-    return value
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "https", value
+    host, _, path = rest.partition("/")
+    if scheme not in ("http", "https") or not _HOST.match(host) or any(c in path for c in "?# \\"):
+        raise ConfigError(f"The DNS name {value!r} is not usable: write the name WebAdmin is reached by, e.g. "
+                          "archiv.example.ch, or a URL such as https://archiv.example.ch:8443.")
+    return f"{scheme}://{rest}"
 
 
 def link_url(base_url: str, number: int) -> str:
     """The direct link to a document."""
     if not base_url:
-        raise ConfigError("No DNS name for direct links is set. Set it in WebAdmin under Archive links "
-                          "('DNS-Name für API-Aufruf').")
+        raise ConfigError("No DNS name for direct links is set. Set it with 'archivista-mail settings set "
+                          f"{BASE_URL_SETTING} archiv.example.ch' (the name WebAdmin is reached by), or in WebAdmin "
+                          "under Archive links ('DNS-Name für API-Aufruf').")
     return f"{base_url.rstrip('/')}{LINK_PATH}{number}"
 
 

@@ -33,9 +33,16 @@ class ProbeReport:
         return not self.action_problem and not any(f.problem and not f.skipped for f in self.folders)
 
 
-def probe_account(acc: Account, password: str, timeout: int) -> ProbeReport:
-    """Log in and report each folder's message count (or problem); raises SourceError if the login fails."""
+def probe_account(acc: Account, password: str, timeout: int, public: bool = False) -> ProbeReport:
+    """Log in and report each folder's message count (or problem); raises SourceError if the login fails.
+
+    ``public``: problems in our own words only, without what the server said (for WebAdmin).
+    """
     report = ProbeReport()
+
+    def said(e: Exception) -> str:
+        return getattr(e, "public", str(e)) if public else str(e)
+
     if acc.kind == "o365":
         from .sources.graph import GraphSession
 
@@ -47,7 +54,7 @@ def probe_account(acc: Account, password: str, timeout: int) -> ProbeReport:
                         count = int(session.folder_info(mailbox, folder).get("totalItemCount", 0))
                         report.folders.append(FolderReport(label, count))
                     except FolderError as e:
-                        report.folders.append(FolderReport(label, problem=str(e)))
+                        report.folders.append(FolderReport(label, problem=said(e)))
         return report
     if acc.kind == "pop3":
         from .sources.pop3 import Pop3Session
@@ -63,20 +70,20 @@ def probe_account(acc: Account, password: str, timeout: int) -> ProbeReport:
             try:
                 entry = FolderReport(folder, session.open_folder(folder).exists)
             except FolderSkippedError as e:
-                entry = FolderReport(folder, problem=str(e), skipped=True)
+                entry = FolderReport(folder, problem=said(e), skipped=True)
             except FolderError as e:
-                entry = FolderReport(folder, problem=str(e))
+                entry = FolderReport(folder, problem=said(e))
             else:
                 try:
                     session.check_rights(acc.action)
                 except ActionRefusedError as e:
-                    entry.problem = str(e)
+                    entry.problem = said(e)
             report.folders.append(entry)
         if acc.action.kind == "move":
             try:
                 report.action = session.check_move_target(acc.action)
             except ActionRefusedError as e:
-                report.action_problem = str(e)
+                report.action_problem = said(e)
     return report
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from .config import Config
+from .settings import INTERVAL_SETTING
 from .state import State
-
-INTERVAL_SETTING = "import_interval_minutes"
 SLACK_SECONDS = 5  # cron starts us a little after the minute; do not skip a run for that
 
 

@@ -30,12 +30,17 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS audit_at ON audit(at)",
     "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, password_hash TEXT, role TEXT, created_at TEXT)",
     "CREATE TABLE IF NOT EXISTS settings ([key] TEXT PRIMARY KEY, value TEXT)",
+    "CREATE TABLE IF NOT EXISTS login_failures ([key] TEXT PRIMARY KEY, failures INTEGER, last REAL, "
+    "locked_until REAL)",
 ]
+STATE_FILE = "state.db"
 ROLES = ("admin", "viewer")
 SECRETS_BOUND_SETTING = "secrets_bound_to_endpoints"
 # Columns added after the first release of a table: {table: [(name, SQL type)]}.
 COLUMNS_ADDED = {"accounts": [("tenant", "TEXT"), ("mailboxes", "TEXT"), ("batch_size", "INTEGER")],
-                 "runs": [("warnings", "TEXT")]}
+                 "runs": [("warnings", "TEXT")],
+                 "users": [("session_epoch", "INTEGER DEFAULT 0"), ("disabled", "INTEGER DEFAULT 0")]}
+AUDIT_TARGET_MAX, AUDIT_DETAIL_MAX = 200, 2000  # an audit entry stays a line, whatever was typed
 
 
 def current_actor() -> str:
@@ -53,10 +58,23 @@ class State:
     """Accounts, runs and audit entries of one data directory."""
 
     def __init__(self, data_dir: Path) -> None:
-        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        self.create_directory(data_dir)
         # NORMAL: in WAL mode still consistent after a crash; a power cut may lose the last audit
         # entries, never mail (that is the archive's ledger, synchronous=FULL).
-        self.db = open_database(Path(data_dir) / "state.db", synchronous="NORMAL")
+        self.db = open_database(Path(data_dir) / STATE_FILE, synchronous="NORMAL")
+
+    @staticmethod
+    def exists(data_dir: Path) -> bool:
+        """True if ``data_dir`` holds an archivista-mail data directory (made by ``init``)."""
+        return (Path(data_dir) / STATE_FILE).exists()
+
+    @staticmethod
+    def create_directory(data_dir: Path) -> None:
+        """The data directory, created 0750 if missing (its files hold hashes and encrypted secrets)."""
+        path = Path(data_dir)
+        if not path.is_dir():
+            path.mkdir(parents=True, mode=0o750, exist_ok=True)
+            path.chmod(0o750)  # mkdir's mode is filtered by the umask; this is what we mean
 
     def close(self) -> None:
         """Close the database connection."""
@@ -161,21 +179,93 @@ class State:
 
     # -- WebAdmin users and settings ----------------------------------------------------------
     def save_user(self, name: str, password_hash: str, role: str, actor: str) -> None:
-        """Create or replace a WebAdmin user (the hash, never the password)."""
+        """Create a WebAdmin user, or set an existing one's password and role (ending its sessions)."""
         if role not in ROLES:
             raise ConfigError(f"The role {role!r} is not known. Use admin or viewer.")
         if not NAME_RE.match(name):
             raise ConfigError(f"The user name {name!r} is not usable: letters, digits, dots, dashes, @.")
         with self.db.conn:
             self.db.execute("INSERT INTO users (name, password_hash, role, created_at) VALUES (?, ?, ?, ?) "
-                            "ON CONFLICT(name) DO UPDATE SET password_hash=excluded.password_hash, role=excluded.role",
+                            "ON CONFLICT(name) DO UPDATE SET password_hash=excluded.password_hash, "
+                            "role=excluded.role, session_epoch=session_epoch+1",
                             [name, password_hash, role, now_iso()])
+            self.db.execute("DELETE FROM login_failures WHERE key=?", [user_login_key(name)])
             self.audit(actor, "user.save", name, role)
 
-    def user(self, name: str) -> dict[str, str] | None:
-        """A WebAdmin user (name, password_hash, role), or None."""
-        row = self.db.execute("SELECT name, password_hash, role FROM users WHERE name=?", [name]).fetchone()
-        return {"name": row[0], "password_hash": row[1], "role": row[2]} if row else None
+    def user(self, name: str) -> dict[str, Any] | None:
+        """A WebAdmin user (name, password_hash, role, session_epoch, disabled), or None."""
+        row = self.db.execute("SELECT name, password_hash, role, session_epoch, disabled FROM users WHERE name=?",
+                              [name]).fetchone()
+        if row is None:
+            return None
+        return {"name": row[0], "password_hash": row[1], "role": row[2], "session_epoch": row[3] or 0,
+                "disabled": bool(row[4])}
+
+    def users(self) -> list[dict[str, Any]]:
+        """Every WebAdmin user (without password hashes), by name."""
+        rows = self.db.execute("SELECT name, role, disabled, created_at FROM users ORDER BY name").fetchall()
+        return [{"name": r[0], "role": r[1], "disabled": bool(r[2]), "created_at": r[3]} for r in rows]
+
+    def end_sessions(self, name: str, actor: str, reason: str) -> None:
+        """End every WebAdmin session of a user at once (their cookies name an older session epoch)."""
+        with self.db.conn:
+            self.db.execute("UPDATE users SET session_epoch=session_epoch+1 WHERE name=?", [name])
+            self.audit(actor, "user.sessions_ended", name, reason)
+
+    def set_user_disabled(self, name: str, disabled: bool, actor: str) -> None:
+        """Disable a user (sessions end, no login) or enable them again (a login lock is lifted); ConfigError if unknown."""
+        self._require_user(name)
+        with self.db.conn:
+            self.db.execute("UPDATE users SET disabled=?, session_epoch=session_epoch+1 WHERE name=?",
+                            [int(disabled), name])
+            if not disabled:
+                self.db.execute("DELETE FROM login_failures WHERE key=?", [user_login_key(name)])
+            self.audit(actor, "user.disable" if disabled else "user.enable", name, "")
+
+    def remove_user(self, name: str, actor: str) -> None:
+        """Delete a WebAdmin user; their sessions end with them. Raises ConfigError if unknown."""
+        self._require_user(name)
+        with self.db.conn:
+            self.db.execute("DELETE FROM users WHERE name=?", [name])
+            self.audit(actor, "user.remove", name, "")
+
+    def _require_user(self, name: str) -> None:
+        if self.user(name) is None:
+            raise ConfigError(f"There is no WebAdmin user named {name!r}. See 'archivista-mail admin list'.")
+
+    # -- login throttling ------------------------------------------------------------------------
+    def login_locked_until(self, keys: list[str], now: float) -> float:
+        """The latest time until which any of ``keys`` (user:NAME, addr:IP) is locked; 0 if none is."""
+        marks = ",".join("?" * len(keys))
+        row = self.db.execute(f"SELECT max(locked_until) FROM login_failures WHERE key IN ({marks})",
+                              keys).fetchone()
+        until = row[0] or 0.0
+        return until if until > now else 0.0
+
+    def login_failed(self, policies: dict[str, tuple[int, float, float]], now: float,
+                     window: float) -> float:
+        """Count a failed login for each key; lock a key that reached its threshold.
+
+        ``policies`` maps a key to (threshold, first lock in seconds, longest lock in seconds):
+        each failure beyond the threshold doubles the lock, up to the longest, so a lock always
+        ends. Failures older than ``window`` seconds are forgotten. Returns the new lock's end, or 0.
+        """
+        locked = 0.0
+        with self.db.conn:
+            self.db.conn.execute("BEGIN IMMEDIATE")
+            for key, (threshold, first, longest) in policies.items():
+                row = self.db.execute("SELECT failures, last FROM login_failures WHERE key=?", [key]).fetchone()
+                failures = (row[0] if row and now - (row[1] or 0) < window else 0) + 1
+                until = now + min(longest, first * 2 ** (failures - threshold)) if failures >= threshold else 0.0
+                self.db.execute("INSERT OR REPLACE INTO login_failures (key, failures, last, locked_until) "
+                                "VALUES (?, ?, ?, ?)", [key, failures, now, until])
+                locked = max(locked, until)
+        return locked
+
+    def login_succeeded(self, keys: list[str]) -> None:
+        """Forget the failures of these keys."""
+        with self.db.conn:
+            self.db.conn.executemany("DELETE FROM login_failures WHERE key=?", [(k,) for k in keys])
 
     def setting(self, key: str, default: str = "") -> str:
         """A setting edited in WebAdmin (link settings, ...)."""
@@ -191,9 +281,10 @@ class State:
 
     # -- audit ------------------------------------------------------------------------
     def audit(self, actor: str, action: str, target: str = "", detail: str = "") -> None:
-        """Append an entry to the audit trail."""
+        """Append an entry to the audit trail (actor and target cut to 200 characters, detail to 2,000)."""
         self.db.execute("INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-                        [now_iso(), actor, action, target, detail])
+                        [now_iso(), _cut(actor, AUDIT_TARGET_MAX), action, _cut(target, AUDIT_TARGET_MAX),
+                         _cut(detail, AUDIT_DETAIL_MAX)])
 
     def audit_entries(self, limit: int = 100, action: str | None = None, actor: str | None = None) -> list[dict[str, Any]]:
         """Audit entries, newest first, optionally filtered by action prefix and actor."""
@@ -208,6 +299,21 @@ class State:
         cur = self.db.execute(sql + " ORDER BY id DESC LIMIT ?", args + [limit])
         cols = [c[0] for c in cur.description]
         return [dict(zip(cols, r, strict=True)) for r in cur]
+
+
+def _cut(text: str | None, limit: int) -> str:
+    text = text or ""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def user_login_key(name: str) -> str:
+    """The login-throttling key of a user name."""
+    return f"user:{name.lower()}"
+
+
+def address_login_key(address: str) -> str:
+    """The login-throttling key of a client address."""
+    return f"addr:{address}"
 
 
 def _account(r) -> Account:

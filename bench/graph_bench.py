@@ -62,6 +62,7 @@ def ours(emulator: GraphEmulator, tenant: str, mailbox: str, work: Path, name: s
     """The CLI import in its own process: returns (mails per second, data dir)."""
     data = work / name
     env = dict(routed_env(emulator), ARCHIVISTA_MAIL_DATA=str(data))
+    subprocess.run([sys.executable, "-m", "archivista_mail", "init"], env=env, check=True, capture_output=True)
     subprocess.run([sys.executable, "-m", "archivista_mail", "account", "add", "o365", "m", "--tenant", tenant,
                     "--client-id", f"client-{tenant}", "--client-secret-stdin", "--mailbox", mailbox],
                    input="secret\n", text=True, env=env, check=True, capture_output=True)

@@ -65,6 +65,7 @@ def run_cli_rss(data_dir: Path, *args: str) -> tuple[float, float]:
 
 def add_account(data_dir: Path, server: Dovecot, user: str) -> None:
     env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir))
+    subprocess.run([sys.executable, "-m", "archivista_mail", "init"], env=env, check=True, capture_output=True)
     subprocess.run([sys.executable, "-m", "archivista_mail", "account", "add", "imap", user, "--host", "127.0.0.1",
                     "--port", str(server.ports["imaps"]), "--user", user, "--password-stdin",
                     "--ca-file", str(server.cert)], input=PASSWORD + "\n", text=True, env=env, check=True,

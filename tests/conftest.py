@@ -20,11 +20,21 @@ PASSWORD = "s3cret-Pa55"
 UMLAUT_USER, UMLAUT_PASSWORD = "umlaut", "pässwörd-Ä1 ☃"  # IMAP LOGIN cannot carry it; AUTHENTICATE PLAIN can
 
 
+SERVER_PROGRAMS = {"dovecot": "dovecot-imapd", "doveadm": "dovecot-core", "openssl": "openssl"}
+
+
+def require_programs(programs: dict[str, str] = SERVER_PROGRAMS) -> None:
+    """Fail with one line naming the Debian packages to install when a server program is missing."""
+    missing = sorted({package for program, package in programs.items() if shutil.which(program) is None})
+    if missing:
+        pytest.fail(f"Missing Debian packages for the test servers: {' '.join(missing)}. Run 'make test', which "
+                    "installs them, or 'apt-get install' them.", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def dovecot():
     """A private Dovecot with users user001... (password PASSWORD), stopped by PID at the end."""
-    if shutil.which("dovecot") is None:
-        pytest.fail("Dovecot is not installed: run 'make test' (it installs dovecot-imapd and dovecot-pop3d).")
+    require_programs()
     users = {f"user{i:03d}": PASSWORD for i in range(200)}  # Dovecot reads its passwd-file lazily: all up front
     server = Dovecot({**users, UMLAUT_USER: UMLAUT_PASSWORD}).start()
     yield server
@@ -35,8 +45,7 @@ def dovecot():
 def dovecot_like_cyrus():
     """A second private Dovecot set up like Cyrus and Courier: folders under "INBOX." with ".", no MOVE, no
     passwords on insecure connections, ACLs (see servers.LIKE_CYRUS)."""
-    if shutil.which("dovecot") is None:
-        pytest.fail("Dovecot is not installed: run 'make test' (it installs dovecot-imapd and dovecot-pop3d).")
+    require_programs()
     server = Dovecot({f"cyrus{i:03d}": PASSWORD for i in range(60)}, like="cyrus").start()
     yield server
     server.stop()
@@ -98,20 +107,37 @@ def cyrus_box(dovecot_like_cyrus) -> Mailbox:
     return fresh_mailbox(dovecot_like_cyrus)
 
 
+def invoke_cli(*args, input=None):
+    """The CLI in this process. It sets the process umask (0027) as it does in production; the test
+    servers create their files under the usual 0022, so it is put back afterwards."""
+    try:
+        return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+    finally:
+        os.umask(0o022)
+
+
+@pytest.fixture(autouse=True)
+def _usual_umask():
+    """WebAdmin's create_app sets the umask too: every test ends with the usual one."""
+    yield
+    os.umask(0o022)
+
+
 @pytest.fixture
 def data_dir(tmp_path) -> Path:
+    """A data directory made by 'archivista-mail init', as the package and 'make demo' make it."""
     d = tmp_path / "data"
-    d.mkdir()
+    result = invoke_cli("--data-dir", str(d), "init")
+    assert result.exit_code == 0, result.output
     return d
 
 
 @pytest.fixture
 def run(data_dir):
     """Invoke the CLI on this test's data directory: run('import', input=...)."""
-    runner = CliRunner()
 
     def invoke(*args, input=None):
-        return runner.invoke(cli, ["--data-dir", str(data_dir), *args], input=input, catch_exceptions=False)
+        return invoke_cli("--data-dir", str(data_dir), *args, input=input)
 
     return invoke
 

@@ -317,3 +317,35 @@ class RecordingServer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class WebAdmin:
+    """gunicorn serving WebAdmin for a data directory with the service's own settings (webadmin/gunicorn_conf.py)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        import sys
+        import urllib.request
+
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir))
+        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "python:webadmin.gunicorn_conf",
+                                      "--bind", f"127.0.0.1:{self.port}", "webadmin:create_app()"], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{self.base}/healthz", timeout=1).read()
+                return
+            except OSError:
+                time.sleep(0.05)
+        self.proc.kill()
+        raise RuntimeError(f"gunicorn did not start: {self.proc.stderr.read().decode()}")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)  # only the gunicorn we started; it stops its workers
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stderr.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -127,7 +129,7 @@ def test_audit_trail_records_account_changes_runs_and_reads(run):
     run("account", "remove", "acct")
     entries = json.loads(run("audit", "--json").output)
     actions = [e["action"] for e in reversed(entries)]
-    assert actions == ["account.add", "import.run", "docs.get", "account.remove"]
+    assert actions == ["archive.init", "account.add", "import.run", "docs.get", "account.remove"]
     assert all(e["actor"] and e["at"] for e in entries)
     only = json.loads(run("audit", "--json", "--action", "account").output)
     assert {e["action"] for e in only} == {"account.add", "account.remove"}
@@ -145,7 +147,7 @@ def test_get_to_stdout_writes_the_original_bytes(run, data_dir):
 def test_unknown_archive_backend_is_a_configuration_error(tmp_path):
     conf = tmp_path / "c.conf"
     conf.write_text("[archivista-mail]\narchive_backend = nosuchdms\n")
-    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "d"), "--config", str(conf), "docs", "list"])
+    result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "d"), "--config", str(conf), "init"])
     assert result.exit_code == 2
     assert "'nosuchdms' is not installed" in result.output and "embedded" in result.output
 
@@ -179,3 +181,86 @@ def test_a_scheduled_import_runs_only_when_the_interval_has_passed(run, data_dir
     assert import_due(Config(data_dir=data_dir), state, now=later)
     state.save_setting("import_interval_minutes", "30", "test")  # WebAdmin's value wins over the file's
     assert not import_due(Config(data_dir=data_dir), state, now=later)
+
+
+# -- a first run that cannot go wrong ------------------------------------------------------------
+def test_commands_refuse_a_directory_without_an_archive_and_say_to_run_init(tmp_path):
+    typo = tmp_path / "arhcive"
+    for args in (["docs", "list"], ["import"], ["account", "list"], ["admin", "create", "x"], ["runs"]):
+        result = CliRunner().invoke(cli, ["--data-dir", str(typo), *args], input="password1\n")
+        assert result.exit_code == 2, (args, result.output)
+        assert f"There is no archive in {typo}. Create one with 'archivista-mail --data-dir {typo} init'" \
+            in result.output
+    assert not typo.exists()
+
+
+def test_init_makes_a_private_directory_once(tmp_path):
+    d = tmp_path / "new" / "data"
+    result = CliRunner().invoke(cli, ["--data-dir", str(d), "init"])
+    assert result.exit_code == 0 and f"Created the archive in {d}." in result.output
+    assert d.stat().st_mode & 0o777 == 0o750
+    again = CliRunner().invoke(cli, ["--data-dir", str(d), "init"])
+    assert again.exit_code == 0 and "exists already" in again.output
+
+
+
+def test_everything_the_cli_and_webadmin_create_is_private_to_their_user_and_group(tmp_path):
+    d = tmp_path / "data"
+    cli_ = f"{sys.executable} -m archivista_mail --data-dir {d}"
+    script = (f"umask 022 && {cli_} init && {cli_} import --from {SAMPLES} && "
+              f"echo pw-1234567 | {cli_} admin create anna --password-stdin && "
+              f"echo secret | {cli_} account add imap a --host h --user u --password-stdin && "
+              f"{sys.executable} -c \"from webadmin import create_app; from archivista_mail.config import Config; "
+              f"create_app(Config(data_dir=__import__('pathlib').Path('{d}')))\"")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    created = [d, *d.rglob("*")]
+    assert {p.name for p in created} >= {"archive.db", "state.db", "secret.key", "webadmin.key", "blobs"}
+    for path in created:
+        mode = path.stat().st_mode & 0o777
+        if path.is_dir():
+            assert mode == 0o750, (path, oct(mode))
+        elif path.name.endswith(".key"):
+            assert mode == 0o600, (path, oct(mode))
+        else:
+            assert mode in (0o640, 0o600), (path, oct(mode))
+
+
+def test_empty_results_say_so_and_a_cron_run_stays_silent(run, data_dir, tmp_path):
+    assert run("docs", "list").output == "No documents.\n"
+    assert run("docs", "search", "nothing").output == "No documents match 'nothing'.\n"
+    assert run("runs").output.startswith("No import runs yet.")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "report.pdf").write_bytes(b"%PDF-1.4 not a mail")
+    code, shown = run_on_terminal(data_dir, "import", "--from", str(empty))
+    assert code == 0 and f"No mail found in {empty}".encode() in shown
+    code, shown = run_on_terminal(data_dir, "import")
+    assert code == 0 and b"No accounts to import from. Add one with 'archivista-mail account add'" in shown
+    result = run("import")  # not a terminal: cron
+    assert (result.exit_code, result.output) == (0, "")
+
+
+def test_settings_show_and_set_cover_links_and_the_import_interval(run):
+    shown = run("settings", "show").output
+    assert "link_base_url = " in shown and "link_title_field = " in shown and "import_interval_minutes = " in shown
+    result = run("settings", "set", "link_base_url", "archiv.example.ch")
+    assert result.exit_code == 0 and result.output == "link_base_url = https://archiv.example.ch\n"
+    assert run("settings", "set", "link_title_field", "subject").exit_code == 0
+    assert run("settings", "set", "import_interval_minutes", "15").exit_code == 0
+    assert json.loads(run("settings", "show", "--json").output) == {
+        "link_base_url": "https://archiv.example.ch", "link_title_field": "subject", "import_interval_minutes": "15"}
+    bad = run("settings", "set", "import_interval_minutes", "0")
+    assert bad.exit_code == 2 and "1 to 1440" in bad.output
+    assert run("settings", "set", "colour", "blue").exit_code == 2
+    assert run("settings", "set", "link_base_url", "ftp://x").exit_code == 2
+    assert json.loads(run("audit", "--action", "setting", "--json").output)[0]["target"] == "import_interval_minutes"
+
+
+def test_link_explains_how_to_set_the_dns_name(run):
+    assert run("import", "--from", SAMPLES).exit_code == 0
+    result = run("link", "1")
+    assert result.exit_code == 2
+    assert "archivista-mail settings set link_base_url archiv.example.ch" in result.output
+    run("settings", "set", "link_base_url", "archiv.example.ch")
+    assert run("link", "1").output.splitlines()[1] == "https://archiv.example.ch/doc/1"

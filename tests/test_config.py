@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,14 @@ def test_every_setting_is_documented_with_its_default():
     for setting in SETTINGS:
         assert f"| `{setting.name}` |" in text, setting.name
     assert "| `data_dir` |" in text
+
+
+def test_every_database_setting_is_documented():
+    from archivista_mail.settings import STORED_SETTINGS
+
+    database_part = DOCS.read_text().split("## Settings in the database")[1]
+    documented = set(re.findall(r"^\| `(\w+)` \|", database_part, re.M))
+    assert documented == set(STORED_SETTINGS)
 
 
 def test_file_values_are_typed_and_command_line_data_dir_wins(tmp_path):

@@ -167,7 +167,7 @@ def test_text_previews_are_never_served_as_html(admin_client):
 def test_link_settings_are_validated_and_used_by_the_view_and_the_cli(admin_client, run):
     page = admin_client.get("/settings/links").data
     bad = admin_client.post("/settings/links", data={"csrf_token": csrf(page), "base_url": "ftp://x"})
-    assert bad.status_code == 400 and "http://" in bad.get_data(as_text=True)
+    assert bad.status_code == 400 and "https://archiv.example.ch:8443" in bad.get_data(as_text=True)
     ok = admin_client.post("/settings/links", data={"csrf_token": csrf(page), "base_url": "https://archiv.example.ch/",
                                                     "title_field": ""})
     assert ok.status_code == 302

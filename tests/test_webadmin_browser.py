@@ -2,54 +2,35 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 from conftest import PASSWORD
 from mailfactory import make_mail
-from servers import free_port
+from servers import WebAdmin
 
 CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture
 def webadmin(data_dir, run):
-    """gunicorn serving webadmin:create_app() for this data directory; stopped by its PID."""
+    """gunicorn serving webadmin:create_app() for this data directory, as the service runs it; stopped by its PID."""
     assert run("admin", "create", "anna", "--password-stdin", input="anna-password\n").exit_code == 0
-    port = free_port()
-    env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir))
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "2",
-                             "webadmin:create_app()"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(f"{base}/healthz", timeout=1).read()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail(f"gunicorn did not start: {proc.stderr.read().decode()}")
-    yield base
-    proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    proc.stderr.close()
+        server = WebAdmin(data_dir)
+    except RuntimeError as e:
+        pytest.fail(str(e), pytrace=False)
+    yield server.base
+    server.stop()
 
 
 @pytest.fixture
 def browser():
     if not shutil.which(CHROMIUM):
-        pytest.fail("Chromium is not installed: run 'make test' (it installs Debian's chromium).")
+        pytest.fail("Missing Debian package for the browser tests: chromium. Run 'make test', which installs it.",
+                    pytrace=False)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

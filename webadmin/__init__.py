@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from pathlib import Path
 
 from flask import Flask, g, session
@@ -17,6 +18,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from archivista_mail.archive import open_archive
 from archivista_mail.config import Config, load_config
+from archivista_mail.errors import ConfigError
 from archivista_mail.state import State
 from archivista_mail.vault import Vault
 
@@ -47,6 +49,10 @@ def create_app(config: Config | None = None, test_config: dict | None = None) ->
     """The WebAdmin application for one data directory."""
     if config is None:
         config = load_config(os.environ.get("ARCHIVISTA_MAIL_DATA"), os.environ.get("ARCHIVISTA_MAIL_CONFIG"))
+    os.umask(0o027)  # what WebAdmin creates is for its user and group only
+    if not State.exists(config.data_dir):
+        raise ConfigError(f"There is no archive in {config.data_dir}. Create one with 'archivista-mail --data-dir "
+                          f"{config.data_dir} init', or set ARCHIVISTA_MAIL_DATA.")
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=_secret_key(config.data_dir),
@@ -69,7 +75,7 @@ def create_app(config: Config | None = None, test_config: dict | None = None) ->
 
     @app.before_request
     def _open() -> None:
-        g.state = _per_process(("state", str(config.data_dir)), lambda: State(config.data_dir))
+        g.state = _per_worker(("state", str(config.data_dir)), lambda: State(config.data_dir))
         g.lang = session.get("lang", "de")
 
     @app.after_request
@@ -104,10 +110,10 @@ def create_app(config: Config | None = None, test_config: dict | None = None) ->
 _connections: dict = {}
 
 
-def _per_process(key, factory):
-    """One database connection per worker process, reused by its requests (gunicorn's sync workers
-    serve one request at a time); a forked worker opens its own instead of sharing its parent's."""
-    key = (os.getpid(), *key)
+def _per_worker(key, factory):
+    """One database connection per worker thread, reused by its requests (a gunicorn thread serves one
+    request at a time); a forked worker or another thread opens its own instead of sharing one."""
+    key = (os.getpid(), threading.get_ident(), *key)
     if key not in _connections:
         _connections[key] = factory()
     return _connections[key]
@@ -122,7 +128,7 @@ def get_archive():
         archive.ensure_schema()
         return archive
 
-    return _per_process(("archive", str(config.data_dir), config.archive_backend), open_)
+    return _per_worker(("archive", str(config.data_dir), config.archive_backend), open_)
 
 
 def _config() -> Config:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 
 from archivista_mail.accounts import DEFAULT_PORTS, Account, check_secret_kept, parse_after, validate
 from archivista_mail.errors import ArchivistaMailError, ConfigError
@@ -15,6 +15,14 @@ from .auth import admin_required
 from .i18n import translate
 
 bp = Blueprint("accounts", __name__, url_prefix="/accounts")
+
+
+def account_or_404(name: str) -> Account:
+    """The stored account of that name, or a 404 page."""
+    try:
+        return g.state.account(name)
+    except ConfigError:
+        abort(404)
 
 
 def _vault() -> Vault:
@@ -96,7 +104,7 @@ def new():
 @bp.route("/<name>/edit", methods=["GET", "POST"])
 @admin_required
 def edit(name: str):
-    old = g.state.account(name)
+    old = account_or_404(name)
     error = None
     if request.method == "POST":
         try:
@@ -111,7 +119,7 @@ def edit(name: str):
 @bp.post("/<name>/delete")
 @admin_required
 def delete(name: str):
-    kind = g.state.account(name).kind
+    kind = account_or_404(name).kind
     g.state.remove_account(name, g.user["name"])
     flash(translate("Deleted.", g.lang))
     return redirect(url_for("o365.index" if kind == "o365" else "accounts.index"))
@@ -120,7 +128,7 @@ def delete(name: str):
 @bp.post("/<name>/toggle")
 @admin_required
 def toggle(name: str):
-    acc = g.state.account(name)
+    acc = account_or_404(name)
     g.state.set_enabled(name, not acc.enabled, g.user["name"])
     return redirect(url_for("accounts.index"))
 
@@ -128,18 +136,61 @@ def toggle(name: str):
 @bp.post("/<name>/test")
 @admin_required
 def test(name: str):
-    """Log in, report each folder and the after-archive action, list the server's folders; or the exact failure."""
+    """Log in, report each folder and the after-archive action, list the server's folders; or the exact failure.
+
+    The page says what happened in our words only (never what the server sent), the test ends
+    within the configured network timeout, and WebAdmin's own address and port are refused.
+    """
     from archivista_mail.probe import probe_account
 
-    acc = g.state.account(name)
+    acc = account_or_404(name)
+    timeout = current_app.config["ARCHIVISTA"].network_timeout
     report, error = None, None
     try:
-        report = probe_account(acc, _vault().secret_of(acc), current_app.config["ARCHIVISTA"].network_timeout)
+        refuse_own_address(acc)
+        secret = _vault().secret_of(acc)
+        report = within(timeout, lambda: probe_account(acc, secret, timeout, public=True))
     except ArchivistaMailError as e:
-        error = str(e)
+        error = e.public
     outcome = error or ("ok" if report.ok else "problems found")
     g.state.audit(g.user["name"], "account.test", name, outcome)
     return render_template("accounts/test.html", account=acc, report=report, error=error)
+
+
+def within(seconds: int, probe):
+    """Run a connection test, giving up after ``seconds`` in all (a server may answer slowly, byte by byte).
+
+    The test's thread ends by itself at its own socket timeouts; WebAdmin does not wait for it.
+    """
+    from concurrent.futures import ThreadPoolExecutor, TimeoutError as Late
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="connection-test")
+    try:
+        return pool.submit(probe).result(timeout=seconds + 1)
+    except Late:
+        raise ConfigError(translate("The server did not finish the test within {seconds} seconds.",
+                                    g.lang).format(seconds=seconds)) from None
+    finally:
+        pool.shutdown(wait=False)
+
+
+def refuse_own_address(acc: Account) -> None:
+    """WebAdmin must not be made to connect to itself (a test of its own port would tie up its workers)."""
+    import ipaddress
+    import socket
+
+    own_ports = {int(p) for p in (request.environ.get("SERVER_PORT"), request.host.rpartition(":")[2])
+                 if p and str(p).isdigit()}
+    if acc.port not in own_ports:
+        return
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(acc.host, acc.port, proto=socket.IPPROTO_TCP)}
+        mine = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:
+        return  # not resolvable: the test itself will say so
+    if any(ipaddress.ip_address(a.split("%")[0]).is_loopback or a in mine for a in addresses):
+        raise ConfigError(translate("That is WebAdmin's own address and port; a mail account cannot be there.",
+                                    g.lang))
 
 
 @bp.post("/<name>/folders")
@@ -147,7 +198,7 @@ def test(name: str):
 def folders(name: str):
     """Save the folders picked from the server's list after a connection test."""
     picked = tuple(request.form.getlist("folder"))
-    acc = g.state.account(name)
+    acc = account_or_404(name)
     try:
         g.state.save_account(validate(replace(acc, folders=picked)), g.user["name"], new=False)
         flash(translate("Saved.", g.lang))

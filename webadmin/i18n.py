@@ -7,6 +7,15 @@ LANGUAGES = {"de": "Deutsch", "en": "English"}
 GERMAN = {
     "Log in": "Anmelden", "Log out": "Abmelden", "User": "Benutzer", "Password": "Passwort",
     "Wrong user name or password.": "Benutzername oder Passwort falsch.",
+    "The user name or password is too long.": "Benutzername oder Passwort ist zu lang.",
+    "A form field is too long.": "Ein Formularfeld ist zu lang.",
+    "The server did not finish the test within {seconds} seconds.":
+        "Der Server hat den Test nicht innert {seconds} Sekunden abgeschlossen.",
+    "That is WebAdmin's own address and port; a mail account cannot be there.":
+        "Das ist die eigene Adresse und der eigene Port von WebAdmin; dort kann kein Mailkonto sein.",
+    "Too many failed logins for this user or from this address. Try again in {minutes} minutes, or ask an "
+    "administrator.": "Zu viele fehlgeschlagene Anmeldungen für diesen Benutzer oder von dieser Adresse. Bitte in "
+                      "{minutes} Minuten erneut versuchen oder einen Administrator fragen.",
     "Please log in to see this page.": "Bitte melden Sie sich an, um diese Seite zu sehen.",
     "This page is for administrators.": "Diese Seite ist Administratoren vorbehalten.",
     "Documents": "Dokumente", "Search": "Suchen", "Mail archiving (IMAP/POP3)": "Mail-Archivierung (IMAP/POP3)",

@@ -9,7 +9,9 @@ import sys
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
 from archivista_mail.importer import import_lock
-from archivista_mail.schedule import INTERVAL_SETTING, interval_minutes
+from archivista_mail.errors import ConfigError
+from archivista_mail.schedule import interval_minutes
+from archivista_mail.settings import INTERVAL_SETTING, save_setting
 
 from . import get_archive
 from .auth import admin_required
@@ -31,11 +33,13 @@ def index():
 def interval():
     """The minutes between scheduled imports (cron starts 'import --scheduled' every minute)."""
     value = request.form.get("minutes", "").strip()
-    if not value.isdigit() or not 1 <= int(value) <= 1440:
-        flash(translate("The interval must be a whole number of minutes from 1 to 1440.", g.lang))
-    else:
-        g.state.save_setting(INTERVAL_SETTING, value, g.user["name"])
+    try:
+        if not value:
+            raise ConfigError("empty")
+        save_setting(g.state, INTERVAL_SETTING, value, g.user["name"])
         flash(translate("Saved.", g.lang))
+    except ConfigError:
+        flash(translate("The interval must be a whole number of minutes from 1 to 1440.", g.lang))
     return redirect(url_for("imports.index"))
 
 

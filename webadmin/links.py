@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 
 from archivista_mail.errors import ArchivistaMailError
-from archivista_mail.links import (BASE_URL_SETTING, TITLE_FIELD_SETTING, TITLE_FIELDS, check_base_url, link_title,
-                                   link_url)
+from archivista_mail.links import BASE_URL_SETTING, TITLE_FIELD_SETTING, TITLE_FIELDS, link_title, link_url
+from archivista_mail.settings import STORED_SETTINGS, save_setting
 
 from .auth import admin_required, login_required
 from .i18n import translate
@@ -20,12 +20,10 @@ def settings():
     error = None
     if request.method == "POST":
         try:
-            base = request.form.get("base_url", "")
-            field = request.form.get("title_field", "")
-            if field and field not in TITLE_FIELDS:
-                raise ArchivistaMailError(f"The title field {field!r} is not a document field.")
-            g.state.save_setting(BASE_URL_SETTING, check_base_url(base) if base.strip() else "", g.user["name"])
-            g.state.save_setting(TITLE_FIELD_SETTING, field, g.user["name"])
+            STORED_SETTINGS[BASE_URL_SETTING].parse(request.form.get("base_url", ""))  # both checked before either is saved
+            STORED_SETTINGS[TITLE_FIELD_SETTING].parse(request.form.get("title_field", ""))
+            save_setting(g.state, BASE_URL_SETTING, request.form.get("base_url", ""), g.user["name"])
+            save_setting(g.state, TITLE_FIELD_SETTING, request.form.get("title_field", ""), g.user["name"])
             flash(translate("Saved.", g.lang))
             return redirect(url_for("links.settings"))
         except ArchivistaMailError as e:

@@ -8,7 +8,7 @@ from archivista_mail.accounts import GRAPH_HOST, Account, parse_after, validate
 from archivista_mail.errors import ArchivistaMailError, ConfigError
 from archivista_mail.vault import Vault
 
-from .accounts import after_from_form, lines_of, with_secret
+from .accounts import account_or_404, after_from_form, lines_of, with_secret
 from .auth import admin_required
 from .i18n import translate
 
@@ -58,12 +58,12 @@ def index():
 def test(name: str):
     from archivista_mail.probe import mailtest
 
-    acc = g.state.account(name)
+    acc = account_or_404(name)
     try:
         lines = mailtest(acc, Vault(current_app.config["ARCHIVISTA"].key_path).secret_of(acc),
                          current_app.config["ARCHIVISTA"].network_timeout)
         error = None
     except ArchivistaMailError as e:
-        lines, error = [], str(e)
+        lines, error = [], e.public
     g.state.audit(g.user["name"], "account.test", name, "ok" if error is None else error)
     return render_template("o365/test.html", account=acc, lines=lines, error=error)

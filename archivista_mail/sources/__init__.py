@@ -67,8 +67,10 @@ def tls_context(account: Account) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=account.ca_file or None)
     except (OSError, ssl.SSLError) as e:
-        raise ConnectError(f"Account {account.name}: the CA file {account.ca_file} cannot be read ({e}). "
-                           "Give a PEM file with the certificate of the CA that signed the server's certificate.") from e
+        advice = "Give a PEM file with the certificate of the CA that signed the server's certificate."
+        raise ConnectError(f"Account {account.name}: the CA file {account.ca_file} cannot be read ({e}). {advice}",
+                           public=f"Account {account.name}: the account's CA certificate cannot be used. {advice}") \
+            from e
 
 
 @contextmanager
@@ -84,9 +86,11 @@ def translated(account: Account, doing: str, timeout: int, auth_errors: tuple[ty
     except ArchivistaMailError:
         raise
     except auth_errors as e:
+        advice = "Check the user name and password, and that the mailbox allows this kind of access."
         raise AuthError(f"Account {account.name}: the server {account.host} rejected the login of user "
-                        f"{account.username!r} ({reason_of(e)}). Check the user name and password, and that the "
-                        "mailbox allows this kind of access.") from e
+                        f"{account.username!r} ({reason_of(e)}). {advice}",
+                        public=f"Account {account.name}: the server {account.host} rejected the login of user "
+                               f"{account.username!r}. {advice}") from e
     except ssl.SSLCertVerificationError as e:
         raise ConnectError(f"Account {account.name}: the TLS certificate of {where} is not trusted "
                            f"({e.verify_message or reason_of(e)}). Check that the host name matches the certificate; "
@@ -117,7 +121,9 @@ def translated(account: Account, doing: str, timeout: int, auth_errors: tuple[ty
                            "stopped.") from e
     except (OSError, EOFError, *protocol_errors) as e:
         raise FetchError(f"Account {account.name}: the connection to {where} failed while {doing} "
-                         f"({reason_of(e)}). The next run continues where this one stopped.") from e
+                         f"({reason_of(e)}). The next run continues where this one stopped.",
+                         public=f"Account {account.name}: the connection to {where} failed while {doing}. Check "
+                                "that server, port and security belong to the account's mail server.") from e
 
 
 def _plain_text_answer(e: ssl.SSLError) -> bool:

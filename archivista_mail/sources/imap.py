@@ -157,7 +157,9 @@ class ImapSession(Session):
                 f"Account {acc.name}: the folder {name!r} on {acc.host} only holds other folders, not mail; it "
                 "was skipped. Remove it from the account's folder list, or list the folders inside it.")
         return FolderError(f"Account {acc.name}: {acc.host} refused to open the folder {name!r} ({reason_of(e)}). "
-                           "Check the account's rights on that folder.")
+                           "Check the account's rights on that folder.",
+                           public=f"Account {acc.name}: {acc.host} refused to open the folder {name!r}. Check the "
+                                  "account's rights on that folder.")
 
     def list_new(self, after_uid: int, unread_only: bool) -> list[tuple[int, int]]:
         """(uid, size) of messages with UID above ``after_uid``, oldest first; unread ones only if asked.
@@ -259,10 +261,10 @@ class ImapSession(Session):
 
     def _refused(self, action: AfterAction, why: str) -> ActionRefusedError:
         acc, folder = self.account, self.folder.name
-        return ActionRefusedError(
-            f"Account {acc.name}: {acc.host} refused the after-archive action {str(action)!r} in folder "
-            f"{folder!r} ({why}). The mails are archived; the action is tried again on the next run. Check the "
-            "target folder and the account's rights on the server.")
+        what = f"Account {acc.name}: {acc.host} refused the after-archive action {str(action)!r} in folder {folder!r}"
+        advice = ("The mails are archived; the action is tried again on the next run. Check the target folder and "
+                  "the account's rights on the server.")
+        return ActionRefusedError(f"{what} ({why}). {advice}", public=f"{what}. {advice}")
 
     def _move_target(self, action: AfterAction) -> str:
         """The server name of a move target, created if missing; raises ActionRefusedError if impossible."""
@@ -351,10 +353,10 @@ class ImapSession(Session):
             except imaplib.IMAP4.abort:
                 raise
             except IMAPClientError as e:
-                raise ActionRefusedError(
-                    f"Account {self.account.name}: the folder {action.target!r} does not exist on "
-                    f"{self.account.host} and cannot be created there ({reason_of(e)}). Create it in a mail "
-                    "client or choose another folder.") from e
+                what = (f"Account {self.account.name}: the folder {action.target!r} does not exist on "
+                        f"{self.account.host} and cannot be created there")
+                advice = "Create it in a mail client or choose another folder."
+                raise ActionRefusedError(f"{what} ({reason_of(e)}). {advice}", public=f"{what}. {advice}") from e
         return f"the folder {action.target!r} does not exist yet; it can be created and will be at the first move"
 
 

@@ -29,6 +29,27 @@ from mailfactory import make_mail  # noqa: E402
 from servers import Dovecot  # noqa: E402
 
 SOURCES = "/etc/apt/sources.list.d/debian.sources"
+KEEP_CONFFILES = ["-o", "Dpkg::Options::=--force-confold"]
+PORT = 8090  # the package's default; another when something on this host listens there (the container shares
+#              the host's network)
+
+
+def choose_port() -> int:
+    """The package's default port if it is free on this host, else a free one (and say so)."""
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", 8090))
+            return 8090
+        except OSError:
+            pass
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    print(f"note: 127.0.0.1:8090 is taken on this host (the container shares its network); WebAdmin is checked "
+          f"on 127.0.0.1:{port} instead, set in /etc/default/archivista-mail before the install", flush=True)
+    return port
 results: list[tuple[bool, str]] = []
 
 
@@ -71,7 +92,7 @@ class Container:
 def http(container: Container, path: str, data: str | None = None) -> str:
     code = ("import urllib.request,sys,http.cookiejar,re;"
             "j=http.cookiejar.CookieJar();o=urllib.request.build_opener(urllib.request.HTTPCookieProcessor(j));"
-            "b='http://127.0.0.1:8090';"
+            f"b='http://127.0.0.1:{PORT}';"
             "p=o.open(b+'/login').read().decode();t=re.search('csrf_token\" value=\"([^\"]+)',p).group(1);"
             "import urllib.parse as u;"
             "r=o.open(b+'/login',u.urlencode({'username':'anna','password':'anna-password','csrf_token':t}).encode());"
@@ -89,19 +110,25 @@ def main() -> int:
     (root / "opt" / "debs").mkdir(parents=True)  # not /tmp: the booted system mounts a tmpfs there
     for deb in (old_deb, new_deb):
         shutil.copy(deb, root / "opt" / "debs" / deb.name)
+    global PORT
+    PORT = choose_port()
+    if PORT != 8090:  # a conffile the package then keeps (--force-confold), as an admin's edit would be kept
+        (root / "etc" / "default").mkdir(parents=True, exist_ok=True)
+        (root / "etc" / "default" / "archivista-mail").write_text(f"ARCHIVISTA_MAIL_BIND=127.0.0.1:{PORT}\n")
     dovecot = Dovecot({"importer": "imap-password"}).start()
     container = None
     try:
         container = Container(root)
         container.run("apt-get", "update", "-qq")
-        installed = container.run("apt-get", "install", "-y", "-qq", f"/opt/debs/{old_deb.name}", check=False)
+        installed = container.run("apt-get", "install", "-y", "-qq", *KEEP_CONFFILES, f"/opt/debs/{old_deb.name}",
+                                  check=False)
         check(installed.returncode == 0, f"apt installs {old_deb.name}" + ("" if installed.returncode == 0
                                                                           else f": {installed.stderr[-500:]}"))
         time.sleep(1)
         check(container.run("systemctl", "is-active", "archivista-mail", check=False).stdout.strip() == "active",
               "the WebAdmin service runs")
         health = container.run("python3", "-c", "import urllib.request;print(urllib.request.urlopen("
-                               "'http://127.0.0.1:8090/healthz').read().decode())", check=False).stdout
+                               f"'http://127.0.0.1:{PORT}/healthz').read().decode())", check=False).stdout
         check('"ok"' in health, "/healthz answers")
         key_mode = container.sh("stat -c %a:%U /var/lib/archivista-mail/secret.key", check=False).stdout.strip()
         check(key_mode == "600:archivista-mail", f"the key is 0600 and the service user's ({key_mode})")
@@ -139,7 +166,8 @@ def main() -> int:
                      "('link_base_url','https://archiv.example.ch')\\\");c.commit()\"")
         key_before = container.sh("sha256sum /var/lib/archivista-mail/secret.key").stdout.split()[0]
 
-        upgraded = container.run("apt-get", "install", "-y", "-qq", f"/opt/debs/{new_deb.name}", check=False)
+        upgraded = container.run("apt-get", "install", "-y", "-qq", *KEEP_CONFFILES, f"/opt/debs/{new_deb.name}",
+                                 check=False)
         check(upgraded.returncode == 0, f"upgrade to {new_deb.name}")
         key_after = container.sh("sha256sum /var/lib/archivista-mail/secret.key").stdout.split()[0]
         check(key_before == key_after, "the upgrade keeps the key")

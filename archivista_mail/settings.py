@@ -1,0 +1,60 @@
+"""Settings kept in the database, changed while the appliance runs: in WebAdmin or with
+'archivista-mail settings set'. Each is declared once here with its check and help; the CLI,
+WebAdmin and docs/configuration.md use these declarations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .errors import ConfigError
+from .links import BASE_URL_SETTING, TITLE_FIELD_SETTING, TITLE_FIELDS, check_base_url
+from .state import State
+
+INTERVAL_SETTING = "import_interval_minutes"
+
+
+@dataclass(frozen=True)
+class StoredSetting:
+    """A setting in the database: its key, what it does, and the check that turns input into the stored value."""
+
+    key: str
+    help: str
+    parse: Callable[[str], str]
+
+
+def _title_field(value: str) -> str:
+    value = value.strip()
+    if value and value not in TITLE_FIELDS:
+        raise ConfigError(f"The title field {value!r} is not a document field. Use one of: {', '.join(TITLE_FIELDS)}, "
+                          "or nothing for the title.")
+    return value
+
+
+def _interval(value: str) -> str:
+    value = value.strip()
+    if value and not (value.isdigit() and 1 <= int(value) <= 1440):
+        raise ConfigError("The import interval must be a whole number of minutes from 1 to 1440.")
+    return value
+
+
+STORED_SETTINGS = {s.key: s for s in [
+    StoredSetting(BASE_URL_SETTING, "Direct links (\"DNS-Name für API-Aufruf\"): the name WebAdmin is reached by, "
+                  "e.g. archiv.example.ch (stored as https://archiv.example.ch) or https://archiv.example.ch:8443. "
+                  "Empty: no direct links.", lambda v: check_base_url(v) if v.strip() else ""),
+    StoredSetting(TITLE_FIELD_SETTING, "Direct links (\"Titelfeld für API-Link\"): the document field shown after the "
+                  f"number in a link's title, one of {', '.join(TITLE_FIELDS)}. Empty: the title "
+                  "(Aktennummer: Titelinhalt).", _title_field),
+    StoredSetting(INTERVAL_SETTING, "Minutes between scheduled imports, 1-1440. Empty: import_interval_minutes of "
+                  "the configuration file.", _interval),
+]}
+
+
+def save_setting(state: State, key: str, value: str, actor: str) -> str:
+    """Check and store a setting; returns the stored value. Raises ConfigError naming what is wrong."""
+    if key not in STORED_SETTINGS:
+        raise ConfigError(f"There is no setting {key!r}. Settings: {', '.join(STORED_SETTINGS)}.")
+    stored = STORED_SETTINGS[key].parse(value)
+    state.save_setting(key, stored, actor)
+    return stored
