@@ -17,6 +17,7 @@ from . import __version__
 from .accounts import DEFAULT_PORTS, GRAPH_HOST, Account, parse_after, validate
 from .archive import open_archive
 from .config import DEFAULT_CONFIG_FILE, DEFAULT_DATA_DIR, Config, load_config
+from .display import reveal_controls
 from .errors import ArchivistaMailError, ConfigError, SourceError
 from .state import State, current_actor
 from .vault import Vault, mask
@@ -386,10 +387,11 @@ def _echo_docs(rows: list[dict], as_json: bool, empty: str = "No documents.") ->
         return
     if not rows:
         click.echo(empty)
-    for r in rows:
+    for r in rows:  # names and subjects with their hidden characters shown (terminal escapes, bidi overrides)
         indent = "  " if r["parent"] else ""
-        who = f"  from {r['from_addr']}" if r["kind"] == "mail" and r["from_addr"] else ""
-        click.echo(f"{r['number']:>7} {indent}{r['kind']:<10} {r['title']}{who}  [{r['mime_type']}, {r['size']} bytes]")
+        who = f"  from {reveal_controls(r['from_addr'])}" if r["kind"] == "mail" and r["from_addr"] else ""
+        click.echo(f"{r['number']:>7} {indent}{r['kind']:<10} {reveal_controls(r['title'])}{who}  "
+                   f"[{r['mime_type']}, {r['size']} bytes]")
 
 
 @docs.command("list")
@@ -436,7 +438,7 @@ def docs_show(obj: Context, number: int, as_json: bool, with_text: bool) -> None
         return
     for key, value in out.items():
         if key != "text" and value not in (None, "", []):
-            click.echo(f"{key:>12}: {value}")
+            click.echo(f"{key:>12}: {reveal_controls(str(value))}")
     if with_text:
         click.echo("")
         click.echo(out["text"])

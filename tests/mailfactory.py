@@ -8,7 +8,9 @@ from __future__ import annotations
 import base64
 import io
 import random
+import struct
 import zipfile
+import zlib
 
 WORDS = ("archive invoice contract delivery offer meeting project report budget order customer supplier "
          "schedule review payment account document quarter analysis request approval summary").split()
@@ -112,3 +114,32 @@ def make_mail(n: int, *, body_words: int = 200, attachment: str | None = None, a
             f"{text}\r\n--{boundary}\r\nContent-Type: {ctype}; name=\"{name}\"\r\n"
             f"Content-Disposition: attachment; filename=\"{name}\"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
             f"{_b64(data)}\r\n--{boundary}--\r\n").encode()
+
+
+def make_png(n: int, side: int = 5) -> bytes:
+    """A valid ``side`` x ``side`` RGB PNG with pixels drawn from ``n`` (so no two images are equal)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rng = random.Random(n)
+    rows = b"".join(b"\0" + rng.randbytes(side * 3) for _ in range(side))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+
+
+def make_inline_images_mail(parts: int) -> bytes:
+    """An HTML-only mail (multipart/related) showing ``parts`` inline PNGs, each by its own cid: reference."""
+    boundary = "=_related_bench"
+    html = "".join(f'<img src="cid:img{i:05d}@bench.example">\r\n' for i in range(parts))
+    out = [("From: Sender <sender@example.com>\r\nTo: Archive <archive@example.com>\r\n"
+            f"Subject: {parts} inline images\r\nDate: Mon, 01 Jan 2024 12:00:00 +0000\r\n"
+            "Message-ID: <inline-images-bench@example.com>\r\nMIME-Version: 1.0\r\n"
+            f'Content-Type: multipart/related; boundary="{boundary}"; type="text/html"\r\n\r\n'
+            f"--{boundary}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+            f"<html><body>\r\n{html}</body></html>\r\n")]
+    for i in range(parts):
+        out.append(f"--{boundary}\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n"
+                   f"Content-ID: <img{i:05d}@bench.example>\r\nContent-Disposition: inline\r\n\r\n"
+                   f"{_b64(make_png(i))}\r\n")
+    out.append(f"--{boundary}--\r\n")
+    return "".join(out).encode()

@@ -86,7 +86,7 @@ def create_app(config: Config | None = None, test_config: dict | None = None) ->
         if response.mimetype == "text/html" and "Content-Security-Policy" not in response.headers:
             response.headers["Content-Security-Policy"] = (
                 "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-                "frame-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'")
+                "frame-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'")
         return response
 
     @app.context_processor

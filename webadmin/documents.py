@@ -4,31 +4,96 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Iterable
+from typing import NoReturn
+from urllib.parse import quote, unquote
 
 import nh3
-from flask import Blueprint, Response, g, render_template, request
+from flask import Blueprint, Response, abort, g, render_template, request
+from werkzeug.exceptions import HTTPException
 
+from archivista_mail.display import neutral_filename, reveal_controls
 from archivista_mail.errors import NotFoundError
 from archivista_mail.mime import parse_mail
+from archivista_mail.model import Part
 
 from . import get_archive
 from .auth import login_required
+from .i18n import translate
 from .links import direct_link
 
 bp = Blueprint("documents", __name__)
 PAGE = 50
+MAX_NUMBER = 2**63 - 1  # a document number or result offset beyond SQLite's INTEGER range names nothing
+MAX_PAGE = MAX_NUMBER // PAGE
+ATTACHMENTS = 1000  # listed on a mail's page; search finds the others
 PREVIEW_TYPES = ("application/pdf", "image/png", "image/jpeg", "image/gif", "image/webp")
 # What an archived HTML mail may keep: text and layout; no scripts, forms, frames or remote content.
-SANDBOX_CSP = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:"
+# Framed by our own view page only (its iframe adds the sandbox attribute as well).
+SANDBOX_CSP = ("sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
+               "frame-ancestors 'self'")
+# Images and text (always text/plain): nothing in them needs to run.
+PREVIEW_CSP = "sandbox; default-src 'none'; img-src 'self' data:; frame-ancestors 'self'"
+# PDFs, checked in Chromium 156 (test_pdf_and_html_previews_show_in_chromium_with_these_headers, and by
+# hand): its PDF viewer shows an error page instead of the PDF in an <iframe sandbox>, and it does not
+# apply a "sandbox" CSP to a PDF response (the PDF's document keeps our origin). So in Chromium neither
+# gives the PDF an opaque origin. What keeps a PDF's own script out of our origin there is the viewer's
+# design: the file is rendered by the PDF extension (its own origin) with PDFium, whose JavaScript has
+# no DOM; the document in our origin is Chromium's wrapper. Our part: the bytes go out only as
+# application/pdf with nosniff (never as anything a browser could render as HTML), in a frame only our
+# pages may embed. "sandbox" stays for browsers that apply it to PDFs (reported for Safari, where a PDF
+# with scripts then shows blank; not checked in Firefox) -- there the Download link remains.
+PDF_CSP = "sandbox; default-src 'none'; object-src 'self'; frame-ancestors 'self'"
+DOWNLOAD_CSP = "sandbox; default-src 'none'; frame-ancestors 'none'"
+IMAGE_BYTES = 2_000_000  # an inline image larger than this is not embedded (the attachment list has it)
+# All data: URIs of one body together. Each reference embeds its own copy, so without this a 2 MB
+# image referenced 100,000 times would make a 270 GB page.
+INLINE_BYTES = 20 << 20
+_IMAGE_TYPE = re.compile(r"image/[a-z0-9][a-z0-9.+-]*")
+
+
+@bp.after_request
+def _no_store(response: Response) -> Response:
+    """Archived content stays out of browser and proxy caches (a shared PC, the back button after logout)."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.app_template_filter("reveal")
+def _reveal(text: str | None) -> str:
+    """Jinja: ``{{ doc.subject|reveal }}`` -- characters that hide or reorder text shown as markers."""
+    return reveal_controls(text)
+
+
+@bp.errorhandler(400)
+@bp.errorhandler(404)
+def _error(error: HTTPException):
+    """A normal page saying what went wrong, with the way back to the documents."""
+    return render_template("documents/error.html", message=error.description), error.code
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    """Stop with HTTP ``code``; the error page shows ``message`` (English) in the user's language."""
+    abort(code, description=translate(message, g.get("lang", "de")))
 
 
 def _document(number: int) -> dict:
+    if not 0 < number <= MAX_NUMBER:
+        _fail(404, "There is no document with this number.")
     try:
         return get_archive().get_document(number)
     except NotFoundError:
-        from flask import abort
+        _fail(404, "There is no document with this number.")
 
-        abort(404)
+
+def _page() -> int | None:
+    """The result page asked for (1 if none), None beyond the last page any archive can have; 400 unless
+    it is a whole number from 1."""
+    raw = request.args.get("page", "1").strip()
+    digits = raw.lstrip("0")
+    if not (raw.isascii() and raw.isdigit() and digits):
+        _fail(400, "The page number must be a whole number from 1 up.")
+    return int(digits) if len(digits) <= 18 and int(digits) <= MAX_PAGE else None
 
 
 @bp.get("/")
@@ -36,13 +101,16 @@ def _document(number: int) -> dict:
 @login_required
 def search():
     query = request.args.get("q", "").strip()
-    page = max(1, request.args.get("page", 1, type=int))
+    page = _page()
     archive = get_archive()
-    if query:
+    if page is None:
+        rows = []  # beyond the last page of any archive: nothing to ask the archive
+    elif query:
         rows = archive.search(query, limit=PAGE + 1, offset=(page - 1) * PAGE)
     else:
         rows = archive.list_documents(limit=PAGE + 1, offset=(page - 1) * PAGE)
-    return render_template("documents/search.html", rows=rows[:PAGE], more=len(rows) > PAGE, query=query, page=page)
+    return render_template("documents/search.html", rows=rows[:PAGE], more=len(rows) > PAGE, query=query,
+                           page=page or MAX_PAGE + 1)
 
 
 @bp.get("/documents/<int:number>")
@@ -50,7 +118,9 @@ def search():
 def view(number: int):
     doc = _document(number)
     archive = get_archive()
-    children = list(reversed(archive.list_documents(parent=number, limit=1000)))
+    children = archive.list_documents(parent=number, limit=ATTACHMENTS + 1)
+    more_children = len(children) > ATTACHMENTS
+    children = list(reversed(children[:ATTACHMENTS]))
     parent = archive.get_document(doc["parent"]) if doc["parent"] else None
     body_text, has_html = "", False
     if doc["kind"] == "mail":
@@ -58,28 +128,62 @@ def view(number: int):
         body_text, has_html = parsed.text, bool(parsed.html)
     url, title = direct_link(doc)
     g.state.audit(g.user["name"], "webadmin.docs.view", str(number), "")
-    return render_template("documents/view.html", doc=doc, children=children, parent=parent, body_text=body_text,
-                           has_html=has_html, link_url=url, link_title=title,
+    return render_template("documents/view.html", doc=doc, children=children, more_children=more_children,
+                           parent=parent, body_text=body_text, has_html=has_html, link_url=url, link_title=title,
                            previewable=doc["mime_type"] in PREVIEW_TYPES or (doc["mime_type"] or "").startswith("text/"))
 
 
-def safe_html(source: str) -> str:
-    """Archived HTML cleaned for display: scripts, event handlers, forms, frames and remote images removed."""
+class InlineImages:
+    """A mail's own images for its HTML's ``cid:`` references, as data: URIs (nothing is loaded remotely).
+
+    One dictionary lookup per reference, each image encoded once: linear in the HTML and the parts.
+    An image over IMAGE_BYTES, an SVG, or one that would take the body's data: URIs past ``budget``
+    bytes is left out (its <img> loses its src; the alt text shows).
+    """
+
+    def __init__(self, parts: Iterable[Part], budget: int = INLINE_BYTES) -> None:
+        self.parts: dict[str, Part] = {}
+        for part in parts:
+            if part.content_id and _IMAGE_TYPE.fullmatch(part.content_type) and part.content_type != "image/svg+xml" \
+                    and isinstance(part.data, bytes) and len(part.data) < IMAGE_BYTES:
+                self.parts.setdefault(part.content_id, part)  # the first part of a Content-ID wins
+        self.uris: dict[str, str] = {}
+        self.left = budget
+
+    def src(self, reference: str) -> str | None:
+        """The data: URI for ``cid:...`` (RFC 2392: the Content-ID, %-encoded), or None."""
+        cid = reference[4:].strip()
+        if cid not in self.parts:
+            cid = unquote(cid)
+        part = self.parts.get(cid)
+        if part is None:
+            return None
+        uri = self.uris.get(cid)
+        if uri is None:
+            uri = self.uris[cid] = f"data:{part.content_type};base64,{base64.b64encode(part.data).decode()}"
+        if len(uri) > self.left:
+            return None
+        self.left -= len(uri)
+        return uri
+
+
+def safe_html(source: str, images: InlineImages | None = None) -> str:
+    """Archived HTML cleaned for display: scripts, event handlers, forms, frames and remote images removed;
+    ``cid:`` images replaced from ``images`` while cleaning (one pass)."""
+
+    def attribute(element: str, name: str, value: str) -> str | None:
+        if element == "img" and name == "src" and not value.lower().startswith("data:"):
+            # nh3 has dropped remote schemes already; cid: becomes the mail's own image, anything
+            # else (a relative URL) would point into WebAdmin itself.
+            return images.src(value) if images is not None and value.lower().startswith("cid:") else None
+        return value
+
     cleaned = nh3.clean(source, tags=nh3.ALLOWED_TAGS - {"a"} | {"span", "div", "font", "center"},
                         clean_content_tags={"script", "style"}, url_schemes={"data", "cid"}, link_rel=None,
                         attributes={"*": {"style", "align", "width", "height", "colspan", "rowspan"},
-                                    "img": {"src", "alt"}, "font": {"color", "size", "face"}})
+                                    "img": {"src", "alt"}, "font": {"color", "size", "face"}},
+                        attribute_filter=attribute)
     return re.sub(r"(?i)url\s*\(", "blocked(", cleaned)  # no remote content through CSS either
-
-
-def inline_images(html: str, parts) -> str:
-    """Point cid: references at the mail's own inline images (as data: URIs; nothing is loaded remotely)."""
-    for part in parts:
-        if part.content_id and part.content_type.startswith("image/") and part.content_type != "image/svg+xml" \
-                and isinstance(part.data, bytes) and len(part.data) < 2_000_000:
-            uri = f"data:{part.content_type};base64,{base64.b64encode(part.data).decode()}"
-            html = html.replace(f"cid:{part.content_id}", uri)
-    return html
 
 
 @bp.get("/documents/<int:number>/body")
@@ -90,7 +194,7 @@ def body(number: int):
     if doc["kind"] != "mail":
         return Response("Not a mail.", 404, mimetype="text/plain")
     parsed = parse_mail(get_archive().read_blob(number))
-    response = Response(safe_html(inline_images(parsed.html, parsed.parts)), mimetype="text/html")
+    response = Response(safe_html(parsed.html, InlineImages(parsed.parts)), mimetype="text/html")
     response.headers["Content-Security-Policy"] = SANDBOX_CSP
     return response
 
@@ -109,9 +213,7 @@ def preview(number: int):
         response = Response(data, mimetype=mime)
     else:
         return download(number)
-    # The browser's PDF viewer does not run in a sandboxed document; nothing else needs more than this.
-    response.headers["Content-Security-Policy"] = ("default-src 'none'; object-src 'self'" if mime == "application/pdf"
-                                                   else "sandbox; default-src 'none'; img-src 'self' data:")
+    response.headers["Content-Security-Policy"] = PDF_CSP if mime == "application/pdf" else PREVIEW_CSP
     response.headers["Content-Disposition"] = "inline"
     g.state.audit(g.user["name"], "webadmin.docs.preview", str(number), "")
     return response
@@ -121,12 +223,10 @@ def preview(number: int):
 @login_required
 def download(number: int):
     doc = _document(number)
-    name = doc["filename"] or (f"{number}.eml" if doc["kind"] == "mail" else f"{number}.bin")
-    name = re.sub(r'[\\/\r\n"]', "_", name)
+    name = neutral_filename(doc["filename"] or (f"{number}.eml" if doc["kind"] == "mail" else f"{number}.bin"))
     response = Response(get_archive().read_blob(number), mimetype="application/octet-stream")
     ascii_name = name.encode("ascii", "replace").decode().replace("?", "_")
-    from urllib.parse import quote
-
     response.headers["Content-Disposition"] = f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
+    response.headers["Content-Security-Policy"] = DOWNLOAD_CSP
     g.state.audit(g.user["name"], "webadmin.docs.download", str(number), name)
     return response

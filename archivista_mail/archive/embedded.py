@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -17,6 +18,7 @@ from .base import Archive, Failure, PendingAction
 from .blobs import BlobStore, sha256_hex
 
 SCHEMA_VERSION = 2
+MAX_INTEGER = 2**63 - 1  # SQLite's INTEGER range: no number or offset beyond it names a row
 
 DOCUMENT_COLUMNS = {
     "number": int, "kind": str, "parent": int, "title": str, "account": str, "folder": str,
@@ -259,6 +261,8 @@ class EmbeddedArchive(Archive):
 
     # -- documents ----------------------------------------------------------------------
     def get_document(self, number: int) -> dict[str, Any]:
+        if not 0 < number <= MAX_INTEGER:  # sqlite3 raises OverflowError for larger ints
+            raise NotFoundError(f"There is no document number {number} in the archive.")
         row = self.db.execute(f"SELECT {', '.join(PUBLIC_COLUMNS)} FROM documents WHERE number=?", [number]).fetchone()
         if row is None:
             raise NotFoundError(f"There is no document number {number} in the archive.")
@@ -279,6 +283,9 @@ class EmbeddedArchive(Archive):
 
     def list_documents(self, *, limit: int = 50, offset: int = 0, kind: str | None = None,
                        parent: int | None = None) -> list[dict[str, Any]]:
+        if offset > MAX_INTEGER or (parent is not None and not 0 < parent <= MAX_INTEGER):
+            return []
+        limit = min(limit, MAX_INTEGER)
         sql = f"SELECT {', '.join(PUBLIC_COLUMNS)} FROM documents WHERE 1=1"
         args: list[Any] = []
         if kind:
@@ -291,7 +298,10 @@ class EmbeddedArchive(Archive):
         return [_row(r) for r in self.db.execute(sql, args + [limit, offset])]
 
     def search(self, query: str, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        q = self.db.quote_fts(query)
+        q = fts_query(query)
+        if q is None or offset > MAX_INTEGER:
+            return []  # no word to look for, or beyond any result
+        limit = min(limit, MAX_INTEGER)
         cols = ", ".join(f"d.{c}" for c in PUBLIC_COLUMNS)
         # Newest first, like a mail client: FTS5 walks its index in rowid order and stops at the limit,
         # where ranking by relevance would score every match (slow for common words in a big archive).
@@ -319,6 +329,23 @@ class EmbeddedArchive(Archive):
                 conn.execute("UPDATE documents SET text=?, text_status=?, text_error=? WHERE number=?",
                              [text or None, status, error, number])
                 conn.execute(_FTS_INSERT, [number, row[0], None, None, None, None, row[1], text])
+
+
+_FTS_TERMS = re.compile(r'"([^"]*)"?|([^\s"]+)')  # a "quoted phrase" (its closing quote optional), or a word
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def fts_query(text: str) -> str | None:
+    """A person's search text as an FTS5 query that cannot be a syntax error, or None if it holds no term.
+
+    Each word and each "quoted phrase" becomes an FTS5 string (all of them must match), so FTS5
+    operators (AND, NOT, NEAR, *, ^, column:) are searched for as text. Controls separate words:
+    a NUL would end an FTS5 string early. A term without letters or digits (``-``, ``*``) is a phrase
+    of no tokens, which FTS5 ignores; an empty query would be a syntax error, hence None.
+    """
+    text = _CONTROLS.sub(" ", text).encode("utf-8", "replace").decode("utf-8")  # lone surrogates from a CLI
+    terms = [phrase or word for phrase, word in _FTS_TERMS.findall(text)]
+    return " ".join('"' + term.replace('"', '""') + '"' for term in terms if term.strip()) or None
 
 
 def _put_state(conn, key: str, value: str | None) -> None:
