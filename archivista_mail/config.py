@@ -55,6 +55,8 @@ class Config:
             "Import page can set it too; that value wins.")
     webadmin_secure_cookies: bool = _setting(
         False, "WebAdmin: send the session cookie over HTTPS only. Set it when WebAdmin is reached through HTTPS.")
+    webadmin_timezone: str = _setting(
+        "", "WebAdmin: the time zone its dates are shown in, e.g. Europe/Zurich. Empty: the machine's time zone.")
 
     @property
     def key_path(self) -> Path:

@@ -207,11 +207,11 @@ def test_run_now_respects_the_importers_lock(admin_client, data_dir, run):
     import time
 
     for _ in range(100):  # the import runs in its own process; its run appears when it is done
-        if len(admin_client.get("/imports/").get_data(as_text=True).split("<td>all accounts</td>")) > 1:
+        if len(admin_client.get("/imports/").get_data(as_text=True).split("<td>alle Konten</td>")) > 1:
             break
         time.sleep(0.1)
     page = admin_client.get("/imports/").get_data(as_text=True)
-    assert "<td>all accounts</td><td>ok</td>" in page
+    assert "<td>alle Konten</td><td>OK</td>" in page  # stored as "all accounts" and "ok"
     for process in imports._started:
         process.wait(timeout=30)
 

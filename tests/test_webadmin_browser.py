@@ -81,12 +81,12 @@ def test_partner_sets_up_imports_finds_a_pdf_word_and_follows_a_direct_link(weba
         page.click("#run-now")
     assert "Der Import läuft" in page.content()
     for _ in range(100):  # the import runs in the background; the page lists it when done
-        if page.locator("td:text-is('all accounts')").count():
+        if page.locator("td:text-is('alle Konten')").count():
             break
         time.sleep(0.1)
         page.reload()
-    row = page.locator("tr", has=page.locator("td:text-is('all accounts')")).first.inner_text()
-    assert row.split("\t")[2:5] == ["ok", "2", "2"]  # status, fetched, archived
+    row = page.locator("tr", has=page.locator("td:text-is('alle Konten')")).first.inner_text()
+    assert row.split("\t")[2:5] == ["OK", "2", "2"]  # status, fetched, archived
 
     with page.expect_navigation():
         page.click("text=Archiv-Links")
@@ -123,4 +123,28 @@ def test_partner_sets_up_imports_finds_a_pdf_word_and_follows_a_direct_link(weba
     with page.expect_navigation(url=f"{webadmin}/documents/{number}"):
         page.click("#login")
     assert page.inner_text("#doc-title") == title
+    context.close()
+
+
+@pytest.mark.parametrize("javascript", [True, False], ids=["with-javascript", "without-javascript"])
+def test_the_language_switch_works_with_and_without_javascript(webadmin, browser, javascript):
+    context = browser.new_context(locale="en-US", java_script_enabled=javascript)
+    page = context.new_page()
+    page.goto(f"{webadmin}/documents?q=Rechnung")
+    assert page.get_attribute("html", "lang") == "de" and page.inner_text("h1") == "Anmelden"  # German by default
+    page.select_option("select[name=lang]", "en")
+    with page.expect_navigation():
+        page.click("#switch-language")
+    assert page.get_attribute("html", "lang") == "en" and page.inner_text("h1") == "Log in"
+    page.fill("input[name=username]", "anna")
+    page.fill("input[name=password]", "anna-password")
+    with page.expect_navigation():
+        page.click("#login")
+    assert page.url == f"{webadmin}/documents?q=Rechnung"  # the language outlives the login
+    assert page.inner_text("h1") == "Documents" and page.get_attribute("html", "lang") == "en"
+    page.select_option("select[name=lang]", "de")
+    with page.expect_navigation():
+        page.click("#switch-language")
+    assert page.url == f"{webadmin}/documents?q=Rechnung"  # back on the same page, now in German
+    assert page.inner_text("h1") == "Dokumente" and page.get_attribute("html", "lang") == "de"
     context.close()

@@ -13,7 +13,7 @@ import secrets
 import threading
 from pathlib import Path
 
-from flask import Flask, g, session
+from flask import Flask, g
 from flask_wtf.csrf import CSRFProtect
 
 from archivista_mail.archive import open_archive
@@ -22,7 +22,7 @@ from archivista_mail.errors import ConfigError
 from archivista_mail.state import State
 from archivista_mail.vault import Vault
 
-from .i18n import LANGUAGES, translate
+from .i18n import LANGUAGES, babel, check_timezone, current_language, option_label, select_locale, time_element
 
 csrf = CSRFProtect()
 
@@ -63,11 +63,15 @@ def create_app(config: Config | None = None, test_config: dict | None = None) ->
         PERMANENT_SESSION_LIFETIME=8 * 3600,
         MAX_CONTENT_LENGTH=1024 * 1024,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+        BABEL_DEFAULT_LOCALE="de",
+        # Dates are stored in UTC and shown in the appliance's time zone.
+        BABEL_DEFAULT_TIMEZONE=check_timezone(config.webadmin_timezone),
         ARCHIVISTA=config,
     )
     if test_config:
         app.config.update(test_config)
-    csrf.init_app(app)
+    babel.init_app(app, locale_selector=select_locale)
+    app.jinja_env.filters.update(label=option_label, localtime=time_element)
     state = State(config.data_dir)
     state.ensure_schema()
     state.bind_legacy_secrets(Vault(config.key_path))
@@ -76,7 +80,8 @@ def create_app(config: Config | None = None, test_config: dict | None = None) ->
     @app.before_request
     def _open() -> None:
         g.state = _per_worker(("state", str(config.data_dir)), lambda: State(config.data_dir))
-        g.lang = session.get("lang", "de")
+
+    csrf.init_app(app)  # after _open: a page explaining a failed check can still show who is logged in
 
     @app.after_request
     def _headers(response):
@@ -91,8 +96,7 @@ def create_app(config: Config | None = None, test_config: dict | None = None) ->
 
     @app.context_processor
     def _template_helpers():
-        return {"_": lambda text: translate(text, g.get("lang", "de")), "languages": LANGUAGES,
-                "current_user": g.get("user")}
+        return {"languages": LANGUAGES, "current_language": current_language(), "current_user": g.get("user")}
 
     @app.get("/healthz")
     def healthz():
@@ -100,9 +104,9 @@ def create_app(config: Config | None = None, test_config: dict | None = None) ->
         g.state.db.execute("SELECT 1").fetchone()
         return {"status": "ok"}
 
-    from . import accounts, audit, auth, documents, imports, links, o365
+    from . import accounts, audit, auth, documents, errors, imports, links, o365
 
-    for module in (auth, accounts, o365, imports, links, documents, audit):
+    for module in (auth, accounts, o365, imports, links, documents, audit, errors):
         app.register_blueprint(module.bp)
     return app
 

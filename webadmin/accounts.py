@@ -6,13 +6,13 @@ import os
 from dataclasses import replace
 
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask_babel import gettext
 
 from archivista_mail.accounts import DEFAULT_PORTS, Account, check_secret_kept, parse_after, validate
 from archivista_mail.errors import ArchivistaMailError, ConfigError
 from archivista_mail.vault import Vault
 
 from .auth import admin_required
-from .i18n import translate
 
 bp = Blueprint("accounts", __name__, url_prefix="/accounts")
 
@@ -45,12 +45,12 @@ def account_from_form(form, old: Account | None) -> Account:
     security = form.get("security", "ssl")
     password = form.get("password", "")
     if not password and old is None:
-        raise ConfigError("A password is needed for a new account.")
+        raise ConfigError(gettext("A password is needed for a new account."))
     after = after_from_form(form)
     try:
         port = int(form.get("port") or DEFAULT_PORTS[(kind, security)])
     except (ValueError, KeyError):
-        raise ConfigError("The port must be a number between 1 and 65535.") from None
+        raise ConfigError(gettext("The port must be a number between 1 and 65535.")) from None
     acc = validate(Account(
         name=old.name if old else form.get("name", "").strip(), kind=kind, host=form.get("host", "").strip(),
         port=port, security=security, username=form.get("username", "").strip(), secret=old.secret if old else "",
@@ -73,7 +73,8 @@ def _ca_file(path: str) -> str | None:
     if not path:
         return None
     if not os.path.isfile(path):
-        raise ConfigError(f"The CA file {path} does not exist on this machine. Give the full path of a PEM file.")
+        raise ConfigError(gettext("The CA file %(path)s does not exist on this machine. Give the full path of a "
+                                  "PEM file.", path=path))
     return path
 
 
@@ -92,9 +93,9 @@ def new():
         try:
             acc = account_from_form(request.form, None)
             g.state.save_account(acc, g.user["name"], new=True)
-            flash(translate("Saved.", g.lang))
+            flash(gettext("Saved."))
             if acc.security == "plain":
-                flash(translate("Plain connections send the password unencrypted.", g.lang))
+                flash(gettext("Plain connections send the password unencrypted."))
             return redirect(url_for("accounts.index"))
         except ArchivistaMailError as e:
             error = str(e)
@@ -109,7 +110,7 @@ def edit(name: str):
     if request.method == "POST":
         try:
             g.state.save_account(account_from_form(request.form, old), g.user["name"], new=False)
-            flash(translate("Saved.", g.lang))
+            flash(gettext("Saved."))
             return redirect(url_for("accounts.index"))
         except ArchivistaMailError as e:
             error = str(e)
@@ -121,7 +122,7 @@ def edit(name: str):
 def delete(name: str):
     kind = account_or_404(name).kind
     g.state.remove_account(name, g.user["name"])
-    flash(translate("Deleted.", g.lang))
+    flash(gettext("Deleted."))
     return redirect(url_for("o365.index" if kind == "o365" else "accounts.index"))
 
 
@@ -168,8 +169,7 @@ def within(seconds: int, probe):
     try:
         return pool.submit(probe).result(timeout=seconds + 1)
     except Late:
-        raise ConfigError(translate("The server did not finish the test within {seconds} seconds.",
-                                    g.lang).format(seconds=seconds)) from None
+        raise ConfigError(gettext("The server did not finish the test within %(seconds)s seconds.", seconds=seconds)) from None
     finally:
         pool.shutdown(wait=False)
 
@@ -189,8 +189,7 @@ def refuse_own_address(acc: Account) -> None:
     except OSError:
         return  # not resolvable: the test itself will say so
     if any(ipaddress.ip_address(a.split("%")[0]).is_loopback or a in mine for a in addresses):
-        raise ConfigError(translate("That is WebAdmin's own address and port; a mail account cannot be there.",
-                                    g.lang))
+        raise ConfigError(gettext("That is WebAdmin's own address and port; a mail account cannot be there."))
 
 
 @bp.post("/<name>/folders")
@@ -201,7 +200,7 @@ def folders(name: str):
     acc = account_or_404(name)
     try:
         g.state.save_account(validate(replace(acc, folders=picked)), g.user["name"], new=False)
-        flash(translate("Saved.", g.lang))
+        flash(gettext("Saved."))
     except ArchivistaMailError as e:
         flash(str(e))
     return redirect(url_for("accounts.index"))

@@ -14,11 +14,12 @@ import time
 from urllib.parse import urlsplit
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, session, url_for
+from flask_babel import gettext
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from archivista_mail.state import address_login_key, user_login_key
 
-from .i18n import LANGUAGES, translate
+from .i18n import DEFAULT_LANGUAGE, LANGUAGES
 
 bp = Blueprint("auth", __name__)
 
@@ -39,10 +40,11 @@ FIELD_MAX = 16 * 1024  # no form of ours takes more in one field
 def _bounded_fields() -> None:
     """Refuse absurdly long form fields before any view (or the audit trail) sees them."""
     if request.method == "POST" and any(len(v) > FIELD_MAX for v in request.form.values()):
-        abort(400, translate("A form field is too long.", g.get("lang", "de")))
+        abort(400, gettext("A form field is too long."))
 
 
-def _load_user() -> dict | None:
+def load_user() -> dict | None:
+    """The logged-in user's row (name, role), or None for an anonymous visitor."""
     name = session.get("user")
     if not name:
         return None
@@ -50,7 +52,7 @@ def _load_user() -> dict | None:
     now = time.time()
     if (user is None or user["disabled"] or session.get("epoch") != user["session_epoch"]
             or now - session.get("issued", 0) > SESSION_ABSOLUTE or now - session.get("seen", 0) > SESSION_IDLE):
-        lang = session.get("lang", "de")
+        lang = session.get("lang", DEFAULT_LANGUAGE)
         session.clear()
         session["lang"] = lang
         return None
@@ -63,9 +65,9 @@ def login_required(view):
     """Pages for any logged-in user (viewer or admin); anonymous visitors go to the login page and back."""
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
-        g.user = _load_user()
+        g.user = load_user()
         if g.user is None:
-            flash(translate("Please log in to see this page.", g.lang))
+            flash(gettext("Please log in to see this page."))
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         return view(*args, **kwargs)
     return wrapped
@@ -77,7 +79,7 @@ def admin_required(view):
     @login_required
     def wrapped(*args, **kwargs):
         if g.user["role"] != "admin":
-            abort(403, translate("This page is for administrators.", g.lang))
+            abort(403, gettext("This page is for administrators."))
         return view(*args, **kwargs)
     return wrapped
 
@@ -100,7 +102,7 @@ def login():
         name = request.form.get("username", "").strip()
         password = request.form.get("password", "")
         if len(name) > NAME_MAX or len(password) > PASSWORD_MAX:
-            abort(400, translate("The user name or password is too long.", g.lang))
+            abort(400, gettext("The user name or password is too long."))
         address = request.remote_addr or "?"
         keys = [user_login_key(name), address_login_key(address)]
         now = time.time()
@@ -121,12 +123,12 @@ def login():
                               f"{address}: logins locked for {int(locked - now)} s after repeated failures")
                 error, status = _locked_message(locked - now), 429
             else:
-                error, status = translate("Wrong user name or password.", g.lang), 401
+                error, status = gettext("Wrong user name or password."), 401
     return render_template("auth/login.html", error=error, next=request.values.get("next", "")), status
 
 
 def _start_session(user: dict):
-    lang = session.get("lang", "de")
+    lang = session.get("lang", DEFAULT_LANGUAGE)
     session.clear()
     session.permanent = True
     now = int(time.time())
@@ -142,14 +144,14 @@ def _unknown_name(name: str) -> str:
 
 def _locked_message(seconds: float) -> str:
     minutes = max(1, round(seconds / 60))
-    return translate("Too many failed logins for this user or from this address. Try again in {minutes} "
-                     "minutes, or ask an administrator.", g.lang).format(minutes=minutes)
+    return gettext("Too many failed logins for this user or from this address. Try again in %(minutes)s minutes, "
+                   "or ask an administrator.", minutes=minutes)
 
 
 @bp.post("/logout")
 def logout():
     """Log out: every session of this user ends, on every browser (a saved cookie stops working)."""
-    lang = session.get("lang", "de")
+    lang = session.get("lang", DEFAULT_LANGUAGE)
     name = session.get("user")
     user = g.state.user(name) if name else None
     if user is not None and session.get("epoch") == user["session_epoch"]:
@@ -161,6 +163,7 @@ def logout():
 
 @bp.post("/language")
 def language():
-    lang = request.form.get("lang", "de")
-    session["lang"] = lang if lang in LANGUAGES else "de"
+    """Switch the language (a plain form: it works without JavaScript) and return to the page."""
+    lang = request.form.get("lang", DEFAULT_LANGUAGE)
+    session["lang"] = lang if lang in LANGUAGES else DEFAULT_LANGUAGE
     return redirect(_safe_next(request.form.get("next")))

@@ -10,7 +10,7 @@ from urllib.parse import quote, unquote
 
 import nh3
 from flask import Blueprint, Response, abort, g, render_template, request
-from werkzeug.exceptions import HTTPException
+from flask_babel import gettext
 
 from archivista_mail.display import neutral_filename, reveal_controls
 from archivista_mail.errors import NotFoundError
@@ -19,7 +19,6 @@ from archivista_mail.model import Part
 
 from . import get_archive
 from .auth import login_required
-from .i18n import translate
 from .links import direct_link
 
 bp = Blueprint("documents", __name__)
@@ -65,25 +64,18 @@ def _reveal(text: str | None) -> str:
     return reveal_controls(text)
 
 
-@bp.errorhandler(400)
-@bp.errorhandler(404)
-def _error(error: HTTPException):
-    """A normal page saying what went wrong, with the way back to the documents."""
-    return render_template("documents/error.html", message=error.description), error.code
-
-
 def _fail(code: int, message: str) -> NoReturn:
-    """Stop with HTTP ``code``; the error page shows ``message`` (English) in the user's language."""
-    abort(code, description=translate(message, g.get("lang", "de")))
+    """Stop with HTTP ``code``; the error page (webadmin/errors.py) shows ``message`` (translated by the caller)."""
+    abort(code, description=message)
 
 
 def _document(number: int) -> dict:
     if not 0 < number <= MAX_NUMBER:
-        _fail(404, "There is no document with this number.")
+        _fail(404, gettext("There is no document with this number."))
     try:
         return get_archive().get_document(number)
     except NotFoundError:
-        _fail(404, "There is no document with this number.")
+        _fail(404, gettext("There is no document with this number."))
 
 
 def _page() -> int | None:
@@ -92,7 +84,7 @@ def _page() -> int | None:
     raw = request.args.get("page", "1").strip()
     digits = raw.lstrip("0")
     if not (raw.isascii() and raw.isdigit() and digits):
-        _fail(400, "The page number must be a whole number from 1 up.")
+        _fail(400, gettext("The page number must be a whole number from 1 up."))
     return int(digits) if len(digits) <= 18 and int(digits) <= MAX_PAGE else None
 
 
@@ -192,7 +184,7 @@ def body(number: int):
     """A mail's HTML body, cleaned, served with a sandboxing CSP so nothing in it runs in our origin."""
     doc = _document(number)
     if doc["kind"] != "mail":
-        return Response("Not a mail.", 404, mimetype="text/plain")
+        return Response(gettext("Not a mail."), 404, mimetype="text/plain")
     parsed = parse_mail(get_archive().read_blob(number))
     response = Response(safe_html(parsed.html, InlineImages(parsed.parts)), mimetype="text/html")
     response.headers["Content-Security-Policy"] = SANDBOX_CSP

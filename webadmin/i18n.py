@@ -1,61 +1,122 @@
-"""German (default) and English for WebAdmin: the English text is the key, German its translation."""
+"""WebAdmin's languages through Flask-Babel: German (the default) and English, option labels and dates.
+
+Message ids are English and English is the source language: it needs no catalogue. The German
+catalogue is ``webadmin/translations/de/LC_MESSAGES/messages.po``; ``make messages`` extracts the ids
+from the Python code and the templates (babel.cfg) and updates it, ``make messages-compile`` writes
+the ``.mo`` file beside it, which is committed so that a checkout and the Debian package need no
+build step. tests/test_webadmin_i18n.py fails on an id without German or a stale ``.mo``.
+"""
 
 from __future__ import annotations
 
-LANGUAGES = {"de": "Deutsch", "en": "English"}
+import os
+from datetime import datetime, timezone
+from pathlib import Path
 
-GERMAN = {
-    "Log in": "Anmelden", "Log out": "Abmelden", "User": "Benutzer", "Password": "Passwort",
-    "Wrong user name or password.": "Benutzername oder Passwort falsch.",
-    "The user name or password is too long.": "Benutzername oder Passwort ist zu lang.",
-    "A form field is too long.": "Ein Formularfeld ist zu lang.",
-    "The server did not finish the test within {seconds} seconds.":
-        "Der Server hat den Test nicht innert {seconds} Sekunden abgeschlossen.",
-    "That is WebAdmin's own address and port; a mail account cannot be there.":
-        "Das ist die eigene Adresse und der eigene Port von WebAdmin; dort kann kein Mailkonto sein.",
-    "Too many failed logins for this user or from this address. Try again in {minutes} minutes, or ask an "
-    "administrator.": "Zu viele fehlgeschlagene Anmeldungen für diesen Benutzer oder von dieser Adresse. Bitte in "
-                      "{minutes} Minuten erneut versuchen oder einen Administrator fragen.",
-    "Please log in to see this page.": "Bitte melden Sie sich an, um diese Seite zu sehen.",
-    "This page is for administrators.": "Diese Seite ist Administratoren vorbehalten.",
-    "Documents": "Dokumente", "Search": "Suchen", "Mail archiving (IMAP/POP3)": "Mail-Archivierung (IMAP/POP3)",
-    "Office 365": "Office 365", "Import": "Import", "Archive links": "Archiv-Links", "Audit": "Protokoll",
-    "Accounts": "Konten", "Add account": "Konto hinzufügen", "Name": "Name", "Type": "Typ", "Server": "Server",
-    "Port": "Port", "Security": "Sicherheit", "Folders": "Ordner", "Mode": "Modus", "After archiving": "Nach dem Archivieren",
-    "All mails": "Alle Mails", "Unread only": "Nur ungelesene", "Save": "Speichern", "Delete": "Löschen",
-    "Edit": "Bearbeiten", "Disable": "Deaktivieren", "Enable": "Aktivieren", "Test connection": "Verbindung testen",
-    "disabled": "deaktiviert", "enabled": "aktiv",
-    "Leave empty to keep the stored password.": "Leer lassen, um das gespeicherte Passwort zu behalten.",
-    "Leave empty to keep the stored secret.": "Leer lassen, um das gespeicherte Secret zu behalten.",
-    "Changing the type, server, port, security or user needs the password again.":
-        "Wer Typ, Server, Port, Sicherheit oder Benutzer ändert, muss das Passwort neu eingeben.",
-    "Changing the tenant or client ID needs the client secret again.":
-        "Wer Tenant-ID oder Client-ID ändert, muss das Client-Secret neu eingeben.",
-    "Plain connections send the password unencrypted.": "Unverschlüsselte Verbindungen senden das Passwort im Klartext.",
-    "Connection test": "Verbindungstest", "Login ok": "Anmeldung erfolgreich", "messages": "Nachrichten",
-    "Saved.": "Gespeichert.", "Deleted.": "Gelöscht.", "Run now": "Jetzt ausführen",
-    "Last runs": "Letzte Läufe", "Failed messages": "Fehlgeschlagene Nachrichten", "Retry": "Erneut versuchen",
-    "Started": "Gestartet", "Source": "Quelle", "Status": "Status", "Fetched": "Abgerufen", "Archived": "Archiviert",
-    "Duplicates": "Duplikate", "Failed": "Fehlgeschlagen", "Reason": "Grund", "Attempts": "Versuche",
-    "Another import is running; try again in a moment.": "Ein anderer Import läuft; bitte gleich noch einmal versuchen.",
-    "DNS-Name für API-Aufruf": "DNS-Name für API-Aufruf", "Titelfeld für API-Link": "Titelfeld für API-Link",
-    "Empty: document number and title (Aktennummer: Titelinhalt).":
-        "Leer: Aktennummer und Titel (Aktennummer: Titelinhalt).",
-    "Number": "Nummer", "Title": "Titel", "From": "Von", "To": "An", "Cc": "Cc", "Date": "Datum",
-    "Subject": "Betreff", "Attachments": "Anhänge", "Download": "Herunterladen", "Copy link": "Link kopieren",
-    "Link copied.": "Link kopiert.", "No documents found.": "Keine Dokumente gefunden.", "Preview": "Vorschau",
-    "Text": "Text", "Part of mail": "Teil der Mail", "Defects": "Mängel", "Action": "Aktion", "Actor": "Benutzer",
-    "Time": "Zeit", "Target": "Ziel", "Detail": "Detail", "Filter": "Filtern", "Tenant ID": "Tenant-ID",
-    "Client ID": "Client-ID", "Client secret": "Client-Secret", "Mailboxes (one per line)": "Postfächer (eines pro Zeile)",
-    "Folders (one per line)": "Ordner (einer pro Zeile)", "Anzahl Mails (Office 365)": "Anzahl Mails (Office 365)",
-    "Language": "Sprache", "The import has started; this page shows it when it has finished.":
-        "Der Import läuft; diese Seite zeigt ihn, sobald er fertig ist.", "Import every (minutes)": "Import alle (Minuten)",
-    "The interval must be a whole number of minutes from 1 to 1440.":
-        "Das Intervall muss eine ganze Zahl von 1 bis 1440 Minuten sein.", "CA file (PEM, optional)": "CA-Datei (PEM, optional)", "Settings": "Einstellungen", "The secret is stored encrypted and never shown.":
-        "Das Secret wird verschlüsselt gespeichert und nie angezeigt.",
+import pytz
+from flask import session
+from flask_babel import Babel, format_datetime, get_locale, gettext, lazy_gettext
+from markupsafe import Markup, escape
+
+from archivista_mail.errors import ConfigError
+
+LANGUAGES = {"de": "Deutsch", "en": "English"}
+DEFAULT_LANGUAGE = "de"
+
+# Babel patterns per language; "medium" is the locale's own (English: "Nov 24, 2026, 11:03:00 AM").
+DATETIME_FORMATS = {"de": "dd.MM.yyyy HH:mm", "en": "medium"}
+
+# Stored values stay as they are (in the database, the CLI and the forms' values); only what a
+# person reads is translated. Groups: after-archive actions, connection security, document kinds,
+# import run statuses, WebAdmin roles, document fields (for the direct link's title).
+LABELS = {
+    "after": {"none": lazy_gettext("Leave as it is"), "read": lazy_gettext("Mark as read"),
+              "move": lazy_gettext("Move to a folder"), "delete": lazy_gettext("Delete")},
+    "security": {"ssl": lazy_gettext("SSL/TLS"), "starttls": lazy_gettext("STARTTLS"),
+                 "plain": lazy_gettext("Unencrypted")},
+    "kind": {"mail": lazy_gettext("Mail"), "attachment": lazy_gettext("Attachment")},
+    "run": {"ok": lazy_gettext("OK"), "partial": lazy_gettext("Partly failed"),
+            "unreachable": lazy_gettext("Unreachable")},
+    "source": {"all accounts": lazy_gettext("all accounts")},
+    "role": {"admin": lazy_gettext("Administrator"), "viewer": lazy_gettext("Viewer")},
+    "field": {"title": lazy_gettext("Title"), "subject": lazy_gettext("Subject"),
+              "filename": lazy_gettext("File name"), "from": lazy_gettext("From"), "date": lazy_gettext("Date"),
+              "message_id": lazy_gettext("Message-ID")},
 }
 
+babel = Babel()
 
-def translate(text: str, lang: str) -> str:
-    """``text`` in ``lang`` (English returns the key itself)."""
-    return GERMAN.get(text, text) if lang == "de" else text
+
+def select_locale() -> str:
+    """The language chosen on the page (kept in the session), German until someone picks another."""
+    lang = session.get("lang")
+    return lang if lang in LANGUAGES else DEFAULT_LANGUAGE
+
+
+def current_language() -> str:
+    """The language code of this request ("de" or "en"), for ``<html lang>`` and the switch."""
+    return str(get_locale() or DEFAULT_LANGUAGE)
+
+
+def system_timezone() -> str:
+    """The machine's time zone name (TZ, the /etc/localtime link, /etc/timezone), or UTC if none is found."""
+    candidates = [os.environ.get("TZ", "").lstrip(":")]
+    try:
+        link = os.readlink("/etc/localtime")  # what timedatectl set-timezone sets
+        candidates.append(link.split("zoneinfo/", 1)[1] if "zoneinfo/" in link else "")
+    except OSError:
+        pass
+    try:
+        candidates.append(Path("/etc/timezone").read_text().strip())
+    except OSError:
+        pass
+    return next((name for name in candidates if name in pytz.all_timezones_set), "UTC")
+
+
+def check_timezone(name: str) -> str:
+    """``name`` if it is a known time zone (empty: the machine's); raises ConfigError otherwise.
+
+    Checked against pytz's list, since Flask-Babel reads BABEL_DEFAULT_TIMEZONE with pytz."""
+    if not name:
+        return system_timezone()
+    if name not in pytz.all_timezones_set:
+        raise ConfigError(f"The time zone {name!r} (webadmin_timezone) is not known. Use a name like "
+                          "Europe/Zurich, or leave it empty for the machine's time zone.")
+    return name
+
+
+def option_label(value: str | None, group: str) -> str:
+    """What a stored option value reads as in the current language; unknown values are shown as stored."""
+    if value is None:
+        return ""
+    if group == "after" and value.startswith("move:"):
+        return gettext("Move to %(folder)s", folder=value[5:])
+    label = LABELS[group].get(value)
+    return str(label) if label is not None else value
+
+
+def parse_timestamp(value: str) -> datetime | None:
+    """A stored timestamp (UTC ``YYYY-MM-DDTHH:MM:SSZ``, or a mail's ISO date with its offset) as an aware
+    datetime; None if it is not one. A timestamp without an offset is taken as UTC."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def format_timestamp(value: str | None) -> str:
+    """A stored timestamp in the user's language and WebAdmin's time zone (see DATETIME_FORMATS)."""
+    moment = parse_timestamp(value) if value else None
+    if moment is None:
+        return value or ""
+    return format_datetime(moment, DATETIME_FORMATS.get(current_language(), "medium"))
+
+
+def time_element(value: str | None) -> Markup:
+    """``<time>`` with the formatted timestamp, keeping the stored value in its datetime and title attributes."""
+    if not value:
+        return Markup("")
+    if parse_timestamp(value) is None:
+        return escape(value)
+    return Markup('<time datetime="{0}" title="{0}">{1}</time>').format(value, format_timestamp(value))

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+from flask_babel import gettext
 
 from archivista_mail.importer import import_lock
 from archivista_mail.errors import ConfigError
@@ -15,7 +16,6 @@ from archivista_mail.settings import INTERVAL_SETTING, save_setting
 
 from . import get_archive
 from .auth import admin_required
-from .i18n import translate
 
 bp = Blueprint("imports", __name__, url_prefix="/imports")
 _started: list[subprocess.Popen] = []  # imports this worker started and has not reaped yet
@@ -37,9 +37,9 @@ def interval():
         if not value:
             raise ConfigError("empty")
         save_setting(g.state, INTERVAL_SETTING, value, g.user["name"])
-        flash(translate("Saved.", g.lang))
+        flash(gettext("Saved."))
     except ConfigError:
-        flash(translate("The interval must be a whole number of minutes from 1 to 1440.", g.lang))
+        flash(gettext("The interval must be a whole number of minutes from 1 to 1440."))
     return redirect(url_for("imports.index"))
 
 
@@ -55,7 +55,7 @@ def run():
     with import_lock(config.data_dir) as free:
         busy = not free
     if busy:
-        flash(translate("Another import is running; try again in a moment.", g.lang))
+        flash(gettext("Another import is running; try again in a moment."))
         return redirect(url_for("imports.index"))
     account = request.form.get("account") or None
     command = [sys.executable, "-m", "archivista_mail", "--data-dir", str(config.data_dir), "import"]
@@ -66,5 +66,5 @@ def run():
     _started.append(subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True))
     g.state.audit(g.user["name"], "import.start", account or "all accounts", "")
-    flash(translate("The import has started; this page shows it when it has finished.", g.lang))
+    flash(gettext("The import has started; this page shows it when it has finished."))
     return redirect(url_for("imports.index"))

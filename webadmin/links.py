@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask_babel import gettext
 
 from archivista_mail.errors import ArchivistaMailError
 from archivista_mail.links import BASE_URL_SETTING, TITLE_FIELD_SETTING, TITLE_FIELDS, link_title, link_url
 from archivista_mail.settings import STORED_SETTINGS, save_setting
 
 from .auth import admin_required, login_required
-from .i18n import translate
 
 bp = Blueprint("links", __name__)
 
@@ -24,7 +24,7 @@ def settings():
             STORED_SETTINGS[TITLE_FIELD_SETTING].parse(request.form.get("title_field", ""))
             save_setting(g.state, BASE_URL_SETTING, request.form.get("base_url", ""), g.user["name"])
             save_setting(g.state, TITLE_FIELD_SETTING, request.form.get("title_field", ""), g.user["name"])
-            flash(translate("Saved.", g.lang))
+            flash(gettext("Saved."))
             return redirect(url_for("links.settings"))
         except ArchivistaMailError as e:
             error = str(e)

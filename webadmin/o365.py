@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+from flask_babel import gettext
 
 from archivista_mail.accounts import GRAPH_HOST, Account, parse_after, validate
 from archivista_mail.errors import ArchivistaMailError, ConfigError
@@ -10,7 +11,6 @@ from archivista_mail.vault import Vault
 
 from .accounts import account_or_404, after_from_form, lines_of, with_secret
 from .auth import admin_required
-from .i18n import translate
 
 bp = Blueprint("o365", __name__, url_prefix="/o365")
 
@@ -18,11 +18,11 @@ bp = Blueprint("o365", __name__, url_prefix="/o365")
 def _from_form(form, old: Account | None) -> Account:
     secret = form.get("client_secret", "")
     if not secret and old is None:
-        raise ConfigError("A client secret is needed for a new Office 365 account.")
+        raise ConfigError(gettext("A client secret is needed for a new Office 365 account."))
     try:
         batch = int(form.get("batch_size") or 25)
     except ValueError:
-        raise ConfigError("Anzahl Mails (Office 365) must be a number between 1 and 1000.") from None
+        raise ConfigError(gettext("Mails per request (Office 365) must be a number between 1 and 1000.")) from None
     after = after_from_form(form)
     acc = validate(Account(
         name=old.name if old else form.get("name", "").strip(), kind="o365", host=GRAPH_HOST, port=443,
@@ -45,7 +45,7 @@ def index():
         try:
             acc = _from_form(request.form, old)
             g.state.save_account(acc, g.user["name"], new=old is None)
-            flash(translate("Saved.", g.lang))
+            flash(gettext("Saved."))
             return redirect(url_for("o365.index"))
         except ArchivistaMailError as e:
             error = str(e)
