@@ -56,10 +56,10 @@ TRANSLATIONS := webadmin/translations
 
 messages: $(BIN)/archivista-mail
 	mkdir -p build
-	$(BIN)/pybabel extract -F babel.cfg -k lazy_gettext --add-location=file --sort-output \
+	$(BIN)/pybabel extract -F babel.cfg -k lazy_gettext -k t --add-location=file --sort-output \
 		--add-comments=Translators: --project=archivista-mail --copyright-holder="archivista-mail developers" \
 		--version=$$($(BIN)/python -c "import archivista_mail; print(archivista_mail.__version__)") \
-		-o build/messages.pot webadmin
+		-o build/messages.pot webadmin archivista_mail
 	$(BIN)/pybabel update -i build/messages.pot -d $(TRANSLATIONS) --ignore-obsolete --previous
 
 messages-compile: $(BIN)/archivista-mail

@@ -1,4 +1,54 @@
-"""The exceptions archivista-mail raises; foreign exceptions are translated into these at the adapters."""
+"""The exceptions archivista-mail raises; foreign exceptions are translated into these at the adapters.
+
+Their sentences are English. Those a WebAdmin user can meet are written with ``t()``: an English
+template with named placeholders (gettext's ``%(name)s``) and its values, so WebAdmin shows the
+same sentence from its German catalogue (``make messages`` extracts ``t("...")`` from here too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+class Text:
+    """A sentence to be shown in the reader's language: an English template and its values.
+
+    ``str()`` gives the English sentence (the CLI, logs, the run records); ``translated(gettext)``
+    the sentence from a catalogue, its values translated too where they are Texts themselves.
+    """
+
+    __slots__ = ("template", "params")
+
+    def __init__(self, template: str, params: dict[str, Any]) -> None:
+        self.template = template
+        self.params = params
+
+    def __str__(self) -> str:
+        return self.template % {k: str(v) for k, v in self.params.items()} if self.params else self.template
+
+    def __repr__(self) -> str:
+        return f"Text({str(self)!r})"
+
+    def __add__(self, other: object) -> str:  # "..." + text, as with a plain string
+        return str(self) + str(other)
+
+    def __radd__(self, other: object) -> str:
+        return str(other) + str(self)
+
+    def translated(self, gettext: Callable[[str], str]) -> str:
+        """The sentence from ``gettext``'s catalogue (the English one where it has none)."""
+        values = {k: v.translated(gettext) if isinstance(v, Text) else str(v) for k, v in self.params.items()}
+        template = gettext(self.template)
+        try:
+            return template % values if values else template
+        except (KeyError, ValueError, TypeError):  # a broken translation must not hide the message
+            return str(self)
+
+
+def t(template: str, **params: Any) -> Text:
+    """Mark an English sentence for translation: ``t("Account %(name)s: ...", name=acc.name)``."""
+    return Text(template, params)
 
 
 class ArchivistaMailError(Exception):
@@ -8,9 +58,20 @@ class ArchivistaMailError(Exception):
     folder names): what WebAdmin shows, so its connection test cannot read other services' banners.
     """
 
-    def __init__(self, message: str = "", *, public: str | None = None) -> None:
-        super().__init__(message)
-        self.public = message if public is None else public
+    def __init__(self, message: str | Text = "", *, public: str | Text | None = None) -> None:
+        super().__init__(str(message))
+        self.text = message
+        self.public_text = message if public is None else public
+
+    @property
+    def public(self) -> str:
+        """The sentence without what a server sent, in English."""
+        return str(self.public_text)
+
+    def localized(self, gettext: Callable[[str], str], public: bool = False) -> str:
+        """The sentence (or its public form) in the language of ``gettext``; English for plain strings."""
+        text = self.public_text if public else self.text
+        return text.translated(gettext) if isinstance(text, Text) else str(text)
 
 
 class ConfigError(ArchivistaMailError):

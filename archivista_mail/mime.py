@@ -25,8 +25,7 @@ from email.policy import Compat32
 from pathlib import Path
 
 from .model import Content, ParsedMail, Part, SpooledData
-from .spool import (Skeleton, boundary_forms, build_skeleton, copy_region, decode_region, message_regions,
-                    read_head)
+from .spool import Skeleton, boundary_forms, build_skeleton, copy_region, decode_region, message_regions, read_head
 
 TEXT_HEAD = 2_000_000  # of a spooled (huge) text body, this much is read for search
 MAX_DEPTH = 8  # forwarded-in-forwarded messages deeper than this stay inside their parent

@@ -5,7 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .accounts import Account
-from .errors import ActionRefusedError, FolderError, FolderSkippedError
+from .errors import (
+    ActionRefusedError,
+    ArchivistaMailError,
+    FolderError,
+    FolderSkippedError,
+    Text,
+)
 
 
 @dataclass
@@ -14,7 +20,7 @@ class FolderReport:
 
     name: str
     count: int | None = None
-    problem: str | None = None  # a sentence; None when the folder is fine
+    problem: str | Text | None = None  # a sentence; None when the folder is fine
     skipped: bool = False  # it holds only other folders: the importer skips it with a warning
 
 
@@ -23,8 +29,8 @@ class ProbeReport:
     """What a connection test found: each folder, the after-archive action's target, the server's folders."""
 
     folders: list[FolderReport] = field(default_factory=list)
-    action: str | None = None  # e.g. "the folder 'Archiv/Alt' exists"
-    action_problem: str | None = None
+    action: str | Text | None = None  # e.g. "the folder 'Archiv/Alt' exists"
+    action_problem: str | Text | None = None
     available: list[str] = field(default_factory=list)  # folders that can hold mail (IMAP), as a client shows them
 
     @property
@@ -40,8 +46,8 @@ def probe_account(acc: Account, password: str, timeout: int, public: bool = Fals
     """
     report = ProbeReport()
 
-    def said(e: Exception) -> str:
-        return getattr(e, "public", str(e)) if public else str(e)
+    def said(e: ArchivistaMailError) -> str | Text:
+        return e.public_text if public else e.text
 
     if acc.kind == "o365":
         from .sources.graph import GraphSession

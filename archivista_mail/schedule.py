@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from .config import Config
 from .settings import INTERVAL_SETTING
 from .state import State
+
 SLACK_SECONDS = 5  # cron starts us a little after the minute; do not skip a run for that
 
 

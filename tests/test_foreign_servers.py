@@ -16,10 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from foreign_servers import Courier, Cyrus
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
-
-from foreign_servers import Courier, Cyrus
 
 ASCII_PASSWORD = "s3cret-Pa55"
 UTF8_PASSWORD = "pässwörd-Ä1"

@@ -11,8 +11,8 @@ from conftest import PASSWORD
 from mailfactory import _b64, make_mail
 
 from archivista_mail import spool
-from archivista_mail.model import SpooledData
 from archivista_mail.mime import parse_mail, parse_spooled
+from archivista_mail.model import SpooledData
 from archivista_mail.spool import read_head
 
 CORPUS = Path(__file__).parent / "corpus" / "mime"

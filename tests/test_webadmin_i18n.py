@@ -23,20 +23,23 @@ from webadmin.i18n import LANGUAGES, check_timezone
 
 ROOT = Path(__file__).parent.parent
 TRANSLATIONS = ROOT / "webadmin" / "translations"
-KEYWORDS = {**DEFAULT_KEYWORDS, "lazy_gettext": None}  # what 'make messages' extracts (-k lazy_gettext)
+# What 'make messages' extracts: -k lazy_gettext, and t() for the core's sentences (archivista_mail/errors.py).
+KEYWORDS = {**DEFAULT_KEYWORDS, "lazy_gettext": None, "t": None}
 CATALOGUES = [lang for lang in LANGUAGES if lang != "en"]  # English is the source language: the ids themselves
 
 MOMENT = "2026-11-24T10:03:00Z"  # stored in UTC; 11:03 in Zurich
 
 
 def used_message_ids() -> dict:
-    """Every message id in WebAdmin's code and templates, extracted as 'make messages' does (babel.cfg)."""
+    """Every message id in WebAdmin's code and templates and in the core's t() sentences, extracted as
+    'make messages' does (babel.cfg)."""
     with open(ROOT / "babel.cfg") as f:
         method_map, options_map = parse_mapping_cfg(f)
     found = {}
-    for filename, lineno, message, _comments, context in extract_from_dir(
-            ROOT / "webadmin", method_map, options_map, keywords=KEYWORDS):
-        found.setdefault((message, context), f"webadmin/{filename}:{lineno}")
+    for top in ("webadmin", "archivista_mail"):
+        for filename, lineno, message, _comments, context in extract_from_dir(
+                ROOT / top, method_map, options_map, keywords=KEYWORDS):
+            found.setdefault((message, context), f"{top}/{filename}:{lineno}")
     assert len(found) > 100, "the extraction found too little: check babel.cfg"
     return found
 

@@ -22,7 +22,16 @@ from archivista_mail.errors import ConfigError
 from archivista_mail.state import State
 from archivista_mail.vault import Vault
 
-from .i18n import LANGUAGES, babel, check_timezone, current_language, option_label, select_locale, time_element
+from .i18n import (
+    LANGUAGES,
+    babel,
+    check_timezone,
+    current_language,
+    localize,
+    option_label,
+    select_locale,
+    time_element,
+)
 
 csrf = CSRFProtect()
 
@@ -71,7 +80,7 @@ def create_app(config: Config | None = None, test_config: dict | None = None) ->
     if test_config:
         app.config.update(test_config)
     babel.init_app(app, locale_selector=select_locale)
-    app.jinja_env.filters.update(label=option_label, localtime=time_element)
+    app.jinja_env.filters.update(label=option_label, localtime=time_element, localize=localize)
     state = State(config.data_dir)
     state.ensure_schema()
     state.bind_legacy_secrets(Vault(config.key_path))

@@ -5,14 +5,31 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
-from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext
 
-from archivista_mail.accounts import DEFAULT_PORTS, Account, check_secret_kept, parse_after, validate
+from archivista_mail.accounts import (
+    DEFAULT_PORTS,
+    Account,
+    check_secret_kept,
+    parse_after,
+    validate,
+)
 from archivista_mail.errors import ArchivistaMailError, ConfigError
 from archivista_mail.vault import Vault
 
 from .auth import admin_required
+from .i18n import localized
 
 bp = Blueprint("accounts", __name__, url_prefix="/accounts")
 
@@ -98,7 +115,7 @@ def new():
                 flash(gettext("Plain connections send the password unencrypted."))
             return redirect(url_for("accounts.index"))
         except ArchivistaMailError as e:
-            error = str(e)
+            error = localized(e)
     return render_template("accounts/form.html", account=None, form=request.form, error=error), 400 if error else 200
 
 
@@ -113,7 +130,7 @@ def edit(name: str):
             flash(gettext("Saved."))
             return redirect(url_for("accounts.index"))
         except ArchivistaMailError as e:
-            error = str(e)
+            error = localized(e)
     return render_template("accounts/form.html", account=old, form=request.form, error=error), 400 if error else 200
 
 
@@ -152,7 +169,7 @@ def test(name: str):
         secret = _vault().secret_of(acc)
         report = within(timeout, lambda: probe_account(acc, secret, timeout, public=True))
     except ArchivistaMailError as e:
-        error = e.public
+        error = localized(e, public=True)
     outcome = error or ("ok" if report.ok else "problems found")
     g.state.audit(g.user["name"], "account.test", name, outcome)
     return render_template("accounts/test.html", account=acc, report=report, error=error)
@@ -163,7 +180,8 @@ def within(seconds: int, probe):
 
     The test's thread ends by itself at its own socket timeouts; WebAdmin does not wait for it.
     """
-    from concurrent.futures import ThreadPoolExecutor, TimeoutError as Late
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as Late
 
     pool = ThreadPoolExecutor(1, thread_name_prefix="connection-test")
     try:
@@ -202,5 +220,5 @@ def folders(name: str):
         g.state.save_account(validate(replace(acc, folders=picked)), g.user["name"], new=False)
         flash(gettext("Saved."))
     except ArchivistaMailError as e:
-        flash(str(e))
+        flash(localized(e))
     return redirect(url_for("accounts.index"))

@@ -18,7 +18,7 @@ from flask import session
 from flask_babel import Babel, format_datetime, get_locale, gettext, lazy_gettext
 from markupsafe import Markup, escape
 
-from archivista_mail.errors import ConfigError
+from archivista_mail.errors import ArchivistaMailError, ConfigError, Text
 
 LANGUAGES = {"de": "Deutsch", "en": "English"}
 DEFAULT_LANGUAGE = "de"
@@ -120,3 +120,13 @@ def time_element(value: str | None) -> Markup:
     if parse_timestamp(value) is None:
         return escape(value)
     return Markup('<time datetime="{0}" title="{0}">{1}</time>').format(value, format_timestamp(value))
+
+
+def localize(text: object) -> str:
+    """Jinja: a core sentence (a Text from t()) in the user's language; anything else as it is."""
+    return text.translated(gettext) if isinstance(text, Text) else ("" if text is None else str(text))
+
+
+def localized(error: ArchivistaMailError, public: bool = False) -> str:
+    """An error's sentence in the user's language: WebAdmin's own and the core's (those written with t())."""
+    return error.localized(gettext, public=public)

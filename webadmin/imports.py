@@ -9,8 +9,8 @@ import sys
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from archivista_mail.importer import import_lock
 from archivista_mail.errors import ConfigError
+from archivista_mail.importer import import_lock
 from archivista_mail.schedule import interval_minutes
 from archivista_mail.settings import INTERVAL_SETTING, save_setting
 

@@ -6,10 +6,17 @@ from flask import Blueprint, flash, g, redirect, render_template, request, url_f
 from flask_babel import gettext
 
 from archivista_mail.errors import ArchivistaMailError
-from archivista_mail.links import BASE_URL_SETTING, TITLE_FIELD_SETTING, TITLE_FIELDS, link_title, link_url
+from archivista_mail.links import (
+    BASE_URL_SETTING,
+    TITLE_FIELD_SETTING,
+    TITLE_FIELDS,
+    link_title,
+    link_url,
+)
 from archivista_mail.settings import STORED_SETTINGS, save_setting
 
 from .auth import admin_required, login_required
+from .i18n import localized
 
 bp = Blueprint("links", __name__)
 
@@ -27,7 +34,7 @@ def settings():
             flash(gettext("Saved."))
             return redirect(url_for("links.settings"))
         except ArchivistaMailError as e:
-            error = str(e)
+            error = localized(e)
     return render_template("links/settings.html", base_url=g.state.setting(BASE_URL_SETTING),
                            title_field=g.state.setting(TITLE_FIELD_SETTING), fields=TITLE_FIELDS, error=error), \
         400 if error else 200

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext
 
 from archivista_mail.accounts import GRAPH_HOST, Account, parse_after, validate
@@ -11,6 +20,7 @@ from archivista_mail.vault import Vault
 
 from .accounts import account_or_404, after_from_form, lines_of, with_secret
 from .auth import admin_required
+from .i18n import localized
 
 bp = Blueprint("o365", __name__, url_prefix="/o365")
 
@@ -48,7 +58,7 @@ def index():
             flash(gettext("Saved."))
             return redirect(url_for("o365.index"))
         except ArchivistaMailError as e:
-            error = str(e)
+            error = localized(e)
     return render_template("o365/index.html", accounts=accounts, account=old, form=request.form, error=error), \
         400 if error else 200
 
@@ -64,6 +74,6 @@ def test(name: str):
                          current_app.config["ARCHIVISTA"].network_timeout)
         error = None
     except ArchivistaMailError as e:
-        lines, error = [], e.public
+        lines, error = [], localized(e, public=True)
     g.state.audit(g.user["name"], "account.test", name, "ok" if error is None else error)
     return render_template("o365/test.html", account=acc, lines=lines, error=error)
