@@ -133,3 +133,23 @@ def test_secrets_stored_before_binding_are_bound_to_their_account_on_first_use(r
     assert "entered for another server" in run("account", "test", "old").output
     assert recorder.connections == 0
     assert json.loads(run("account", "list", "--json").output)[0]["password"] == "********"
+
+
+def test_webadmin_takes_a_ca_certificate_not_a_path_so_it_cannot_tell_which_files_exist(admin, data_dir, mailbox):
+    token = csrf(admin.get("/accounts/").data)
+    base = {"csrf_token": token, "kind": "imap", "host": "127.0.0.1", "port": str(mailbox.server.ports["imaps"]),
+            "security": "ssl", "username": mailbox.user, "password": PASSWORD, "folders": "INBOX", "mode": "all",
+            "after": "none"}
+    answers = {admin.post("/accounts/box/edit", data={**base, "ca_pem": path}).data.decode()
+               .split('role="alert">')[1].split("<")[0] for path in ("/etc/passwd", "/no/such/file")}
+    assert len(answers) == 1 and "/etc/passwd" not in answers.pop()  # the same answer, whatever exists
+    response = admin.post("/accounts/box/edit", data={**base, "ca_pem": mailbox.server.cert.read_text()})
+    assert response.status_code == 302
+    acc = State(data_dir).account("box")
+    stored = Path(acc.ca_file)
+    assert stored.parent == data_dir / "ca" and stored.read_bytes().startswith(b"-----BEGIN CERTIFICATE-----")
+    assert stored.stat().st_mode & 0o777 == 0o640
+    page = admin.get("/accounts/box/edit").data.decode()
+    assert "CN=localhost" in page
+    token = csrf(admin.get("/accounts/").data)
+    assert 'class="ok" id="test-result"' in admin.post("/accounts/box/test", data={"csrf_token": token}).data.decode()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
+from pathlib import Path
 
 from flask import (
     Blueprint,
@@ -72,7 +72,7 @@ def account_from_form(form, old: Account | None) -> Account:
         name=old.name if old else form.get("name", "").strip(), kind=kind, host=form.get("host", "").strip(),
         port=port, security=security, username=form.get("username", "").strip(), secret=old.secret if old else "",
         folders=lines_of(form.get("folders", "")) or ("INBOX",), unread_only=form.get("mode") == "unread",
-        after=parse_after(after, kind), ca_file=_ca_file(form.get("ca_file", "").strip()),
+        after=parse_after(after, kind), ca_file=_ca_file(form, old),
         enabled=old.enabled if old else True))
     return with_secret(acc, password, old)
 
@@ -86,13 +86,56 @@ def with_secret(acc: Account, secret: str, old: Account | None) -> Account:
     return acc
 
 
-def _ca_file(path: str) -> str | None:
-    if not path:
+def _ca_file(form, old: Account | None) -> str | None:
+    """The account's CA certificate file: a pasted PEM stored in the data directory, the old one, or none.
+
+    WebAdmin takes the certificate itself, never a path: a path would let it tell which files
+    exist on the appliance. (The CLI's --ca-file takes a path: its user is on the machine.)
+    """
+    if form.get("ca_remove"):
         return None
-    if not os.path.isfile(path):
-        raise ConfigError(gettext("The CA file %(path)s does not exist on this machine. Give the full path of a "
-                                  "PEM file.", path=path))
-    return path
+    pem = form.get("ca_pem", "").strip()
+    if not pem:
+        return old.ca_file if old else None
+    return save_ca_certificate(pem)
+
+
+def save_ca_certificate(pem: str) -> str:
+    """Check a pasted PEM certificate (chain) and store it under ``ca/`` by its hash; returns the file's path."""
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        certificates = x509.load_pem_x509_certificates(pem.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raise ConfigError(gettext("The CA certificate is not a PEM certificate: paste the text from "
+                                  "-----BEGIN CERTIFICATE----- to -----END CERTIFICATE-----.")) from None
+    data = b"".join(c.public_bytes(Encoding.PEM) for c in certificates)
+    directory = current_app.config["ARCHIVISTA"].data_dir / "ca"
+    directory.mkdir(mode=0o750, exist_ok=True)
+    path = directory / f"{hashlib.sha256(data).hexdigest()[:24]}.pem"
+    if not path.exists():
+        path.write_bytes(data)
+    return str(path)
+
+
+def ca_description(account: Account | None) -> str | None:
+    """What the form says about the stored CA certificate: its subject, or the path the CLI set."""
+    if account is None or not account.ca_file:
+        return None
+    ca_dir = current_app.config["ARCHIVISTA"].data_dir / "ca"
+    path = Path(account.ca_file)
+    if path.parent != ca_dir:
+        return gettext("Set with the command line: %(path)s", path=account.ca_file)
+    try:
+        from cryptography import x509
+
+        first = x509.load_pem_x509_certificates(path.read_bytes())[0]
+        return first.subject.rfc4514_string()
+    except (OSError, ValueError):
+        return gettext("stored, but it cannot be read")
 
 
 @bp.get("/")
@@ -116,7 +159,8 @@ def new():
             return redirect(url_for("accounts.index"))
         except ArchivistaMailError as e:
             error = localized(e)
-    return render_template("accounts/form.html", account=None, form=request.form, error=error), 400 if error else 200
+    return render_template("accounts/form.html", account=None, form=request.form, error=error, ca=None), \
+        400 if error else 200
 
 
 @bp.route("/<name>/edit", methods=["GET", "POST"])
@@ -131,7 +175,8 @@ def edit(name: str):
             return redirect(url_for("accounts.index"))
         except ArchivistaMailError as e:
             error = localized(e)
-    return render_template("accounts/form.html", account=old, form=request.form, error=error), 400 if error else 200
+    return render_template("accounts/form.html", account=old, form=request.form, error=error,
+                           ca=ca_description(old)), 400 if error else 200
 
 
 @bp.post("/<name>/delete")
