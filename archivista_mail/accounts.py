@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .errors import ConfigError
+from .errors import ConfigError, escaped, t
 from .folders import check_folder_name
 
 KINDS = ("imap", "pop3", "o365")
@@ -32,7 +32,8 @@ class AfterAction:
             return cls(value)
         if value.startswith("move:") and value[5:].strip():
             return cls("move", value[5:].strip())
-        raise ConfigError(f"The after-archive action {value!r} is not known. Use none, read, move:FOLDER or delete.")
+        raise ConfigError(t("The after-archive action '%(action)s' is not known. Use none, read, move:FOLDER or "
+                            "delete.", action=escaped(value)))
 
     def __str__(self) -> str:
         return f"move:{self.target}" if self.kind == "move" else self.kind
@@ -91,8 +92,8 @@ def parse_after(value: str, kind: str) -> str:
     """Check an after-archive action: none, read, move:FOLDER or delete; raises ConfigError."""
     action = AfterAction.parse(value)
     if kind == "pop3" and action.kind not in ("none", "delete"):
-        raise ConfigError(f"POP3 accounts can only keep mail ('none') or delete it after archiving "
-                          f"('delete'), not {str(action)!r}: POP3 has no flags or folders.")
+        raise ConfigError(t("POP3 accounts can only keep mail ('none') or delete it after archiving ('delete'), "
+                            "not '%(action)s': POP3 has no flags or folders.", action=escaped(action)))
     if action.kind == "move" and kind == "imap":
         check_folder_name(action.target)
     return str(action)
@@ -101,52 +102,59 @@ def parse_after(value: str, kind: str) -> str:
 def check_secret_kept(old: Account, new: Account) -> None:
     """Refuse to keep a stored secret for a changed endpoint; raises ConfigError saying what to enter."""
     if new.secret == old.secret and new.endpoint != old.endpoint:
-        what = "client secret" if old.kind == "o365" or new.kind == "o365" else "password"
-        raise ConfigError(f"Account {new.name}: the type, server, port, security, user, tenant or client ID changed, "
-                          f"so enter the {what} again. A stored {what} is only ever sent to the server it was "
-                          "entered for.")
+        if old.kind == "o365" or new.kind == "o365":
+            raise ConfigError(t("Account %(name)s: the type, server, port, security, user, tenant or client ID "
+                                "changed, so enter the client secret again. A stored client secret is only ever "
+                                "sent to the server it was entered for.", name=new.name))
+        raise ConfigError(t("Account %(name)s: the type, server, port, security, user, tenant or client ID changed, "
+                            "so enter the password again. A stored password is only ever sent to the server it "
+                            "was entered for.", name=new.name))
 
 
 def validate(account: Account) -> Account:
     """Check an account's settings and return it; raises ConfigError with what to fix."""
     if not NAME_RE.match(account.name):
-        raise ConfigError(f"The account name {account.name!r} is not usable: use up to 64 letters, digits, "
-                          "dots, dashes, underscores or @, starting with a letter or digit.")
+        raise ConfigError(t("The account name '%(name)s' is not usable: use up to 64 letters, digits, dots, dashes, "
+                            "underscores or @, starting with a letter or digit.", name=escaped(account.name)))
     if account.kind not in KINDS:
-        raise ConfigError(f"The account type {account.kind!r} is not known. Use one of: {', '.join(KINDS)}.")
+        raise ConfigError(t("The account type '%(kind)s' is not known. Use one of: %(kinds)s.",
+                            kind=escaped(account.kind), kinds=", ".join(KINDS)))
     if account.security not in SECURITY:
-        raise ConfigError(f"The security setting {account.security!r} is not known. Use ssl, starttls or plain.")
+        raise ConfigError(t("The security setting '%(security)s' is not known. Use ssl, starttls or plain.",
+                            security=escaped(account.security)))
     if account.kind == "o365":
         return _validate_o365(account)
     if not account.host:
-        raise ConfigError(f"Account {account.name}: the server name (--host) is missing.")
+        raise ConfigError(t("Account %(name)s: the server name (--host) is missing.", name=account.name))
     if not 0 < account.port < 65536:
-        raise ConfigError(f"Account {account.name}: the port {account.port} is not a TCP port (1-65535).")
+        raise ConfigError(t("Account %(name)s: the port %(port)s is not a TCP port (1-65535).", name=account.name,
+                            port=account.port))
     if not account.username:
-        raise ConfigError(f"Account {account.name}: the user name (--user) is missing.")
+        raise ConfigError(t("Account %(name)s: the user name (--user) is missing.", name=account.name))
     if not account.folders:
-        raise ConfigError(f"Account {account.name}: at least one folder is needed (--folder).")
+        raise ConfigError(t("Account %(name)s: at least one folder is needed (--folder).", name=account.name))
     _check_after(account)
     if account.kind == "imap":
         for folder in account.folders:
             check_folder_name(folder)
     if account.kind == "pop3" and account.folders != ("INBOX",):
-        raise ConfigError(f"Account {account.name}: POP3 has only the inbox; leave out --folder.")
+        raise ConfigError(t("Account %(name)s: POP3 has only the inbox; leave out --folder.", name=account.name))
     return account
 
 
 def _validate_o365(account: Account) -> Account:
     if not account.tenant:
-        raise ConfigError(f"Account {account.name}: the tenant ID (--tenant) is missing; it is the Directory ID "
-                          "shown in the Azure portal.")
+        raise ConfigError(t("Account %(name)s: the tenant ID (--tenant) is missing; it is the Directory ID shown in "
+                            "the Azure portal.", name=account.name))
     if not account.username:
-        raise ConfigError(f"Account {account.name}: the client ID (--client-id) is missing; it is the "
-                          "Application ID of the app registration.")
+        raise ConfigError(t("Account %(name)s: the client ID (--client-id) is missing; it is the Application ID of "
+                            "the app registration.", name=account.name))
     if not account.mailboxes:
-        raise ConfigError(f"Account {account.name}: at least one mailbox address is needed (--mailbox).")
+        raise ConfigError(t("Account %(name)s: at least one mailbox address is needed (--mailbox).",
+                            name=account.name))
     if not 1 <= account.batch_size <= 1000:
-        raise ConfigError(f"Account {account.name}: the batch size must be between 1 and 1000, not "
-                          f"{account.batch_size}.")
+        raise ConfigError(t("Account %(name)s: the batch size must be between 1 and 1000, not %(size)s.",
+                            name=account.name, size=account.batch_size))
     _check_after(account)
     return account
 
@@ -155,6 +163,6 @@ def _check_after(account: Account) -> None:
     parse_after(account.after, account.kind)
     action = account.action
     if action.kind == "move" and action.target in account.folders:
-        raise ConfigError(f"Account {account.name}: mail would be moved into {action.target!r}, which is "
-                          "archived itself, so it would be fetched again after every move. Move it to a folder "
-                          "that is not in the account's folder list.")
+        raise ConfigError(t("Account %(name)s: mail would be moved into '%(folder)s', which is archived itself, so "
+                            "it would be fetched again after every move. Move it to a folder that is not in the "
+                            "account's folder list.", name=account.name, folder=escaped(action.target)))

@@ -187,7 +187,7 @@ def account_add(obj: Context, kind, name, host, port, security, username, passwo
         if not host or not username:
             raise ConfigError(f"An {kind.upper()} account needs --host and --user.")
         secret = _read_password(password_stdin, name)
-        acc = Account(name=name, kind=kind, host=host, port=port or DEFAULT_PORTS[(kind, security)],
+        acc = Account(name=name, kind=kind, host=host, port=DEFAULT_PORTS[(kind, security)] if port is None else port,
                       security=security, username=username, secret="",
                       folders=tuple(folders) or ("INBOX",), unread_only=unread_only, after=parse_after(after, kind),
                       ca_file=str(Path(ca_file).resolve()) if ca_file else None, enabled=not disabled)

@@ -51,6 +51,16 @@ def t(template: str, **params: Any) -> Text:
     return Text(template, params)
 
 
+def escaped(value: object) -> str:
+    """``value`` as ``repr`` shows a string, without its quotes: unprintable characters escaped (``\\x1b``).
+
+    For what a person typed, quoted in a sentence (``'%(name)s'`` where an f-string had ``{name!r}``):
+    a control or bidi character in a name can then neither hide nor reorder the sentence on a
+    terminal or a page."""
+    text = str(value)
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class ArchivistaMailError(Exception):
     """Base class: every error we raise on purpose. Its message is a sentence for a person.
 

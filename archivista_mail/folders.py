@@ -11,7 +11,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from .errors import ConfigError, escaped, t
 
 INBOX = "INBOX"
 
@@ -23,13 +23,14 @@ class FolderNameError(ConfigError):
 def check_folder_name(name: str) -> str:
     """Check a folder name as a person wrote it (no server needed) and return it; raises FolderNameError."""
     if not name or not name.strip():
-        raise FolderNameError("A folder name is empty. Write it as your mail client shows it, e.g. Entwürfe or "
-                              "Archiv/Alt.")
+        raise FolderNameError(t("A folder name is empty. Write it as your mail client shows it, e.g. Entwürfe or "
+                                "Archiv/Alt."))
     if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):
-        raise FolderNameError(f"The folder name {name!r} contains control characters; no mail server can hold it.")
+        raise FolderNameError(t("The folder name '%(folder)s' contains control characters; no mail server can hold "
+                                "it.", folder=escaped(name)))
     if name.startswith("/") or name.endswith("/") or "//" in name:
-        raise FolderNameError(f"The folder name {name!r} has an empty level. Write levels with one '/' between "
-                              "them, e.g. Archiv/Alt.")
+        raise FolderNameError(t("The folder name '%(folder)s' has an empty level. Write levels with one '/' between "
+                                "them, e.g. Archiv/Alt.", folder=escaped(name)))
     return name
 
 
@@ -59,10 +60,11 @@ class Namespace:
         if sep != "/":
             for level in levels:
                 if sep in level:
-                    raise FolderNameError(
-                        f"The folder name {name!r} cannot exist on this server: it separates folder levels with "
-                        f"{sep!r}, so no name can contain it. For a folder inside another write the levels with "
-                        f"'/' ({'/'.join(name.split(sep))}); otherwise choose a name without {sep!r}.")
+                    raise FolderNameError(t(
+                        "The folder name '%(folder)s' cannot exist on this server: it separates folder levels with "
+                        "'%(separator)s', so no name can contain it. For a folder inside another write the levels "
+                        "with '/' (%(levels)s); otherwise choose a name without '%(separator)s'.",
+                        folder=escaped(name), separator=escaped(sep), levels=escaped("/".join(name.split(sep)))))
         if levels[0].upper() == INBOX:
             return sep.join([INBOX, *levels[1:]])
         return self.prefix + sep.join(levels)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, escaped, t
 
 LINK_PATH = "/doc/"
 BASE_URL_SETTING = "link_base_url"  # "DNS-Name für API-Aufruf"
@@ -28,17 +28,17 @@ def check_base_url(value: str) -> str:
         scheme, rest = "https", value
     host, _, path = rest.partition("/")
     if scheme not in ("http", "https") or not _HOST.match(host) or any(c in path for c in "?# \\"):
-        raise ConfigError(f"The DNS name {value!r} is not usable: write the name WebAdmin is reached by, e.g. "
-                          "archiv.example.ch, or a URL such as https://archiv.example.ch:8443.")
+        raise ConfigError(t("The DNS name '%(value)s' is not usable: write the name WebAdmin is reached by, e.g. "
+                            "archiv.example.ch, or a URL such as https://archiv.example.ch:8443.", value=escaped(value)))
     return f"{scheme}://{rest}"
 
 
 def link_url(base_url: str, number: int) -> str:
     """The direct link to a document."""
     if not base_url:
-        raise ConfigError("No DNS name for direct links is set. Set it with 'archivista-mail settings set "
-                          f"{BASE_URL_SETTING} archiv.example.ch' (the name WebAdmin is reached by), or in WebAdmin "
-                          "under Archive links ('DNS-Name für API-Aufruf').")
+        raise ConfigError(t("No DNS name for direct links is set. Set it with 'archivista-mail settings set "
+                            "%(setting)s archiv.example.ch' (the name WebAdmin is reached by), or in WebAdmin under "
+                            "Archive links ('DNS-Name für API-Aufruf').", setting=BASE_URL_SETTING))
     return f"{base_url.rstrip('/')}{LINK_PATH}{number}"
 
 

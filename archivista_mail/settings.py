@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from .errors import ConfigError, escaped, t
 from .links import BASE_URL_SETTING, TITLE_FIELD_SETTING, TITLE_FIELDS, check_base_url
 from .state import State
 
@@ -27,15 +27,15 @@ class StoredSetting:
 def _title_field(value: str) -> str:
     value = value.strip()
     if value and value not in TITLE_FIELDS:
-        raise ConfigError(f"The title field {value!r} is not a document field. Use one of: {', '.join(TITLE_FIELDS)}, "
-                          "or nothing for the title.")
+        raise ConfigError(t("The title field '%(field)s' is not a document field. Use one of: %(fields)s, or "
+                            "nothing for the title.", field=escaped(value), fields=", ".join(TITLE_FIELDS)))
     return value
 
 
 def _interval(value: str) -> str:
     value = value.strip()
     if value and not (value.isdigit() and 1 <= int(value) <= 1440):
-        raise ConfigError("The import interval must be a whole number of minutes from 1 to 1440.")
+        raise ConfigError(t("The import interval must be a whole number of minutes from 1 to 1440."))
     return value
 
 
@@ -54,7 +54,8 @@ STORED_SETTINGS = {s.key: s for s in [
 def save_setting(state: State, key: str, value: str, actor: str) -> str:
     """Check and store a setting; returns the stored value. Raises ConfigError naming what is wrong."""
     if key not in STORED_SETTINGS:
-        raise ConfigError(f"There is no setting {key!r}. Settings: {', '.join(STORED_SETTINGS)}.")
+        raise ConfigError(t("There is no setting '%(key)s'. Settings: %(settings)s.", key=escaped(key),
+                            settings=", ".join(STORED_SETTINGS)))
     stored = STORED_SETTINGS[key].parse(value)
     state.save_setting(key, stored, actor)
     return stored

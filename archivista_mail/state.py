@@ -15,7 +15,7 @@ from typing import Any
 
 from .accounts import NAME_RE, Account
 from .archive.embedded import now_iso, open_database
-from .errors import ConfigError, SecretError
+from .errors import ConfigError, SecretError, escaped, t
 from .vault import Vault
 
 SCHEMA = [
@@ -97,10 +97,11 @@ class State:
         """Insert (new=True) or replace an account, and audit it. Raises ConfigError on name clashes."""
         exists = self.db.execute("SELECT 1 FROM accounts WHERE name=?", [account.name]).fetchone()
         if new and exists:
-            raise ConfigError(f"An account named {account.name!r} exists already. Choose another name, "
-                              f"or remove it first with 'archivista-mail account remove {account.name}'.")
+            raise ConfigError(t("An account named '%(name)s' exists already. Choose another name, or remove it "
+                                "first with 'archivista-mail account remove %(name)s'.", name=escaped(account.name)))
         if not new and not exists:
-            raise ConfigError(f"There is no account named {account.name!r}. See 'archivista-mail account list'.")
+            raise ConfigError(t("There is no account named '%(name)s'. See 'archivista-mail account list'.",
+                                name=escaped(account.name)))
         row = asdict(account)
         row["folders"] = json.dumps(list(account.folders), ensure_ascii=False)
         row["mailboxes"] = json.dumps(list(account.mailboxes), ensure_ascii=False)
@@ -128,7 +129,8 @@ class State:
         for acc in self.accounts():
             if acc.name == name:
                 return acc
-        raise ConfigError(f"There is no account named {name!r}. See 'archivista-mail account list'.")
+        raise ConfigError(t("There is no account named '%(name)s'. See 'archivista-mail account list'.",
+                            name=escaped(name)))
 
     def remove_account(self, name: str, actor: str) -> None:
         """Delete an account (its archived documents stay); raises ConfigError if unknown."""
@@ -181,9 +183,10 @@ class State:
     def save_user(self, name: str, password_hash: str, role: str, actor: str) -> None:
         """Create a WebAdmin user, or set an existing one's password and role (ending its sessions)."""
         if role not in ROLES:
-            raise ConfigError(f"The role {role!r} is not known. Use admin or viewer.")
+            raise ConfigError(t("The role '%(role)s' is not known. Use admin or viewer.", role=escaped(role)))
         if not NAME_RE.match(name):
-            raise ConfigError(f"The user name {name!r} is not usable: letters, digits, dots, dashes, @.")
+            raise ConfigError(t("The user name '%(name)s' is not usable: letters, digits, dots, dashes, @.",
+                                name=escaped(name)))
         with self.db.conn:
             self.db.execute("INSERT INTO users (name, password_hash, role, created_at) VALUES (?, ?, ?, ?) "
                             "ON CONFLICT(name) DO UPDATE SET password_hash=excluded.password_hash, "
@@ -231,7 +234,8 @@ class State:
 
     def _require_user(self, name: str) -> None:
         if self.user(name) is None:
-            raise ConfigError(f"There is no WebAdmin user named {name!r}. See 'archivista-mail admin list'.")
+            raise ConfigError(t("There is no WebAdmin user named '%(name)s'. See 'archivista-mail admin list'.",
+                                name=escaped(name)))
 
     # -- login throttling ------------------------------------------------------------------------
     def login_locked_until(self, keys: list[str], now: float) -> float:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from .errors import SecretError
+from .errors import SecretError, t
 
 if TYPE_CHECKING:
     from .accounts import Account
@@ -43,8 +43,8 @@ class Vault:
         """The secret behind a token, only for the endpoint it was entered for; raises SecretError otherwise."""
         secret, bound = self._open(token)
         if bound is not None and bound != endpoint:
-            raise SecretError("The stored password or secret was entered for another server, user or tenant than "
-                              "the account names now, and is only ever sent to that one. Enter it again.")
+            raise SecretError(t("The stored password or secret was entered for another server, user or tenant than "
+                                "the account names now, and is only ever sent to that one. Enter it again."))
         return secret
 
     def seal(self, account: Account, secret: str) -> Account:
@@ -63,9 +63,9 @@ class Vault:
         try:
             plain = self._key().decrypt(token.encode("ascii")).decode("utf-8")
         except (InvalidToken, ValueError) as e:
-            raise SecretError(f"A stored secret cannot be decrypted with the key in {self.key_path}. "
-                              "The key file was replaced or damaged: restore it from backup, or set "
-                              "the account's password again.") from e
+            raise SecretError(t("A stored secret cannot be decrypted with the key in %(path)s. The key file was "
+                                "replaced or damaged: restore it from backup, or set the account's password again.",
+                                path=self.key_path)) from e
         try:
             sealed = json.loads(plain)
         except ValueError:

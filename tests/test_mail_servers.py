@@ -287,4 +287,4 @@ def test_webadmins_folder_picker_shows_folders_as_a_client_does_and_offers_only_
     offered = re.findall(r'name="folder" value="([^"]+)"', page)
     assert offered == ["INBOX", "Entwürfe", "Kunden/2024"]
     assert re.search(r'value="Entwürfe" checked', page)
-    assert "Kunden: " in page and "only holds other folders" in page
+    assert "Kunden: " in page and "enthält nur andere Ordner, keine Mails" in page

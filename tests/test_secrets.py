@@ -65,7 +65,7 @@ def test_webadmin_refuses_a_new_server_without_the_password_and_keeps_the_accoun
     before = State(data_dir).account("box")
     response = edit(admin, "box", host="127.0.0.1", port=str(recorder.port), username=mailbox.user)
     assert response.status_code == 400
-    assert "enter the password again" in response.data.decode()
+    assert "geben Sie deshalb das Passwort neu ein" in response.data.decode()  # WebAdmin's default: German
     assert State(data_dir).account("box") == before
     token = csrf(admin.get("/accounts/").data)
     page = admin.post("/accounts/box/test", data={"csrf_token": token}).data.decode()
@@ -76,7 +76,7 @@ def test_webadmin_refuses_a_new_server_without_the_password_and_keeps_the_accoun
 def test_webadmin_refuses_turning_an_office_365_account_into_imap_with_its_client_secret(admin, data_dir, recorder):
     response = edit(admin, "m365", host="127.0.0.1", port=str(recorder.port), username="c")
     assert response.status_code == 400
-    assert "enter the client secret again" in response.data.decode()
+    assert "geben Sie deshalb das Client-Secret neu ein" in response.data.decode()
     assert State(data_dir).account("m365").kind == "o365"
     assert recorder.connections == 0
 
@@ -102,7 +102,7 @@ def test_no_code_path_sends_a_stored_password_to_an_endpoint_it_was_not_entered_
     assert result.exit_code != 0 and "entered for another server" in result.output
     token = csrf(admin.get("/accounts/").data)
     page = admin.post("/accounts/box/test", data={"csrf_token": token}).data.decode()
-    assert "entered for another server" in page
+    assert "für einen anderen Server, Benutzer oder Tenant eingegeben" in page
     done = subprocess.run([sys.executable, str(Path(__file__).parent.parent / "scripts" / "mailtest.py"),
                            "--data-dir", str(data_dir), "--account", "box"], capture_output=True, text=True,
                           timeout=60)

@@ -1,10 +1,14 @@
 """WebAdmin in German and English: complete catalogues, no German in English pages, option labels and dates
-per language, error pages (a failed CSRF check too) in the user's language and the site's layout."""
+per language, error pages (a failed CSRF check too) in the user's language and the site's layout, the core's
+sentences (t()) in the user's language in WebAdmin and in English in the CLI."""
 
 from __future__ import annotations
 
+import ast
+import html
 import io
 import re
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -13,10 +17,15 @@ from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.mofile import read_mo, write_mo
 from babel.messages.pofile import read_po
+from babel.support import Translations
+from conftest import PASSWORD
 from test_webadmin import ADMIN_PAGES, DOCUMENT_PAGES, SAMPLES, csrf, login
 
+from archivista_mail.accounts import Account
 from archivista_mail.config import Config
-from archivista_mail.errors import ConfigError
+from archivista_mail.errors import ConfigError, t
+from archivista_mail.sources import translated
+from archivista_mail.sources.graph import _login_failure
 from archivista_mail.state import State
 from webadmin import create_app
 from webadmin.i18n import LANGUAGES, check_timezone
@@ -286,3 +295,164 @@ def test_bad_requests_and_internal_errors_get_a_page_in_the_users_language(data_
 def test_an_unknown_time_zone_stops_webadmin_with_a_sentence(data_dir):
     with pytest.raises(ConfigError, match="webadmin_timezone"):
         create_app(Config(data_dir=data_dir, webadmin_timezone="Europe/Atlantis"))
+
+
+# -- the core's sentences (archivista_mail, written with t()) ----------------------------------------------------
+PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+def core_templates() -> list[tuple[str, str, set[str]]]:
+    """Every t("...") call in archivista_mail: where it is, its template, the names of the values it passes."""
+    found = []
+    for path in sorted((ROOT / "archivista_mail").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "t"):
+                continue
+            where = f"{path.relative_to(ROOT)}:{node.lineno}"
+            first = node.args[0] if len(node.args) == 1 else None
+            assert isinstance(first, ast.Constant) and isinstance(first.value, str), \
+                f"{where}: t() takes one string literal ('make messages' extracts nothing else) and named values"
+            assert all(k.arg for k in node.keywords), f"{where}: name each value (no **values): the test checks them"
+            found.append((where, first.value, {k.arg for k in node.keywords}))
+    assert len(found) > 80, "too few t() sentences found in archivista_mail"
+    return found
+
+
+def german():
+    return Translations.load(TRANSLATIONS, ["de"])
+
+
+def test_every_core_sentence_is_given_exactly_the_values_its_template_names():
+    wrong = [f"{where}: {template!r} is given {sorted(names)}" for where, template, names in core_templates()
+             if names != set(PLACEHOLDER.findall(template))]
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("lang", CATALOGUES)
+def test_every_core_sentences_translation_has_exactly_its_placeholders(lang):
+    # Babel's catalogue check (above) misses a placeholder the translation leaves out; Text.translated() falls
+    # back to English on a broken one, so a mistake here would only show as an untranslated sentence.
+    cat = catalogue(lang)
+    wrong = []
+    for where, template, names in core_templates():
+        entry = cat.get(template)
+        values = {name: f"<{name}>" for name in names}
+        try:
+            shown = entry.string % values if values else entry.string
+        except (AttributeError, KeyError, ValueError, TypeError) as e:
+            wrong.append(f"{where}: {template!r}: {type(e).__name__} {e}")
+            continue
+        missing = [name for name, value in values.items() if value not in shown]
+        if missing or set(PLACEHOLDER.findall(entry.string)) != names:
+            wrong.append(f"{where}: {template!r} -> {entry.string!r} (missing {missing})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_a_sentence_with_a_sentence_inside_is_translated_whole_and_stays_english_for_the_cli():
+    acc = Account("box", "imap", "mail.example.org", 143, "plain", "u", "")
+    with pytest.raises(Exception) as caught:
+        with translated(acc, t("connecting"), 5):
+            raise EOFError("b'* BYE server says goodbye'")
+    e = caught.value
+    assert str(e) == ("Account box: the connection to mail.example.org:143 failed while connecting (* BYE server "
+                      "says goodbye). The next run continues where this one stopped.")
+    assert e.localized(german().gettext, public=True) == (
+        "Konto box: Die Verbindung zu mail.example.org:143 ist beim Verbinden fehlgeschlagen. Prüfen Sie, ob "
+        "Server, Port und Sicherheit zum Mailserver des Kontos gehören.")
+    assert "BYE" in e.localized(german().gettext) and "BYE" not in e.localized(german().gettext, public=True)
+    login = _login_failure(Account("m365", "o365", "graph.microsoft.com", 443, "ssl", "c", ""),
+                           "AADSTS7000215: Invalid client secret provided.")
+    assert str(login) == ("Account m365: Microsoft 365 refused the app's login (AADSTS7000215): the client secret "
+                          "is wrong. Enter the secret's Value (not its Secret ID) from the app registration.")
+    assert login.translated(german().gettext) == (
+        "Konto m365: Microsoft 365 hat die Anmeldung der App abgelehnt (AADSTS7000215): Das Client-Secret ist "
+        "falsch. Geben Sie den Wert des Secrets (Value, nicht die Secret ID) aus der App-Registrierung ein.")
+
+
+def alert(page: str) -> str:
+    """The error paragraph of a page, as the reader sees it (entities such as &#39; decoded)."""
+    found = re.search(r'<p class="error"[^>]*role="alert">(.*?)</p>', page, re.S)
+    assert found, page
+    return html.unescape(found.group(1))
+
+
+def new_imap_account(client, **fields):
+    token = csrf(client.get("/accounts/new").data)
+    form = {"csrf_token": token, "name": "neu", "kind": "imap", "host": "mail.example.org", "port": "993",
+            "security": "ssl", "username": "u", "password": "secret-1", "folders": "INBOX", "mode": "all",
+            "after": "none", **fields}
+    return client.post("/accounts/new", data=form)
+
+
+@pytest.mark.parametrize("fields,de,en", [
+    ({"port": "0"}, "Konto neu: Der Port 0 ist kein TCP-Port (1-65535).",
+     "Account neu: the port 0 is not a TCP port (1-65535)."),
+    ({"folders": "INBOX\nArchiv//Alt"},
+     "Der Ordnername «Archiv//Alt» hat eine leere Ebene. Schreiben Sie die Ebenen mit je einem «/» dazwischen, "
+     "z. B. Archiv/Alt.",
+     "The folder name 'Archiv//Alt' has an empty level. Write levels with one '/' between them, e.g. Archiv/Alt."),
+    ({"after": "move", "move_to": "Archiv//Alt"}, "Der Ordnername «Archiv//Alt» hat eine leere Ebene.",
+     "The folder name 'Archiv//Alt' has an empty level."),
+    ({"after": "move", "move_to": "INBOX"}, "Konto neu: Mails würden nach «INBOX» verschoben, der selbst archiviert "
+     "wird", "Account neu: mail would be moved into 'INBOX', which is archived itself"),
+])
+def test_the_account_forms_core_sentences_are_in_the_users_language(app, fields, de, en):
+    for lang, sentence in [("de", de), ("en", en)]:
+        response = new_imap_account(client_in(app, lang), **fields)
+        assert response.status_code == 400, lang
+        assert sentence in alert(response.get_data(as_text=True)), lang
+    assert "neu" not in [a.name for a in State(app.config["ARCHIVISTA"].data_dir).accounts()]
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, then closed again): connecting to it is refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_refused_connection_is_reported_in_the_users_language(app, run):
+    port = closed_port()
+    assert run("account", "add", "imap", "closed", "--host", "127.0.0.1", "--port", str(port), "--security",
+               "plain", "--user", "u", "--password-stdin", input="secret-1\n").exit_code == 0
+    pages = {}
+    for lang in ("de", "en"):
+        client = client_in(app, lang)
+        pages[lang] = alert(client.post("/accounts/closed/test", data={"csrf_token": csrf(
+            client.get("/accounts/").data)}).get_data(as_text=True))
+    assert pages["de"] == (f"Konto closed: 127.0.0.1:{port} hat die Verbindung abgelehnt. Prüfen Sie den Port und "
+                           "ob der Mailserver läuft.")
+    assert pages["en"] == (f"Account closed: 127.0.0.1:{port} refused the connection. Check the port and that the "
+                           "mail server is running.")
+    cli = run("account", "test", "closed")
+    assert f"127.0.0.1:{port} refused the connection. Check the port" in cli.output
+
+
+def test_the_connection_tests_folder_report_is_in_the_users_language(app, run, mailbox):
+    assert run("account", "add", "imap", "dove", "--host", "127.0.0.1", "--port", str(mailbox.server.ports["imap"]),
+               "--security", "plain", "--user", mailbox.user, "--password-stdin", "--folder", "INBOX", "--folder",
+               "Nope", "--after", "move:Archiv/Alt", input=PASSWORD + "\n").exit_code == 0
+    pages = {}
+    for lang in ("de", "en"):
+        client = client_in(app, lang)
+        page = client.post("/accounts/dove/test", data={"csrf_token": csrf(client.get("/accounts/").data)})
+        pages[lang] = html.unescape(page.get_data(as_text=True))
+    assert "Konto dove: Den Ordner «Nope» gibt es auf 127.0.0.1 nicht. Ordner dort: INBOX." in pages["de"]
+    assert ("Nach dem Archivieren: Den Ordner «Archiv/Alt» gibt es noch nicht; er kann erstellt werden und wird es "
+            "beim ersten Verschieben") in pages["de"]
+    assert "Account dove: the folder 'Nope' does not exist on 127.0.0.1. Folders there: INBOX." in pages["en"]
+    assert ("After archiving: the folder 'Archiv/Alt' does not exist yet; it can be created and will be at the "
+            "first move") in pages["en"]
+
+
+def test_the_cli_says_the_core_sentences_in_english(run):
+    # (the CLI takes --port 0 as "no port given": the default port for the security)
+    result = run("account", "add", "imap", "box", "--host", "mail.example.org", "--port", "70000", "--user", "u",
+                 "--password-stdin", input="secret-1\n")
+    assert result.exit_code == 2, result.output
+    assert "Error: Account box: the port 70000 is not a TCP port (1-65535).\n" in result.output
+    result = run("account", "add", "imap", "box", "--host", "mail.example.org", "--user", "u", "--folder",
+                 "Archiv//Alt", "--password-stdin", input="secret-1\n")
+    assert result.exit_code == 2, result.output
+    assert ("Error: The folder name 'Archiv//Alt' has an empty level. Write levels with one '/' between them, e.g. "
+            "Archiv/Alt.\n") in result.output

@@ -82,7 +82,7 @@ def test_the_connection_test_shows_no_bytes_a_foreign_service_sent(service, run)
     finally:
         banner.close()
     assert "SSH-2.0" not in page and "OpenSSH" not in page
-    assert "failed while connecting. Check that server, port and security belong to the account" in page
+    assert "ist beim Verbinden fehlgeschlagen. Prüfen Sie, ob Server, Port und Sicherheit zum Mailserver" in page
     cli = run("account", "test", "ssh")  # the operator's own CLI may show what the server said
     assert "SSH-2.0" in cli.output
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..accounts import Account
-from ..errors import ArchivistaMailError, AuthError, ConnectError, FetchError
+from ..errors import ArchivistaMailError, AuthError, ConnectError, FetchError, Text, escaped, t
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Session:
         self.timeout = timeout
         self.client = None
 
-    def _guard(self, doing: str):
+    def _guard(self, doing: str | Text):
         return translated(self.account, doing, self.timeout, auth_errors=self.auth_errors,
                           protocol_errors=self.protocol_errors)
 
@@ -67,18 +67,20 @@ def tls_context(account: Account) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=account.ca_file or None)
     except (OSError, ssl.SSLError) as e:
-        advice = "Give a PEM file with the certificate of the CA that signed the server's certificate."
-        raise ConnectError(f"Account {account.name}: the CA file {account.ca_file} cannot be read ({e}). {advice}",
-                           public=f"Account {account.name}: the account's CA certificate cannot be used. {advice}") \
-            from e
+        advice = t("Give a PEM file with the certificate of the CA that signed the server's certificate.")
+        raise ConnectError(t("Account %(name)s: the CA file %(path)s cannot be read (%(reason)s). %(advice)s",
+                             name=account.name, path=account.ca_file, reason=str(e), advice=advice),
+                           public=t("Account %(name)s: the account's CA certificate cannot be used. %(advice)s",
+                                    name=account.name, advice=advice)) from e
 
 
 @contextmanager
-def translated(account: Account, doing: str, timeout: int, auth_errors: tuple[type[BaseException], ...] = (),
+def translated(account: Account, doing: str | Text, timeout: int, auth_errors: tuple[type[BaseException], ...] = (),
                protocol_errors: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
     """Turn socket, TLS and library errors into our errors, each a sentence naming the account.
 
-    ``doing`` says what was under way ("connecting", "fetching mail") for the message.
+    ``doing`` says what was under way (``t("connecting")``, ``t("fetching mail")``) for the message; it
+    completes "while ...", so it is a Text to be translated with the sentence.
     """
     where = f"{account.host}:{account.port}"
     try:
@@ -86,44 +88,56 @@ def translated(account: Account, doing: str, timeout: int, auth_errors: tuple[ty
     except ArchivistaMailError:
         raise
     except auth_errors as e:
-        advice = "Check the user name and password, and that the mailbox allows this kind of access."
-        raise AuthError(f"Account {account.name}: the server {account.host} rejected the login of user "
-                        f"{account.username!r} ({reason_of(e)}). {advice}",
-                        public=f"Account {account.name}: the server {account.host} rejected the login of user "
-                               f"{account.username!r}. {advice}") from e
+        advice = t("Check the user name and password, and that the mailbox allows this kind of access.")
+        raise AuthError(t("Account %(name)s: the server %(host)s rejected the login of user '%(user)s' (%(reason)s). "
+                          "%(advice)s", name=account.name, host=account.host, user=escaped(account.username),
+                          reason=reason_of(e), advice=advice),
+                        public=t("Account %(name)s: the server %(host)s rejected the login of user '%(user)s'. "
+                                 "%(advice)s", name=account.name, host=account.host, user=escaped(account.username),
+                                 advice=advice)) from e
     except ssl.SSLCertVerificationError as e:
-        raise ConnectError(f"Account {account.name}: the TLS certificate of {where} is not trusted "
-                           f"({e.verify_message or reason_of(e)}). Check that the host name matches the certificate; "
-                           "if the server uses its own CA, give its certificate with --ca-file.") from e
+        raise ConnectError(t("Account %(name)s: the TLS certificate of %(where)s is not trusted (%(reason)s). Check "
+                             "that the host name matches the certificate; if the server uses its own CA, give its "
+                             "certificate with --ca-file.", name=account.name, where=where,
+                             reason=e.verify_message or reason_of(e))) from e
     except ssl.CertificateError as e:  # not a subclass of SSLError on every Python
-        raise ConnectError(f"Account {account.name}: the TLS certificate of {where} does not fit ({e}). "
-                           "Check the host name, or give the server's CA with --ca-file.") from e
+        raise ConnectError(t("Account %(name)s: the TLS certificate of %(where)s does not fit (%(reason)s). Check the "
+                             "host name, or give the server's CA with --ca-file.", name=account.name, where=where,
+                             reason=str(e))) from e
     except ssl.SSLError as e:
         if account.security == "ssl" and _plain_text_answer(e):
-            raise ConnectError(f"Account {account.name}: {where} answered in plain text, not TLS. Use --security "
-                               "starttls on this port, or --security ssl on the server's TLS port (993 for IMAP, "
-                               "995 for POP3).") from e
-        raise ConnectError(f"Account {account.name}: the TLS handshake with {where} failed ({reason_of(e)}). "
-                           "Check that the port and the security setting (ssl or starttls) fit the server.") from e
+            raise ConnectError(t("Account %(name)s: %(where)s answered in plain text, not TLS. Use --security "
+                                 "starttls on this port, or --security ssl on the server's TLS port (993 for IMAP, "
+                                 "995 for POP3).", name=account.name, where=where)) from e
+        raise ConnectError(t("Account %(name)s: the TLS handshake with %(where)s failed (%(reason)s). Check that the "
+                             "port and the security setting (ssl or starttls) fit the server.", name=account.name,
+                             where=where, reason=reason_of(e))) from e
     except socket.gaierror as e:
-        raise ConnectError(f"Account {account.name}: the server name {account.host!r} cannot be resolved "
-                           f"({e.strerror}). Check the host name and the machine's DNS settings.") from e
+        raise ConnectError(t("Account %(name)s: the server name '%(host)s' cannot be resolved (%(reason)s). Check the "
+                             "host name and the machine's DNS settings.", name=account.name,
+                             host=escaped(account.host), reason=e.strerror)) from e
     except ConnectionRefusedError as e:
-        raise ConnectError(f"Account {account.name}: {where} refused the connection. Check the port and that "
-                           "the mail server is running.") from e
+        raise ConnectError(t("Account %(name)s: %(where)s refused the connection. Check the port and that the mail "
+                             "server is running.", name=account.name, where=where)) from e
     except (TimeoutError, socket.timeout) as e:
-        if doing == "connecting" and account.security != "ssl":
-            raise ConnectError(f"Account {account.name}: {where} accepted the connection but sent no greeting within "
-                               f"{timeout} seconds. If this port expects TLS from the first byte (993 for IMAP, 995 "
-                               "for POP3), use --security ssl; otherwise check the server.") from e
-        raise ConnectError(f"Account {account.name}: {where} did not answer within {timeout} seconds while "
-                           f"{doing}. Check the network and the server; the next run continues where this one "
-                           "stopped.") from e
+        if str(doing) == "connecting" and account.security != "ssl":
+            raise ConnectError(t("Account %(name)s: %(where)s accepted the connection but sent no greeting within "
+                                 "%(timeout)s seconds. If this port expects TLS from the first byte (993 for IMAP, "
+                                 "995 for POP3), use --security ssl; otherwise check the server.", name=account.name,
+                                 where=where, timeout=timeout)) from e
+        # Translators: %(doing)s is what was under way, e.g. "fetching mail".
+        raise ConnectError(t("Account %(name)s: %(where)s did not answer within %(timeout)s seconds while %(doing)s. "
+                             "Check the network and the server; the next run continues where this one stopped.",
+                             name=account.name, where=where, timeout=timeout, doing=doing)) from e
     except (OSError, EOFError, *protocol_errors) as e:
-        raise FetchError(f"Account {account.name}: the connection to {where} failed while {doing} "
-                         f"({reason_of(e)}). The next run continues where this one stopped.",
-                         public=f"Account {account.name}: the connection to {where} failed while {doing}. Check "
-                                "that server, port and security belong to the account's mail server.") from e
+        # Translators: %(doing)s is what was under way, e.g. "fetching mail".
+        raise FetchError(t("Account %(name)s: the connection to %(where)s failed while %(doing)s (%(reason)s). The "
+                           "next run continues where this one stopped.", name=account.name, where=where, doing=doing,
+                           reason=reason_of(e)),
+                         # Translators: %(doing)s is what was under way, e.g. "fetching mail".
+                         public=t("Account %(name)s: the connection to %(where)s failed while %(doing)s. Check that "
+                                  "server, port and security belong to the account's mail server.",
+                                  name=account.name, where=where, doing=doing)) from e
 
 
 def _plain_text_answer(e: ssl.SSLError) -> bool:

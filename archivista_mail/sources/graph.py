@@ -23,7 +23,18 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from ..accounts import Account, AfterAction
-from ..errors import ActionRefusedError, AuthError, ConfigError, ConnectError, FetchError, FolderError, SourceError
+from ..errors import (
+    ActionRefusedError,
+    AuthError,
+    ConfigError,
+    ConnectError,
+    FetchError,
+    FolderError,
+    SourceError,
+    Text,
+    escaped,
+    t,
+)
 
 GRAPH = "https://graph.microsoft.com/v1.0"
 SCOPES = ["https://graph.microsoft.com/.default"]
@@ -118,11 +129,13 @@ class GraphSession:
         try:
             ok = self.o365.authenticate(requested_scopes=SCOPES)
         except ValueError as e:  # msal: the tenant's configuration could not be fetched
-            raise AuthError(f"Account {acc.name}: the tenant {acc.tenant!r} is not known to Microsoft 365 ({e}). "
-                            "Check the tenant ID (Directory ID) in the Azure portal.") from e
+            raise AuthError(t("Account %(name)s: the tenant '%(tenant)s' is not known to Microsoft 365 (%(reason)s). "
+                              "Check the tenant ID (Directory ID) in the Azure portal.", name=acc.name,
+                              tenant=escaped(acc.tenant), reason=str(e))) from e
         except Exception as e:  # requests' connection errors, proxies, TLS
-            raise ConnectError(f"Account {acc.name}: Microsoft's login service cannot be reached ({e}). Check the "
-                               "network, proxy and firewall of this machine.") from e
+            raise ConnectError(t("Account %(name)s: Microsoft's login service cannot be reached (%(reason)s). Check "
+                                 "the network, proxy and firewall of this machine.", name=acc.name,
+                                 reason=str(e))) from e
         finally:
             log.removeHandler(capture)
             log.setLevel(logging.CRITICAL + 1)
@@ -157,9 +170,9 @@ class GraphSession:
                 try:
                     response = self.o365.con.oauth_request(url, method, **kwargs)
                 except Exception as e:  # requests' ConnectionError, Timeout, SSLError; msal refresh failures
-                    raise FetchError(f"Account {self.account.name}: the request to Microsoft Graph failed "
-                                     f"({type(e).__name__}: {e}). The next run continues where this one "
-                                     "stopped.") from e
+                    raise FetchError(t("Account %(name)s: the request to Microsoft Graph failed (%(reason)s). The "
+                                       "next run continues where this one stopped.", name=self.account.name,
+                                       reason=f"{type(e).__name__}: {e}")) from e
             if response.status_code in RETRYABLE and attempt < MAX_ATTEMPTS - 1:
                 self.throttled += 1
                 wait = parse_retry_after(response.headers.get("Retry-After"))
@@ -175,37 +188,41 @@ class GraphSession:
 
     def _refused(self, response, mailbox: str, action: AfterAction) -> ActionRefusedError:
         code, message = _error_body(response)
-        return ActionRefusedError(
-            f"Account {self.account.name}: Microsoft Graph refused the after-archive action {str(action)!r} in "
-            f"mailbox {mailbox} ({response.status_code} {code}: {message}). The mails are archived; the action is "
-            "tried again on the next run. Check the target folder (a well-known name such as archive, or a folder "
-            "id) and that the app has the application permission Mail.ReadWrite.")
+        return ActionRefusedError(t(
+            "Account %(name)s: Microsoft Graph refused the after-archive action '%(action)s' in mailbox %(mailbox)s "
+            "(%(status)s %(code)s: %(message)s). The mails are archived; the action is tried again on the next run. "
+            "Check the target folder (a well-known name such as archive, or a folder id) and that the app has the "
+            "application permission Mail.ReadWrite.", name=self.account.name, action=escaped(action),
+            mailbox=mailbox, status=response.status_code, code=code, message=message))
 
     def _error(self, response, mailbox: str) -> SourceError:
         acc = self.account.name
         code, message = _error_body(response)
         status = response.status_code
         if status == 410:
-            return DeltaExpiredError(f"Account {acc}: the delta token for {mailbox} expired ({code}).")
+            return DeltaExpiredError(t("Account %(name)s: the delta token for %(mailbox)s expired (%(code)s).",
+                                       name=acc, mailbox=mailbox, code=code))
         if code == "ErrorItemNotFound":
-            return GoneError(f"Account {acc}: {message}")
+            return GoneError(t("Account %(name)s: %(problem)s", name=acc, problem=message))
         if code == "MailboxNotEnabledForRESTAPI":
-            return FolderError(f"Account {acc}: the mailbox {mailbox} is not enabled for the Graph API (it is "
-                               "inactive, soft-deleted or hosted on-premises). Archive it over IMAP instead, or "
-                               "move it to Exchange Online.")
+            return FolderError(t("Account %(name)s: the mailbox %(mailbox)s is not enabled for the Graph API (it is "
+                                 "inactive, soft-deleted or hosted on-premises). Archive it over IMAP instead, or "
+                                 "move it to Exchange Online.", name=acc, mailbox=mailbox))
         if code in ("ErrorInvalidUser", "ResourceNotFound") or (status == 404 and "user" in message.lower()):
-            return FolderError(f"Account {acc}: the mailbox {mailbox} does not exist in this tenant. Check the "
-                               "address (the user's primary SMTP address or user principal name).")
+            return FolderError(t("Account %(name)s: the mailbox %(mailbox)s does not exist in this tenant. Check the "
+                                 "address (the user's primary SMTP address or user principal name).", name=acc,
+                                 mailbox=mailbox))
         if status == 401:
-            return AuthError(f"Account {acc}: Microsoft Graph rejected the access token ({message}). Check that "
-                             "the app registration still exists and its secret is valid.")
+            return AuthError(t("Account %(name)s: Microsoft Graph rejected the access token (%(message)s). Check that "
+                               "the app registration still exists and its secret is valid.", name=acc,
+                               message=message))
         if status == 403:
-            return AuthError(f"Account {acc}: access to the mailbox {mailbox} was denied ({code}). Grant the app "
-                             "the application permission Mail.Read (Mail.ReadWrite to mark, move or delete) with "
-                             "admin consent, and check any application access policy that limits it to chosen "
-                             "mailboxes.")
-        return FetchError(f"Account {acc}: Microsoft Graph answered {status} {code}: {message}. The next run "
-                          "tries again.")
+            return AuthError(t("Account %(name)s: access to the mailbox %(mailbox)s was denied (%(code)s). Grant the "
+                               "app the application permission Mail.Read (Mail.ReadWrite to mark, move or delete) "
+                               "with admin consent, and check any application access policy that limits it to "
+                               "chosen mailboxes.", name=acc, mailbox=mailbox, code=code))
+        return FetchError(t("Account %(name)s: Microsoft Graph answered %(status)s %(code)s: %(message)s. The next "
+                            "run tries again.", name=acc, status=status, code=code, message=message))
 
     # -- mail ---------------------------------------------------------------------------
     @staticmethod
@@ -217,8 +234,9 @@ class GraphSession:
         try:
             return self.request("GET", self.folder_url(mailbox, folder), mailbox).json()
         except GoneError as e:
-            raise FolderError(f"Account {self.account.name}: the folder {folder!r} does not exist in mailbox "
-                              f"{mailbox}. Use a well-known name such as inbox or archive, or the folder's id.") from e
+            raise FolderError(t("Account %(name)s: the folder '%(folder)s' does not exist in mailbox %(mailbox)s. Use "
+                                "a well-known name such as inbox or archive, or the folder's id.",
+                                name=self.account.name, folder=escaped(folder), mailbox=mailbox)) from e
 
     def delta_page(self, mailbox: str, folder: str, link: str | None, page_size: int) -> DeltaPage:
         """One page of the folder's message delta: from ``link`` (a nextLink or deltaLink), or a new round."""
@@ -258,7 +276,8 @@ class GraphSession:
                 elif action.kind == "move":
                     self.request("POST", f"{url}/move", mailbox, data={"destinationId": action.target}, acting=action)
                 else:
-                    raise ConfigError(f"Account {self.account.name}: unknown after-archive action {str(action)!r}.")
+                    raise ConfigError(t("Account %(name)s: unknown after-archive action '%(action)s'.",
+                                        name=self.account.name, action=escaped(action)))
             except GoneError:
                 pass
 
@@ -281,17 +300,22 @@ def _error_body(response) -> tuple[str, str]:
         return "", response.text[:200]
 
 
-def _login_failure(acc: Account, detail: str) -> str:
+def _login_failure(acc: Account, detail: str) -> Text:
+    """What Microsoft's login service said (``detail``, with its AADSTS code), in a sentence saying what to do."""
     if "AADSTS7000215" in detail:
-        what = "the client secret is wrong. Enter the secret's Value (not its Secret ID) from the app registration"
+        what = t("the client secret is wrong. Enter the secret's Value (not its Secret ID) from the app registration")
     elif "AADSTS7000222" in detail:
-        what = "the client secret has expired. Create a new secret in the app registration and enter it here"
+        what = t("the client secret has expired. Create a new secret in the app registration and enter it here")
     elif "AADSTS700016" in detail:
-        what = "the client (application) ID is not known in this tenant. Check the Application ID and the tenant ID"
+        what = t("the client (application) ID is not known in this tenant. Check the Application ID and the tenant "
+                 "ID")
     elif "AADSTS90002" in detail or "tenant" in detail.lower():
-        what = "the tenant is not known. Check the tenant ID (Directory ID)"
+        what = t("the tenant is not known. Check the tenant ID (Directory ID)")
     else:
-        what = "the login failed. Check tenant ID, client ID and client secret"
+        what = t("the login failed. Check tenant ID, client ID and client secret")
     code = next((w.strip(":|.,") for w in detail.split() if w.startswith("AADSTS")), "")
-    return f"Account {acc.name}: Microsoft 365 refused the app's login{f' ({code})' if code else ''}: {what}."
+    if code:
+        return t("Account %(name)s: Microsoft 365 refused the app's login (%(code)s): %(problem)s.", name=acc.name,
+                 code=code, problem=what)
+    return t("Account %(name)s: Microsoft 365 refused the app's login: %(problem)s.", name=acc.name, problem=what)
 

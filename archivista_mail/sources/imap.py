@@ -13,7 +13,17 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imap_utf7 import encode as encode_utf7
 
 from ..accounts import AfterAction
-from ..errors import ActionRefusedError, AuthError, ConfigError, ConnectError, FolderError, FolderSkippedError
+from ..errors import (
+    ActionRefusedError,
+    AuthError,
+    ConfigError,
+    ConnectError,
+    FolderError,
+    FolderSkippedError,
+    Text,
+    escaped,
+    t,
+)
 from ..folders import FolderNameError, Namespace
 from ..model import SpooledData
 from ..spool import SpoolWriter
@@ -42,7 +52,7 @@ class ImapSession(Session):
         acc = self.account
         self._folders: dict[str, set[bytes]] | None = None
         self._rights_checked: set[tuple[str, str]] = set()
-        with self._guard("connecting"):
+        with self._guard(t("connecting")):
             if acc.security == "ssl":
                 self.client = IMAPClient(acc.host, port=acc.port, ssl=True, ssl_context=tls_context(acc),
                                          timeout=self.timeout)
@@ -51,29 +61,30 @@ class ImapSession(Session):
                 if acc.security == "starttls":
                     self.client.starttls(tls_context(acc))
             else:
-                raise ConfigError(f"Account {acc.name}: unknown security {acc.security!r}.")
-        with self._guard("logging in"):
+                raise ConfigError(t("Account %(name)s: unknown security '%(security)s'.", name=acc.name,
+                                    security=escaped(acc.security)))
+        with self._guard(t("logging in")):
             self._login()
-        with self._guard("reading the folder namespace"):
+        with self._guard(t("reading the folder namespace")):
             self.namespace = self._read_namespace()
 
     def _login(self) -> None:
         acc, client = self.account, self.client
         if client.has_capability("LOGINDISABLED"):  # RFC 3501 7.2.1: no passwords in the clear
-            raise ConnectError(
-                f"Account {acc.name}: {acc.host}:{acc.port} refuses passwords on an unencrypted connection "
-                "(LOGINDISABLED). Use --security starttls on this port, or --security ssl on the server's TLS "
-                "port (usually 993).")
+            raise ConnectError(t(
+                "Account %(name)s: %(host)s:%(port)s refuses passwords on an unencrypted connection (LOGINDISABLED). "
+                "Use --security starttls on this port, or --security ssl on the server's TLS port (usually 993).",
+                name=acc.name, host=acc.host, port=acc.port))
         if (acc.username + self._password).isascii():
             client.login(acc.username, self._password)
         elif client.has_capability("AUTH=PLAIN"):
             # LOGIN's quoted strings are ASCII in imaplib; AUTHENTICATE PLAIN (RFC 4616) carries UTF-8.
             client.plain_login(acc.username, self._password)
         else:
-            raise AuthError(
-                f"Account {acc.name}: the user name or password contains characters beyond ASCII, and "
-                f"{acc.host} offers no AUTHENTICATE PLAIN, the only way IMAP can carry them. Ask the mail "
-                "server's administrator to enable it, or use an ASCII password.")
+            raise AuthError(t(
+                "Account %(name)s: the user name or password contains characters beyond ASCII, and %(host)s offers "
+                "no AUTHENTICATE PLAIN, the only way IMAP can carry them. Ask the mail server's administrator to "
+                "enable it, or use an ASCII password.", name=acc.name, host=acc.host))
 
     def _read_namespace(self) -> Namespace:
         """The personal namespace (RFC 2342), or the separator from LIST "" "" (RFC 3501 6.3.8) without it."""
@@ -105,7 +116,7 @@ class ImapSession(Session):
     def server_folders(self) -> dict[str, set[bytes]]:
         """Every folder on the server by its server name, with its LIST flags (upper case); one LIST per session."""
         if self._folders is None:
-            with self._guard("listing folders"):
+            with self._guard(t("listing folders")):
                 listed = self.client.list_folders()
             self._folders = {(name if isinstance(name, str) else name.decode()): {f.upper() for f in flags}
                              for flags, _, name in listed}
@@ -123,7 +134,7 @@ class ImapSession(Session):
         except FolderNameError as e:
             if name in self.server_folders():  # the server's own spelling, written before names were mapped
                 return name
-            raise FolderError(f"Account {self.account.name}: {e}") from e
+            raise FolderError(t("Account %(name)s: %(problem)s", name=self.account.name, problem=e.text)) from e
 
     def open_folder(self, name: str) -> FolderInfo:
         """SELECT (or EXAMINE when read-only) a folder written as a mail client shows it.
@@ -132,7 +143,7 @@ class ImapSession(Session):
         it is only a level above other folders (``\\Noselect``).
         """
         server = self.server_name(name)
-        with self._guard(f"opening folder {name!r}"):
+        with self._guard(t("opening folder '%(folder)s'", folder=escaped(name))):
             try:
                 info = self.client.select_folder(server, readonly=self.account.readonly)
             except imaplib.IMAP4.abort:
@@ -150,16 +161,20 @@ class ImapSession(Session):
         flags = self.server_folders().get(server)
         if flags is None:
             folders = ", ".join(self.list_folders()[:20])
-            return FolderError(f"Account {acc.name}: the folder {name!r} does not exist on {acc.host}. Folders "
-                               f"there: {folders}. Fix the account's folder list.")
+            return FolderError(t("Account %(name)s: the folder '%(folder)s' does not exist on %(host)s. Folders "
+                                 "there: %(folders)s. Fix the account's folder list.", name=acc.name,
+                                 folder=escaped(name), host=acc.host, folders=folders))
         if flags & NOT_SELECTABLE:
-            return FolderSkippedError(
-                f"Account {acc.name}: the folder {name!r} on {acc.host} only holds other folders, not mail; it "
-                "was skipped. Remove it from the account's folder list, or list the folders inside it.")
-        return FolderError(f"Account {acc.name}: {acc.host} refused to open the folder {name!r} ({reason_of(e)}). "
-                           "Check the account's rights on that folder.",
-                           public=f"Account {acc.name}: {acc.host} refused to open the folder {name!r}. Check the "
-                                  "account's rights on that folder.")
+            return FolderSkippedError(t(
+                "Account %(name)s: the folder '%(folder)s' on %(host)s only holds other folders, not mail; it was "
+                "skipped. Remove it from the account's folder list, or list the folders inside it.", name=acc.name,
+                folder=escaped(name), host=acc.host))
+        return FolderError(t("Account %(name)s: %(host)s refused to open the folder '%(folder)s' (%(reason)s). Check "
+                             "the account's rights on that folder.", name=acc.name, host=acc.host,
+                             folder=escaped(name), reason=reason_of(e)),
+                           public=t("Account %(name)s: %(host)s refused to open the folder '%(folder)s'. Check the "
+                                    "account's rights on that folder.", name=acc.name, host=acc.host,
+                                    folder=escaped(name)))
 
     def list_new(self, after_uid: int, unread_only: bool) -> list[tuple[int, int]]:
         """(uid, size) of messages with UID above ``after_uid``, oldest first; unread ones only if asked.
@@ -168,7 +183,7 @@ class ImapSession(Session):
         message even when its UID is below n (RFC 3501 6.4.8), hence the filter.
         """
         criteria = ["UID", f"{after_uid + 1}:*"] + (["UNSEEN"] if unread_only else [])
-        with self._guard("listing new mail"):
+        with self._guard(t("listing new mail")):
             uids = [uid for uid in self.client.search(criteria) if uid > after_uid]
         return self.sizes(uids)
 
@@ -176,7 +191,7 @@ class ImapSession(Session):
         """(uid, size) for given UIDs that still exist."""
         out = []
         for i in range(0, len(uids), UIDS_PER_COMMAND):
-            with self._guard("listing mail"):
+            with self._guard(t("listing mail")):
                 found = self.client.fetch(uids[i:i + UIDS_PER_COMMAND], [b"RFC822.SIZE"])
             out += [(uid, int(item.get(b"RFC822.SIZE", 0))) for uid, item in found.items()]
         return sorted(out)
@@ -184,7 +199,7 @@ class ImapSession(Session):
     def fetch(self, uids: list[int]) -> dict[int, tuple[bytes, str | None]]:
         """Original bytes (BODY.PEEK[]: does not set \\Seen) and INTERNALDATE of each UID still there."""
         wanted = set(uids)
-        with self._guard("fetching mail"):
+        with self._guard(t("fetching mail")):
             found = self.client.fetch(uids, [b"BODY.PEEK[]", b"INTERNALDATE"])
         out = {}
         for uid, item in found.items():
@@ -204,7 +219,7 @@ class ImapSession(Session):
             offset = 0
             while True:
                 key = f"BODY[]<{offset}>".encode()
-                with self._guard("fetching a large mail"):
+                with self._guard(t("fetching a large mail")):
                     found = self.client.fetch([uid], [f"BODY.PEEK[]<{offset}.{chunk}>".encode()])
                 if uid not in found:
                     writer.discard()
@@ -232,7 +247,8 @@ class ImapSession(Session):
             self._apply_slice(action, target, uids[i:i + UIDS_PER_COMMAND])
 
     def _apply_slice(self, action: AfterAction, target: str, uids: list[int]) -> None:
-        with self._guard(f"applying the after-archive action {str(action)!r}"), self._refusal(action):
+        with self._guard(t("applying the after-archive action '%(action)s'", action=escaped(action))), \
+                self._refusal(action):
             client = self.client
             if action.kind == "read":
                 client.add_flags(uids, [SEEN], silent=True)
@@ -247,7 +263,8 @@ class ImapSession(Session):
                     client.add_flags(uids, [DELETED], silent=True)
                     self._expunge(uids)
             else:
-                raise ConfigError(f"Account {self.account.name}: unknown after-archive action {str(action)!r}.")
+                raise ConfigError(t("Account %(name)s: unknown after-archive action '%(action)s'.",
+                                    name=self.account.name, action=escaped(action)))
 
     @contextmanager
     def _refusal(self, action: AfterAction) -> Iterator[None]:
@@ -259,21 +276,28 @@ class ImapSession(Session):
         except IMAPClientError as e:
             raise self._refused(action, reason_of(e)) from e
 
-    def _refused(self, action: AfterAction, why: str) -> ActionRefusedError:
+    def _refused(self, action: AfterAction, why: str | Text) -> ActionRefusedError:
         acc, folder = self.account, self.folder.name
-        what = f"Account {acc.name}: {acc.host} refused the after-archive action {str(action)!r} in folder {folder!r}"
-        advice = ("The mails are archived; the action is tried again on the next run. Check the target folder and "
-                  "the account's rights on the server.")
-        return ActionRefusedError(f"{what} ({why}). {advice}", public=f"{what}. {advice}")
+        advice = t("The mails are archived; the action is tried again on the next run. Check the target folder and "
+                   "the account's rights on the server.")
+        return ActionRefusedError(
+            t("Account %(name)s: %(host)s refused the after-archive action '%(action)s' in folder '%(folder)s' "
+              "(%(reason)s). %(advice)s", name=acc.name, host=acc.host, action=escaped(action),
+              folder=escaped(folder), reason=why, advice=advice),
+            public=t("Account %(name)s: %(host)s refused the after-archive action '%(action)s' in folder "
+                     "'%(folder)s'. %(advice)s", name=acc.name, host=acc.host, action=escaped(action),
+                     folder=escaped(folder), advice=advice))
 
     def _move_target(self, action: AfterAction) -> str:
         """The server name of a move target, created if missing; raises ActionRefusedError if impossible."""
         try:
             target = self.server_name(action.target)
         except FolderError as e:
-            raise self._refused(action, str(e.__cause__ or e)) from e
+            cause = e.__cause__ if isinstance(e.__cause__, FolderNameError) else e
+            raise self._refused(action, cause.text) from e
         if target not in self.server_folders():
-            with self._guard(f"creating the folder {action.target!r}"), self._refusal(action):
+            with self._guard(t("creating the folder '%(folder)s'", folder=escaped(action.target))), \
+                    self._refusal(action):
                 self.client.create_folder(target)
             self.server_folders()[target] = set()
         return target
@@ -292,18 +316,20 @@ class ImapSession(Session):
         flag = SEEN if action.kind == "read" else DELETED
         if folder.permanent_flags is not None and flag.upper() not in folder.permanent_flags \
                 and b"\\*" not in folder.permanent_flags:
-            raise self._refused(action, f"the folder does not keep the {flag.decode()} flag for this account")
+            raise self._refused(action, t("the folder does not keep the %(flag)s flag for this account",
+                                          flag=flag.decode()))
         if self.client.has_capability("ACL"):
             needed = self._needed_rights(action)
-            with self._guard(f"reading the account's rights on {folder.name!r}"), self._refusal(action):
+            with self._guard(t("reading the account's rights on '%(folder)s'", folder=escaped(folder.name))), \
+                    self._refusal(action):
                 typ, data = self.client._imap.myrights(_quoted(folder.server_name))
                 if typ != "OK":
                     raise IMAPClientError(f"MYRIGHTS failed: {data!r}")
             rights = _rights_of(data)
             missing = [r for r in needed if r not in rights]
             if rights is not None and missing:
-                raise self._refused(action, f"the account's rights there are {rights!r}; it needs "
-                                            f"{''.join(missing)!r} as well")
+                raise self._refused(action, t("the account's rights there are '%(rights)s'; it needs '%(missing)s' "
+                                              "as well", rights=escaped(rights), missing=escaped("".join(missing))))
         self._rights_checked.add((folder.name, action.kind))
 
     def _needed_rights(self, action: AfterAction) -> str:
@@ -321,7 +347,7 @@ class ImapSession(Session):
 
     def first_subject(self) -> str | None:
         """Subject of the oldest message in the open folder (for connection tests), None if empty."""
-        with self._guard("reading the first message"):
+        with self._guard(t("reading the first message")):
             uids = self.client.search(["ALL"])
             if not uids:
                 return None
@@ -331,10 +357,10 @@ class ImapSession(Session):
 
     def count(self, folder: str) -> int:
         """How many messages a folder holds (for connection tests)."""
-        with self._guard(f"counting messages in {folder!r}"):
+        with self._guard(t("counting messages in '%(folder)s'", folder=escaped(folder))):
             return int(self.client.folder_status(self.server_name(folder), [b"MESSAGES"])[b"MESSAGES"])
 
-    def check_move_target(self, action: AfterAction) -> str:
+    def check_move_target(self, action: AfterAction) -> Text:
         """For connection tests: whether a move target exists or can be created; raises ActionRefusedError.
 
         A missing target is created and removed again, so the test leaves the server as it was.
@@ -342,22 +368,27 @@ class ImapSession(Session):
         try:
             target = self.server_name(action.target)
         except FolderError as e:
-            raise ActionRefusedError(str(e)) from e
+            raise ActionRefusedError(e.text, public=e.public_text) from e
         flags = self.server_folders().get(target)
         if flags is not None and not flags & NOT_SELECTABLE:
-            return f"the folder {action.target!r} exists"
-        with self._guard(f"creating the folder {action.target!r}"):
+            return t("the folder '%(folder)s' exists", folder=escaped(action.target))
+        with self._guard(t("creating the folder '%(folder)s'", folder=escaped(action.target))):
             try:
                 self.client.create_folder(target)
                 self.client.delete_folder(target)
             except imaplib.IMAP4.abort:
                 raise
             except IMAPClientError as e:
-                what = (f"Account {self.account.name}: the folder {action.target!r} does not exist on "
-                        f"{self.account.host} and cannot be created there")
-                advice = "Create it in a mail client or choose another folder."
-                raise ActionRefusedError(f"{what} ({reason_of(e)}). {advice}", public=f"{what}. {advice}") from e
-        return f"the folder {action.target!r} does not exist yet; it can be created and will be at the first move"
+                acc, folder = self.account, escaped(action.target)
+                raise ActionRefusedError(
+                    t("Account %(name)s: the folder '%(folder)s' does not exist on %(host)s and cannot be created "
+                      "there (%(reason)s). Create it in a mail client or choose another folder.", name=acc.name,
+                      folder=folder, host=acc.host, reason=reason_of(e)),
+                    public=t("Account %(name)s: the folder '%(folder)s' does not exist on %(host)s and cannot be "
+                             "created there. Create it in a mail client or choose another folder.", name=acc.name,
+                             folder=folder, host=acc.host)) from e
+        return t("the folder '%(folder)s' does not exist yet; it can be created and will be at the first move",
+                 folder=escaped(action.target))
 
 
 def _int_or_none(value) -> int | None:

@@ -6,7 +6,7 @@ import poplib
 import ssl
 from pathlib import Path
 
-from ..errors import ConfigError, ConnectError
+from ..errors import ConfigError, ConnectError, escaped, t
 from ..model import SpooledData
 from ..spool import SpoolWriter
 from . import Session, tls_context
@@ -57,7 +57,7 @@ class Pop3Session(Session):
 
     def _connect(self) -> None:
         acc = self.account
-        with self._guard("connecting"):
+        with self._guard(t("connecting")):
             if acc.security == "ssl":
                 self.client = _Pop3(acc.host, acc.port, self.timeout, tls_context(acc))
             elif acc.security in ("starttls", "plain"):
@@ -65,8 +65,9 @@ class Pop3Session(Session):
                 if acc.security == "starttls":
                     self.client.stls(tls_context(acc))
             else:
-                raise ConfigError(f"Account {acc.name}: unknown security {acc.security!r}.")
-        with self._guard("logging in"):
+                raise ConfigError(t("Account %(name)s: unknown security '%(security)s'.", name=acc.name,
+                                    security=escaped(acc.security)))
+        with self._guard(t("logging in")):
             capabilities = self._capabilities()
             if acc.security == "plain" and "STLS" in capabilities and "USER" not in capabilities:
                 raise self._plaintext_refused()
@@ -95,9 +96,9 @@ class Pop3Session(Session):
 
     def _plaintext_refused(self) -> ConnectError:
         acc = self.account
-        return ConnectError(f"Account {acc.name}: {acc.host}:{acc.port} refuses passwords on an unencrypted "
-                            "connection. Use --security starttls on this port, or --security ssl on the server's "
-                            "TLS port (usually 995).")
+        return ConnectError(t("Account %(name)s: %(host)s:%(port)s refuses passwords on an unencrypted connection. "
+                              "Use --security starttls on this port, or --security ssl on the server's TLS port "
+                              "(usually 995).", name=acc.name, host=acc.host, port=acc.port))
 
     def __exit__(self, exc_type, *exc) -> None:
         if exc_type is None:
@@ -110,7 +111,7 @@ class Pop3Session(Session):
         if self.client is None:
             return
         client, self.client = self.client, None
-        with self._guard("closing the session"):
+        with self._guard(t("closing the session")):
             client.quit()
 
     def close(self) -> None:
@@ -125,19 +126,19 @@ class Pop3Session(Session):
 
     def uidl(self) -> dict[str, int]:
         """UIDL -> message number for every message in the maildrop."""
-        with self._guard("listing mail"):
+        with self._guard(t("listing mail")):
             _, lines, _ = self.client.uidl()
         return {value: num for num, value in _pairs(lines)}
 
     def retr(self, number: int) -> bytes:
         """The message's bytes as the server sent them (CRLF lines, dot-stuffing undone)."""
-        with self._guard("fetching mail"):
+        with self._guard(t("fetching mail")):
             _, lines, _ = self.client.retr(number)
         return b"\r\n".join(lines) + b"\r\n"
 
     def sizes(self) -> dict[int, int]:
         """Message number -> size in octets (LIST)."""
-        with self._guard("listing mail"):
+        with self._guard(t("listing mail")):
             _, lines, _ = self.client.list()
         return {num: int(value) if value.isdigit() else 0 for num, value in _pairs(lines)}
 
@@ -148,7 +149,7 @@ class Pop3Session(Session):
         """
         writer = SpoolWriter(spool_dir)
         try:
-            with self._guard("fetching a large mail"):
+            with self._guard(t("fetching a large mail")):
                 self.client._putcmd(f"RETR {number}")
                 self.client._getresp()
                 while True:
@@ -165,13 +166,13 @@ class Pop3Session(Session):
 
     def delete(self, numbers: list[int]) -> None:
         """Mark messages for deletion; they go when quit() succeeds."""
-        with self._guard("deleting archived mail"):
+        with self._guard(t("deleting archived mail")):
             for n in numbers:
                 self.client.dele(n)
 
     def first_headers(self) -> bytes | None:
         """The header of message 1 (TOP 1 0), for connection tests; None if the maildrop is empty."""
-        with self._guard("reading the first message"):
+        with self._guard(t("reading the first message")):
             if self.client.stat()[0] == 0:
                 return None
             _, lines, _ = self.client.top(1, 0)
@@ -179,7 +180,7 @@ class Pop3Session(Session):
 
     def count(self) -> int:
         """How many messages the maildrop holds."""
-        with self._guard("counting messages"):
+        with self._guard(t("counting messages")):
             return self.client.stat()[0]
 
 
