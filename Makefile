@@ -27,11 +27,13 @@ system-deps:
 test-deps: system-deps
 	$(call apt_install,$(TEST_DEBS))
 
+# pip's and setuptools' chatter goes to build/pip.log and is shown only when the install fails.
 $(BIN)/archivista-mail: setup.cfg pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
-	touch $@
+	@echo "Building $(VENV) (log: build/pip.log)"
+	@mkdir -p build && $(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip >build/pip.log 2>&1 && $(BIN)/pip install -q -e '.[test]' >>build/pip.log 2>&1 \
+		|| { cat build/pip.log; exit 1; }
+	@touch $@
 
 demo: system-deps $(BIN)/archivista-mail
 	@$(BIN)/archivista-mail --data-dir $(DATA) init
