@@ -1,19 +1,21 @@
-"""Mail accounts: what one is, how its settings are checked, parsed from the CLI's words."""
+"""Mail accounts: what one is, how its settings are read from input and checked.
+
+An account's settings are those its source declares (sources/base.py ``Setting``); this module
+knows none of them by name except the after-archive action every source has.
+"""
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, escaped, t
-from .folders import check_folder_name
 
-KINDS = ("imap", "pop3", "o365")
-GRAPH_HOST = "graph.microsoft.com"
-SECURITY = ("ssl", "starttls", "plain")
-DEFAULT_PORTS = {("imap", "ssl"): 993, ("imap", "starttls"): 143, ("imap", "plain"): 143,
-                 ("pop3", "ssl"): 995, ("pop3", "starttls"): 110, ("pop3", "plain"): 110}
+if TYPE_CHECKING:
+    from .sources.base import Source
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
@@ -41,30 +43,40 @@ class AfterAction:
 
 @dataclass(frozen=True)
 class Account:
-    """One mailbox to archive. ``secret`` is the encrypted password token, never the password."""
+    """One mailbox (or set of mailboxes) to archive. ``secret`` is the sealed token, never the password.
+
+    ``settings`` holds what the account's source declares; they read as attributes too
+    (``account.host``, ``account.folders``).
+    """
 
     name: str
     kind: str
-    host: str
-    port: int
-    security: str
-    username: str
-    secret: str = field(repr=False)
-    folders: tuple[str, ...] = ("INBOX",)
-    unread_only: bool = False
-    after: str = "none"
-    ca_file: str | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    secret: str = field(default="", repr=False)
     enabled: bool = True
-    tenant: str | None = None  # o365: the Azure tenant (directory) ID; ``username`` holds the client ID
-    mailboxes: tuple[str, ...] = ()  # o365: the mailboxes (addresses) the app reads
-    batch_size: int = 25  # o365: messages per Graph page ("Anzahl Mails (Office 365)")
+
+    def __getattr__(self, name: str) -> Any:
+        settings = self.__dict__.get("settings", {})
+        if name in settings:
+            return settings[name]
+        if not name.startswith("_") and "kind" in self.__dict__:
+            # A declared setting the account has no value for (stored before the source declared it): its default.
+            for s in self.source.settings:
+                if s.name == name:
+                    return s.default_for(settings)
+        raise AttributeError(f"account {self.__dict__.get('name')!r} has no setting {name!r}")
 
     @property
-    def endpoint(self) -> str:
-        """Where the account's secret may be sent: it is sealed with this (see vault) and opened only for it."""
-        if self.kind == "o365":
-            return json.dumps(["o365", self.tenant or "", self.username])
-        return json.dumps([self.kind, self.host.lower(), self.port, self.security, self.username])
+    def source(self) -> type[Source]:
+        """The account's source class (raises ConfigError if its kind is not installed)."""
+        from .sources import source_class
+
+        return source_class(self.kind)
+
+    @property
+    def after(self) -> str:
+        """The after-archive action as stored ('none', 'read', 'move:FOLDER', 'delete')."""
+        return str(self.settings.get("after") or "none")
 
     @property
     def action(self) -> AfterAction:
@@ -74,95 +86,64 @@ class Account:
     @property
     def readonly(self) -> bool:
         """True when the server must not be changed (no after-archive action)."""
-        return self.after == "none"
+        return self.action.kind == "none"
+
+    @property
+    def endpoint(self) -> str:
+        """Where the account's secret may be sent: it is sealed with this (see vault) and opened only for it."""
+        return self.source.endpoint(self)
 
     def describe(self) -> str:
         """A one-line description for lists and messages (never the secret)."""
-        if self.kind == "o365":
-            return (f"{self.name}: o365 tenant {self.tenant}, client {self.username}, mailboxes "
-                    f"{', '.join(self.mailboxes)}, folders {', '.join(self.folders)}, batch size {self.batch_size}, "
-                    f"{'unread only' if self.unread_only else 'all mails'}, after archive: {self.after}"
-                    f"{'' if self.enabled else ', disabled'}")
-        return (f"{self.name}: {self.kind} {self.username}@{self.host}:{self.port} ({self.security}), "
-                f"folders {', '.join(self.folders)}, {'unread only' if self.unread_only else 'all mails'}, "
-                f"after archive: {self.after}{'' if self.enabled else ', disabled'}")
+        return self.source.describe(self)
+
+    def with_settings(self, **changes: Any) -> Account:
+        """A copy with some settings changed."""
+        return replace(self, settings={**self.settings, **changes})
 
 
-def parse_after(value: str, kind: str) -> str:
-    """Check an after-archive action: none, read, move:FOLDER or delete; raises ConfigError."""
-    action = AfterAction.parse(value)
-    if kind == "pop3" and action.kind not in ("none", "delete"):
-        raise ConfigError(t("POP3 accounts can only keep mail ('none') or delete it after archiving ('delete'), "
-                            "not '%(action)s': POP3 has no flags or folders.", action=escaped(action)))
-    if action.kind == "move" and kind == "imap":
-        check_folder_name(action.target)
-    return str(action)
+def account_from_input(kind: str, name: str, given: Mapping[str, Any], old: Account | None = None) -> Account:
+    """An account of ``kind`` from input (CLI options or a form): each declared setting converted and checked,
+    defaults filled in, ``old``'s values kept where nothing was given; checked as a whole. Raises ConfigError.
+
+    The secret is not set here: seal it into the result with ``Vault.seal``.
+    """
+    from .sources import source_class
+
+    source = source_class(kind)
+    settings: dict[str, Any] = {}
+    missing = []
+    for s in source.settings:
+        if s.type == "secret":
+            continue
+        raw = given.get(s.name)
+        if raw is None or (raw == "" and s.type not in ("text", "pem")) or (raw == () and s.type == "list"):
+            value = old.settings.get(s.name) if old is not None and old.kind == kind else None
+            if value is None:
+                missing.append(s)
+            settings[s.name] = value
+        else:
+            settings[s.name] = s.convert(raw, name)
+    for s in missing:  # defaults last: some depend on other values (the port on the security)
+        settings[s.name] = s.default_for(settings)
+    if "after" in settings:
+        settings["after"] = str(AfterAction.parse(settings["after"]))
+    return validate(Account(name=name, kind=kind, settings=settings, secret=old.secret if old else "",
+                            enabled=old.enabled if old else True))
 
 
 def check_secret_kept(old: Account, new: Account) -> None:
     """Refuse to keep a stored secret for a changed endpoint; raises ConfigError saying what to enter."""
-    if new.secret == old.secret and new.endpoint != old.endpoint:
-        if old.kind == "o365" or new.kind == "o365":
-            raise ConfigError(t("Account %(name)s: the type, server, port, security, user, tenant or client ID "
-                                "changed, so enter the client secret again. A stored client secret is only ever "
-                                "sent to the server it was entered for.", name=new.name))
+    if new.secret == old.secret and (new.kind != old.kind or new.endpoint != old.endpoint):
         raise ConfigError(t("Account %(name)s: the type, server, port, security, user, tenant or client ID changed, "
-                            "so enter the password again. A stored password is only ever sent to the server it "
-                            "was entered for.", name=new.name))
+                            "so enter the password or secret again. A stored secret is only ever sent to the server "
+                            "it was entered for.", name=new.name))
 
 
 def validate(account: Account) -> Account:
-    """Check an account's settings and return it; raises ConfigError with what to fix."""
+    """Check an account's name and its settings as its source declares them; returns it or raises ConfigError."""
     if not NAME_RE.match(account.name):
         raise ConfigError(t("The account name '%(name)s' is not usable: use up to 64 letters, digits, dots, dashes, "
                             "underscores or @, starting with a letter or digit.", name=escaped(account.name)))
-    if account.kind not in KINDS:
-        raise ConfigError(t("The account type '%(kind)s' is not known. Use one of: %(kinds)s.",
-                            kind=escaped(account.kind), kinds=", ".join(KINDS)))
-    if account.security not in SECURITY:
-        raise ConfigError(t("The security setting '%(security)s' is not known. Use ssl, starttls or plain.",
-                            security=escaped(account.security)))
-    if account.kind == "o365":
-        return _validate_o365(account)
-    if not account.host:
-        raise ConfigError(t("Account %(name)s: the server name (--host) is missing.", name=account.name))
-    if not 0 < account.port < 65536:
-        raise ConfigError(t("Account %(name)s: the port %(port)s is not a TCP port (1-65535).", name=account.name,
-                            port=account.port))
-    if not account.username:
-        raise ConfigError(t("Account %(name)s: the user name (--user) is missing.", name=account.name))
-    if not account.folders:
-        raise ConfigError(t("Account %(name)s: at least one folder is needed (--folder).", name=account.name))
-    _check_after(account)
-    if account.kind == "imap":
-        for folder in account.folders:
-            check_folder_name(folder)
-    if account.kind == "pop3" and account.folders != ("INBOX",):
-        raise ConfigError(t("Account %(name)s: POP3 has only the inbox; leave out --folder.", name=account.name))
+    account.source.validate(account)
     return account
-
-
-def _validate_o365(account: Account) -> Account:
-    if not account.tenant:
-        raise ConfigError(t("Account %(name)s: the tenant ID (--tenant) is missing; it is the Directory ID shown in "
-                            "the Azure portal.", name=account.name))
-    if not account.username:
-        raise ConfigError(t("Account %(name)s: the client ID (--client-id) is missing; it is the Application ID of "
-                            "the app registration.", name=account.name))
-    if not account.mailboxes:
-        raise ConfigError(t("Account %(name)s: at least one mailbox address is needed (--mailbox).",
-                            name=account.name))
-    if not 1 <= account.batch_size <= 1000:
-        raise ConfigError(t("Account %(name)s: the batch size must be between 1 and 1000, not %(size)s.",
-                            name=account.name, size=account.batch_size))
-    _check_after(account)
-    return account
-
-
-def _check_after(account: Account) -> None:
-    parse_after(account.after, account.kind)
-    action = account.action
-    if action.kind == "move" and action.target in account.folders:
-        raise ConfigError(t("Account %(name)s: mail would be moved into '%(folder)s', which is archived itself, so "
-                            "it would be fetched again after every move. Move it to a folder that is not in the "
-                            "account's folder list.", name=account.name, folder=escaped(action.target)))

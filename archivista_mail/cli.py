@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .accounts import DEFAULT_PORTS, GRAPH_HOST, Account, parse_after, validate
+from .accounts import Account
 from .archive import open_archive
 from .config import DEFAULT_CONFIG_FILE, DEFAULT_DATA_DIR, Config, load_config
 from .display import reveal_controls
@@ -146,56 +147,72 @@ def _read_password(from_stdin: bool, name: str, what: str = "password", flag: st
     return password
 
 
-@account.command("add")
-@click.argument("kind", type=click.Choice(["imap", "pop3", "o365"]))
-@click.argument("name")
-@click.option("--host", help="IMAP/POP3: mail server name or address.")
-@click.option("--port", type=int, help="IMAP/POP3: server port. Default: 993/995 for ssl, 143/110 otherwise.")
-@click.option("--security", type=click.Choice(["ssl", "starttls", "plain"]), default="ssl", show_default=True,
-              help="ssl: TLS from the start; starttls: upgrade a plain connection; plain: no encryption (insecure).")
-@click.option("--user", "username", help="IMAP/POP3: login name on the server.")
-@click.option("--password-stdin", is_flag=True, help="IMAP/POP3: read the password from the first line of stdin.")
-@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True),
-              help="PEM file of the CA to trust for this server instead of the system's CAs.")
-@click.option("--tenant", help="o365: the tenant (Directory) ID of the Azure AD / Entra ID.")
-@click.option("--client-id", help="o365: the Application (client) ID of the app registration.")
-@click.option("--client-secret-stdin", is_flag=True, help="o365: read the client secret from the first line of stdin.")
-@click.option("--mailbox", "mailboxes", multiple=True, help="o365: mailbox address to archive (repeatable).")
-@click.option("--batch-size", type=int, default=25, show_default=True,
-              help='o365: messages per Graph page ("Anzahl Mails (Office 365)").')
-@click.option("--folder", "folders", multiple=True,
-              help="Folder to archive (repeatable), as a mail client shows it, levels joined with '/' "
-                   "(Entwürfe, Archiv/Alt); mapped to the server's namespace. Default: INBOX (IMAP), inbox (o365).")
-@click.option("--unread-only", is_flag=True, help="Archive only unread mail (default: all mail).")
-@click.option("--after", default="none", show_default=True,
-              help="After archiving: none (server untouched), read (mark read), move:FOLDER (named like --folder), "
-                   "or delete.")
-@click.option("--disabled", is_flag=True, help="Store the account but do not import from it yet.")
-@click.pass_obj
-def account_add(obj: Context, kind, name, host, port, security, username, password_stdin, ca_file, tenant, client_id,
-                client_secret_stdin, mailboxes, batch_size, folders, unread_only, after, disabled) -> None:
-    """Add an IMAP, POP3 or Microsoft 365 (o365) account. Passwords and secrets are stored encrypted."""
-    obj.require_archive()  # before asking for a secret
-    vault = Vault(obj.config.key_path)
-    if kind == "o365":
-        secret = _read_password(client_secret_stdin, name, what="client secret", flag="--client-secret-stdin")
-        acc = Account(name=name, kind=kind, host=GRAPH_HOST, port=443, security="ssl", username=client_id or "",
-                      secret="", folders=tuple(folders) or ("inbox",), unread_only=unread_only,
-                      after=parse_after(after, kind), enabled=not disabled, tenant=tenant,
-                      mailboxes=tuple(mailboxes), batch_size=batch_size)
-    else:
-        if not host or not username:
-            raise ConfigError(f"An {kind.upper()} account needs --host and --user.")
-        secret = _read_password(password_stdin, name)
-        acc = Account(name=name, kind=kind, host=host, port=DEFAULT_PORTS[(kind, security)] if port is None else port,
-                      security=security, username=username, secret="",
-                      folders=tuple(folders) or ("INBOX",), unread_only=unread_only, after=parse_after(after, kind),
-                      ca_file=str(Path(ca_file).resolve()) if ca_file else None, enabled=not disabled)
-    acc = vault.seal(validate(acc), secret)
-    obj.state.save_account(acc, current_actor(), new=True)
-    if kind != "o365" and security == "plain":
-        click.echo(f"Warning: account {name} sends its password and mail unencrypted.", err=True)
-    click.echo(f"Added account {acc.describe()}")
+class _AddCommands(click.Group):
+    """``account add KIND``: one subcommand per installed source, its options built from its declared settings."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from .sources import registry
+
+        return list(registry())
+
+    def get_command(self, ctx: click.Context, kind: str) -> click.Command | None:
+        from .sources import registry
+
+        source = registry().get(kind)
+        return _add_command(source) if source is not None else None
+
+
+def _add_command(source) -> click.Command:
+    params: list[click.Parameter] = [click.Argument(["name"])]
+    for s in source.settings:
+        help_text = s.help.en
+        if s.type == "secret":
+            params.append(click.Option([s.flag, "secret_input"], type=click.Path(exists=True, dir_okay=False)
+                                       if s.secret_from == "file" else None, is_flag=s.secret_from == "stdin",
+                                       help=help_text))
+        elif s.type == "bool":
+            params.append(click.Option([s.flag, s.name], is_flag=True, default=None, help=help_text))
+        elif s.type == "list":
+            params.append(click.Option([s.flag, s.name], multiple=True, help=help_text))
+        elif s.type == "pem":
+            params.append(click.Option([s.flag, s.name], type=click.Path(exists=True, dir_okay=False), help=help_text))
+        else:
+            kind = {"int": int, "choice": click.Choice(s.choices)}.get(s.type)
+            shown = f" Default: {s.default}." if s.default not in (None, "", ()) and not callable(s.default) else ""
+            params.append(click.Option([s.flag, s.name], type=kind, help=help_text + shown))
+    params.append(click.Option(["--disabled"], is_flag=True, help="Store the account but do not import from it yet."))
+
+    @click.pass_obj
+    def add(obj: Context, name: str, secret_input=None, disabled: bool = False, **given) -> None:
+        from .accounts import account_from_input
+
+        obj.require_archive()  # before asking for a secret
+        for s in source.settings:
+            if s.type == "pem" and given.get(s.name):
+                given[s.name] = str(Path(given[s.name]).resolve())
+        acc = account_from_input(source.kind, name, given)
+        secret_setting = source.secret_setting()
+        if secret_setting is not None:
+            if secret_setting.secret_from == "file":
+                if not secret_input:
+                    raise ConfigError(f"Give the {secret_setting.label.en.lower()} with {secret_setting.flag} FILE.")
+                secret = Path(secret_input).read_text(encoding="utf-8")
+            else:
+                secret = _read_password(bool(secret_input), name, what=secret_setting.label.en.lower(),
+                                        flag=secret_setting.flag)
+            acc = Vault(obj.config.key_path).seal(acc, secret)
+        acc = replace(acc, enabled=not disabled)
+        obj.state.save_account(acc, current_actor(), new=True)
+        for warning in source.warnings(acc):
+            click.echo(warning, err=True)
+        click.echo(f"Added account {acc.describe()}")
+
+    return click.Command(source.kind, params=params, callback=add,
+                         help=f"Add an account of the kind {source.kind} ({source.title.en}). Secrets are stored "
+                              "encrypted, sealed with the server they are for.")
+
+
+account.add_command(_AddCommands("add", help="Add an account of a kind (imap, pop3, o365, or an installed plugin's)."))
 
 
 @account.command("list")
@@ -205,7 +222,7 @@ def account_list(obj: Context, as_json: bool) -> None:
     """List accounts (passwords are never shown)."""
     accounts = obj.state.accounts()
     if as_json:
-        click.echo(json.dumps([_account_json(a) for a in accounts], indent=2))
+        click.echo(json.dumps([_account_json(a) for a in accounts], indent=2, ensure_ascii=False))
         return
     if not accounts:
         click.echo("No accounts yet. Add one with 'archivista-mail account add imap NAME ...'.")
@@ -214,13 +231,11 @@ def account_list(obj: Context, as_json: bool) -> None:
 
 
 def _account_json(a: Account) -> dict:
-    if a.kind == "o365":
-        return {"name": a.name, "kind": a.kind, "tenant": a.tenant, "client_id": a.username,
-                "mailboxes": list(a.mailboxes), "folders": list(a.folders), "batch_size": a.batch_size,
-                "unread_only": a.unread_only, "after": a.after, "enabled": a.enabled, "client_secret": mask(a.secret)}
-    return {"name": a.name, "kind": a.kind, "host": a.host, "port": a.port, "security": a.security,
-            "user": a.username, "folders": list(a.folders), "unread_only": a.unread_only, "after": a.after,
-            "ca_file": a.ca_file, "enabled": a.enabled, "password": mask(a.secret)}
+    out = {"name": a.name, "kind": a.kind, **a.settings, "enabled": a.enabled}
+    secret_setting = a.source.secret_setting()
+    if secret_setting is not None:
+        out[secret_setting.name] = mask(a.secret)
+    return out
 
 
 @account.command("remove")
@@ -241,18 +256,18 @@ def account_test(obj: Context, name: str) -> None:
     from .probe import messages, probe_account
 
     acc = obj.state.account(name)
-    report = probe_account(acc, Vault(obj.config.key_path).secret_of(acc), obj.config.network_timeout)
+    report = probe_account(acc, obj.config)
     obj.state.audit(current_actor(), "account.test", name, "ok" if report.ok else "problems found")
-    click.echo(f"Account {name}: login ok at {acc.host}:{acc.port} ({acc.security}).")
+    click.echo(f"Account {name}: login ok.")
     for folder in report.folders:
         if folder.count is not None:
             click.echo(f"  {folder.name}: {messages(folder.count)}")
-        if folder.problem:
-            click.echo(f"  {folder.name}: {'skipped' if folder.skipped else 'problem'}: {folder.problem}")
+        if folder.error:
+            click.echo(f"  {folder.name}: {'skipped' if folder.skipped else 'problem'}: {folder.error}")
     if report.action:
         click.echo(f"  After archive ({acc.after}): {report.action}.")
-    if report.action_problem:
-        click.echo(f"  After archive ({acc.after}): problem: {report.action_problem}")
+    if report.action_error:
+        click.echo(f"  After archive ({acc.after}): problem: {report.action_error}")
     if not report.ok:
         sys.exit(EXIT_FAILED)
 

@@ -25,7 +25,8 @@ class Text:
         self.params = params
 
     def __str__(self) -> str:
-        return self.template % {k: str(v) for k, v in self.params.items()} if self.params else self.template
+        values = {k: v.en if hasattr(v, "en") and hasattr(v, "de") else str(v) for k, v in self.params.items()}
+        return self.template % values if self.params else self.template
 
     def __repr__(self) -> str:
         return f"Text({str(self)!r})"
@@ -36,14 +37,24 @@ class Text:
     def __radd__(self, other: object) -> str:
         return str(other) + str(self)
 
-    def translated(self, gettext: Callable[[str], str]) -> str:
+    def translated(self, gettext: Callable[[str], str], lang: str = "en") -> str:
         """The sentence from ``gettext``'s catalogue (the English one where it has none)."""
-        values = {k: v.translated(gettext) if isinstance(v, Text) else str(v) for k, v in self.params.items()}
+        values = {k: _translated_value(v, gettext, lang) for k, v in self.params.items()}
         template = gettext(self.template)
         try:
             return template % values if values else template
         except (KeyError, ValueError, TypeError):  # a broken translation must not hide the message
             return str(self)
+
+
+def _translated_value(value: Any, gettext: Callable[[str], str], lang: str) -> str:
+    """A placeholder's value in the reader's language: a Text from the catalogue, a declared two-language
+    label (sources' ``Lang``: ``.en`` and ``.de``) by its attribute, anything else as it is."""
+    if isinstance(value, Text):
+        return value.translated(gettext, lang)
+    if hasattr(value, "en") and hasattr(value, "de"):
+        return str(getattr(value, lang, value.en))
+    return str(value)
 
 
 def t(template: str, **params: Any) -> Text:
@@ -78,10 +89,10 @@ class ArchivistaMailError(Exception):
         """The sentence without what a server sent, in English."""
         return str(self.public_text)
 
-    def localized(self, gettext: Callable[[str], str], public: bool = False) -> str:
+    def localized(self, gettext: Callable[[str], str], public: bool = False, lang: str = "en") -> str:
         """The sentence (or its public form) in the language of ``gettext``; English for plain strings."""
         text = self.public_text if public else self.text
-        return text.translated(gettext) if isinstance(text, Text) else str(text)
+        return text.translated(gettext, lang) if isinstance(text, Text) else str(text)
 
 
 class ConfigError(ArchivistaMailError):

@@ -1,7 +1,10 @@
-"""The import loop: fetch -> parse -> plan -> save (durable) -> server action, with bulkheads.
+"""The one import loop: every source's batches go fetch -> parse and plan (a worker process) -> durable save
+(a writer thread) -> after-archive action, with bulkheads.
 
-A configuration error stops the run; an account error is recorded and the next account runs;
-a message error is recorded as a failure with its reason (retried next run) and the loop goes on.
+A configuration error stops the run; an account's error is recorded and the next account runs; a
+folder's error (missing, refused, its after-archive action refused) is recorded and the account's
+next folder runs; a message's error is recorded as a failure with its reason (retried next run).
+Nothing here knows a protocol: sources (sources/) declare and do the protocol part.
 """
 
 from __future__ import annotations
@@ -12,22 +15,20 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain
 from multiprocessing import get_context
 from pathlib import Path
 
 from .accounts import Account, AfterAction
 from .archive import Archive
-from .archive.embedded import now_iso
 from .config import Config
-from .errors import ActionRefusedError, FolderError, FolderSkippedError, SecretError, SourceError
-from .model import Cursor, RawMail, SaveResult
-from .pipeline import PARALLEL_PARSE_FROM, ArchiveWriter, Preparer, die_with_parent, extract_document, prepare_all
+from .db import now_iso
+from .errors import ActionRefusedError, FolderError, FolderSkippedError, SecretError, SourceError, Text
+from .model import SaveResult
+from .pipeline import ArchiveWriter, Preparer, die_with_parent, extract_document
+from .sources.base import Batch, Folder, Item, Ledger, Source
 from .state import State
 from .vault import Vault
-
-FILES_BATCH = 50
-SPOOL_FROM = 8 << 20  # mails larger than this are fetched (or copied) in pieces to disk, not into memory
-
 
 RUN_STATUS = {0: "ok", 1: "partial", 3: "unreachable"}
 
@@ -71,6 +72,12 @@ class RunSummary:
         self.folders_failed += 1
         self.errors.append(str(error))
 
+    def count(self, results: list[SaveResult], failed: int) -> None:
+        """A committed batch: archived, duplicates (same content archived before) and failures."""
+        self.duplicates += sum(r.duplicate for r in results)
+        self.archived += sum(not r.duplicate for r in results)
+        self.failed += failed
+
     def line(self) -> str:
         """One line for people and logs."""
         return (f"fetched {self.fetched}, archived {self.archived}, duplicates skipped {self.duplicates}, "
@@ -91,17 +98,39 @@ class FolderActions:
         self.summary = summary
         self.refused = False
 
-    def carry_out(self, items: list) -> bool:
-        """Apply the action to ``items``; True when done, so the caller forgets the owed actions."""
-        if self.action.kind == "none" or self.refused or not items:
+    def carry_out(self, refs: list) -> bool:
+        """Apply the action to ``refs``; True when done, so the caller forgets the owed actions."""
+        if self.action.kind == "none" or self.refused or not refs:
             return False
         try:
-            self.apply(self.action, items)
+            self.apply(self.action, refs)
         except ActionRefusedError as e:
             self.refused = True
             self.summary.folder_failed(e)
             return False
         return True
+
+
+class FolderLedger(Ledger):
+    """The archive's import ledger for one folder, as a source sees it (see sources/base.py)."""
+
+    def __init__(self, archive: Archive, account: str, folder: Folder, summary: RunSummary,
+                 progress: Progress) -> None:
+        self.archive, self.account, self.folder, self.summary, self.progress = archive, account, folder, summary, progress
+        self.cursor = archive.get_state(folder.state_key) if folder.state_key else None
+        self.expected = False
+
+    def known(self, keys: list[str]) -> set[str]:
+        return self.archive.known_keys(keys)
+
+    def expect(self, count: int) -> None:
+        self.expected = True
+        self.progress.add_total(count)
+
+    def restart(self, note: str | Text, forget_pending: bool) -> None:
+        self.summary.errors.append(str(note))
+        self.archive.reset_folder(self.account, self.folder.label, self.folder.state_key, forget_pending)
+        self.cursor = None
 
 
 @contextmanager
@@ -123,12 +152,6 @@ def import_lock(data_dir: Path) -> Iterator[bool]:
         os.close(fd)  # closing releases the lock
 
 
-def _count(summary: RunSummary, results: list[SaveResult], failed: int) -> None:
-    summary.duplicates += sum(r.duplicate for r in results)
-    summary.archived += sum(not r.duplicate for r in results)
-    summary.failed += failed
-
-
 class Importer:
     """Runs imports for one data directory. ``progress`` receives counts for a progress bar."""
 
@@ -138,312 +161,153 @@ class Importer:
         self.state = state
         self.vault = Vault(config.key_path)
         self.progress = progress or Progress()
+        self.actor = "cron"
 
     # -- whole runs ---------------------------------------------------------------------
     def run(self, account: str | None = None, from_path: Path | None = None, actor: str = "cron") -> RunSummary:
         """Import every enabled account (or one, or a path of files); the caller holds the lock."""
+        from .sources.files import FilesSource
+
         self.actor = actor
         self.archive.ensure_schema()
         self.archive.clean_spool()  # what a killed run left in transit (we hold the import lock)
         summary = RunSummary()
         if from_path is not None:
-            self.import_files(Path(from_path), summary)
-            summary.accounts_ok += 1
-            source = f"files:{from_path}"
+            source_name = f"files:{from_path}"
+            self.run_source(FilesSource(Path(from_path), self.config, self.archive.spool_dir), summary)
         else:
             accounts = [self.state.account(account)] if account else [a for a in self.state.accounts() if a.enabled]
             for acc in accounts:
                 self.import_account(acc, summary)
-            source = account or "all accounts"
+            source_name = account or "all accounts"
         self.state.save_run({"started": summary.started, "finished": now_iso(), "account": account,
-                             "source": source, "status": RUN_STATUS[summary.exit_code],
+                             "source": source_name, "status": RUN_STATUS[summary.exit_code],
                              "fetched": summary.fetched, "archived": summary.archived,
                              "duplicates": summary.duplicates, "failed": summary.failed,
                              "exit_code": summary.exit_code, "errors": summary.errors,
                              "warnings": summary.warnings})
-        self.state.audit(actor, "import.run", source, summary.line())
+        self.state.audit(actor, "import.run", source_name, summary.line())
         return summary
 
     def import_account(self, acc: Account, summary: RunSummary) -> None:
         """One account, behind its bulkhead: its errors are recorded and the run goes on."""
         try:
-            password = self.vault.secret_of(acc)
-            if acc.kind == "imap":
-                self.import_imap(acc, password, summary)
-            elif acc.kind == "pop3":
-                self.import_pop3(acc, password, summary)
-            elif acc.kind == "o365":
-                self.import_graph(acc, password, summary)
-            summary.accounts_ok += 1
+            source_class = acc.source
+            secret = self.vault.secret_of(acc) if source_class.secret_setting() else ""
+            self.run_source(source_class(acc, secret, self.config), summary)
         except (SourceError, SecretError) as e:
             summary.accounts_failed += 1
             summary.errors.append(str(e))
 
-    # -- IMAP -------------------------------------------------------------------------------
-    def import_imap(self, acc: Account, password: str, summary: RunSummary) -> None:
-        """Every folder of an IMAP account: new UIDs above the cursor plus earlier failures."""
-        from .sources.imap import ImapSession
-
-        with ImapSession(acc, password, self.config.network_timeout) as session:
-            for folder in acc.folders:
+    def run_source(self, source: Source, summary: RunSummary) -> None:
+        """Every folder of a source, each behind its own bulkhead. Raises SourceError if it cannot connect."""
+        done_at_close: list[str] = []  # actions that take effect when the session ends well (POP3 QUIT)
+        with source:
+            for folder in source.folders():
                 try:
-                    self._imap_folder(acc, session, folder, summary)
+                    self.import_folder(source, folder, summary, done_at_close)
                 except FolderSkippedError as e:
                     summary.warnings.append(str(e))
                 except FolderError as e:
                     summary.folder_failed(e)
+        if done_at_close:
+            self.archive.actions_done(done_at_close)
+        summary.accounts_ok += 1
 
-    def _imap_folder(self, acc: Account, session, folder: str, summary: RunSummary) -> None:
-        info = session.open_folder(folder)
-        cursor = self.archive.get_cursor(acc.name, folder)
-        if cursor is not None and cursor.uidvalidity != info.uidvalidity:
-            # RFC 3501 2.3.1.1: old UIDs mean nothing now. Rescan; content hashes catch what we have.
-            summary.errors.append(f"Account {acc.name}: folder {folder!r} changed its UIDVALIDITY "
-                                  f"({cursor.uidvalidity} -> {info.uidvalidity}); rescanned it, duplicates skipped.")
-            cursor = None
-        if cursor is None:
-            self.archive.reset_cursor(acc.name, folder, info.uidvalidity)
-            cursor = Cursor(info.uidvalidity, 0)
-        actions = FolderActions(acc.action, session.apply, summary)
-        self._replay_owed(acc, folder, actions, lambda p: p.uid)
-        retry = [f for f in self.archive.failures(acc.name, folder) if f.uid]
-        nothing_new = info.uidnext is not None and info.uidnext <= cursor.last_uid + 1
-        if nothing_new and not retry:
-            return
-        todo = [] if nothing_new else session.list_new(cursor.last_uid, acc.unread_only)
-        if retry:
-            still_there = session.sizes([f.uid for f in retry])
-            gone = {f.uid for f in retry} - {uid for uid, _ in still_there}
-            self.archive.forget_failures([f.key for f in retry if f.uid in gone])
-            todo = still_there + todo
-        keyed = {self._imap_key(acc, folder, info.uidvalidity, uid): (uid, size) for uid, size in todo}
-        known = self.archive.known_keys(keyed)
-        todo = [v for k, v in keyed.items() if k not in known]
-        self.progress.add_total(len(todo))
-        # Three stages on two cores: fetch here, parse in a worker process (for big runs), save on
-        # the writer thread. A batch's server action waits for the writer's commit of that batch.
-        preparer = Preparer(parallel=len(todo) >= PARALLEL_PARSE_FROM)
-        with preparer, ArchiveWriter(self.archive) as writer:
+    # -- one folder ----------------------------------------------------------------------------------
+    def import_folder(self, source: Source, folder: Folder, summary: RunSummary, done_at_close: list[str]) -> None:
+        """Owed actions, earlier failures, then what is new: fetched here, parsed in a worker process,
+        saved on the writer thread, acted on after each batch's commit."""
+        acc = source.account
+        ledger = FolderLedger(self.archive, acc.name, folder, summary, self.progress)
+        source.open(folder, ledger)
+        actions = FolderActions(acc.action, lambda action, refs: source.apply(folder, action, refs), summary)
+        forget = done_at_close.extend if source.actions_at_close else None
+        self._replay_owed(source, folder, actions, forget)
+        retry = [Item(f.key, source.ref_of(folder, f.key)) for f in self.archive.failures(acc.name, folder.label)]
+        batches = chain([Batch(retry)] if retry else [], source.batches(folder, ledger))
+        with Preparer() as preparer, ArchiveWriter(self.archive) as writer:
+            done = forget or writer.actions_done
             waiting = None  # the batch being parsed while the next one is fetched
             try:
-                for batch in _batches(todo, self.config.fetch_batch_size, self.config.fetch_batch_bytes):
-                    self._act_on_committed(writer, summary, actions)
-                    raws = self._fetch_batch(acc, session, folder, info.uidvalidity, batch)
-                    summary.fetched += len(raws)
+                for number, batch in enumerate(batches):
+                    self._act_on_committed(writer, summary, actions, source, folder, done)
+                    raws = self._fetch(source, folder, batch, ledger, summary, retried=bool(retry) and number == 0)
                     parsing = preparer.submit(raws)
-                    if waiting:
+                    if waiting is not None:
                         previous, waiting = waiting, None
-                        self._hand_over(writer, previous, summary, acc)
-                    waiting = (parsing, Cursor(info.uidvalidity, max(uid for uid, _ in batch)), folder)
+                        self._hand_over(writer, acc, previous, summary)
+                    waiting = (parsing, batch.cursor, folder)
             finally:
                 # Also when the link broke: what was fetched before is complete, so archive it.
-                if waiting:
-                    self._hand_over(writer, waiting, summary, acc)
+                if waiting is not None:
+                    self._hand_over(writer, acc, waiting, summary)
             writer.flush()
-            self._act_on_committed(writer, summary, actions)
+            self._act_on_committed(writer, summary, actions, source, folder, done)
 
-    def _fetch_batch(self, acc: Account, session, folder: str, uidvalidity: int,
-                     batch: list[tuple[int, int]]) -> list[RawMail]:
-        """Small mails in one FETCH; mails above SPOOL_FROM each in pieces to a spool file."""
-        small = [uid for uid, size in batch if size <= SPOOL_FROM]
-        raws = [RawMail(raw, acc.name, folder, self._imap_key(acc, folder, uidvalidity, uid), uid, received)
-                for uid, (raw, received) in session.fetch(small).items()] if small else []
-        for uid, size in batch:
-            if size > SPOOL_FROM:
-                spooled = session.fetch_to_spool(uid, self.archive.spool_dir)
-                if spooled is not None:
-                    raws.append(RawMail(b"", acc.name, folder, self._imap_key(acc, folder, uidvalidity, uid), uid,
-                                        spool=spooled))
-        return sorted(raws, key=lambda r: r.uid or 0)
+    def _fetch(self, source: Source, folder: Folder, batch: Batch, ledger: FolderLedger, summary: RunSummary,
+               retried: bool) -> list:
+        """The batch's messages not archived yet, as original bytes (known ones count as duplicates skipped)."""
+        keys = list(dict.fromkeys(i.key for i in batch.items))  # the same file twice in one batch: once
+        known = ledger.known(keys) if keys and not retried else set()
+        fresh = list({i.key: i for i in batch.items if i.key not in known}.values())
+        for item in batch.items:  # a skipped file's copy in the spool is not needed
+            if item.raw is not None and item.raw.spool is not None and (item.key in known or item not in fresh):
+                item.raw.spool.path.unlink(missing_ok=True)
+        summary.duplicates += len(known)  # archived before: skipped, and not even fetched (files were read)
+        summary.fetched += sum(1 for i in batch.items if i.key in known and i.raw is not None)
+        if retried or not ledger.expected:  # the source did not say up front how many were coming
+            self.progress.add_total(len(batch.items))
+        self.progress.advance(len(batch.items) - len(fresh))
+        raws = source.fetch(folder, fresh, self.archive.spool_dir) if fresh else []
+        if retried:  # failures of messages gone from the server meanwhile: nothing left to archive
+            got = {r.key for r in raws}
+            self.archive.forget_failures(i.key for i in fresh if i.key not in got)
+        summary.fetched += len(raws)
+        return raws
 
-    def _hand_over(self, writer: ArchiveWriter, waiting, summary: RunSummary, acc: Account) -> None:
+    def _hand_over(self, writer: ArchiveWriter, acc: Account, waiting, summary: RunSummary) -> None:
         parsing, cursor, folder = waiting
         good, bad = parsing.result(summary.errors)
-        writer.save(good, cursor=(acc.name, folder, cursor), failed=bad, action=acc.after)
+        state = (folder.state_key, cursor) if folder.state_key and cursor is not None else None
+        writer.save(good, failed=bad, action=acc.after, state=state)
 
-    def _act_on_committed(self, writer: ArchiveWriter, summary: RunSummary, actions: FolderActions) -> None:
+    def _act_on_committed(self, writer: ArchiveWriter, summary: RunSummary, actions: FolderActions, source: Source,
+                          folder: Folder, done: Callable) -> None:
         """Count batches the writer committed and carry out their server action (never before)."""
         for good, results, failed in writer.committed():
-            _count(summary, results, failed)
-            if results and actions.carry_out([raw.uid for raw, _ in good]):
-                writer.actions_done(r.key for r in results)
+            summary.count(results, failed)
+            if results and actions.carry_out([source.ref_of(folder, r.key) for r in results]):
+                done([r.key for r in results])
             self.progress.advance(len(results) + failed)
 
-    def _replay_owed(self, acc: Account, folder: str, actions: FolderActions, item: Callable) -> None:
+    def _replay_owed(self, source: Source, folder: Folder, actions: FolderActions, done_at_close) -> None:
         """Actions owed from earlier runs (stopped after the commit, or refused by the server).
 
         They are carried out with the action configured now, whatever it was when they were
         recorded, so editing an account loses none; with 'none' they are dropped, and audited.
-        ``item`` turns a pending action into what the source's apply takes (a UID, a message id).
         """
-        owed = self.archive.pending_actions(acc.name, folder)
+        acc = source.account
+        owed = self.archive.pending_actions(acc.name, folder.label)
         if not owed:
             return
         keys = [p.key for p in owed]
         if actions.action.kind == "none":
-            self._drop_owed(acc, folder, owed)
-        elif actions.carry_out([item(p) for p in owed]):
             self.archive.actions_done(keys)
-
-    def _drop_owed(self, acc: Account, folder: str, owed: list) -> None:
-        self.archive.actions_done(p.key for p in owed)
-        recorded = ", ".join(sorted({p.action for p in owed}))
-        self.state.audit(self.actor, "actions.dropped", f"{acc.name}/{folder}",
-                         f"{len(owed)} owed after-archive actions ({recorded}) dropped: the account's "
-                         "after-archive action is now 'none'")
-
-    @staticmethod
-    def _imap_key(acc: Account, folder: str, uidvalidity: int, uid: int) -> str:
-        return f"imap:{acc.name}:{folder}:{uidvalidity}:{uid}"
-
-    # -- POP3 -------------------------------------------------------------------------------
-    def import_pop3(self, acc: Account, password: str, summary: RunSummary) -> None:
-        """A POP3 maildrop: every UIDL not yet archived; DELE only after the commit, QUIT to apply."""
-        from .sources.pop3 import Pop3Session
-
-        delete = acc.after == "delete"
-        with Pop3Session(acc, password, self.config.network_timeout) as session:
-            numbers = {f"pop3:{acc.name}:{uid}": n for uid, n in session.uidl().items()}
-            pending = self.archive.pending_actions(acc.name)
-            if pending and not delete:  # the account was changed to keep mail: nothing is owed any more
-                self._drop_owed(acc, "INBOX", pending)
-                pending = []
-            owed = [p.key for p in pending]
-            to_delete = [k for k in owed if k in numbers] if delete else []
-            session.delete([numbers[k] for k in to_delete])
-            known = self.archive.known_keys(numbers)
-            todo = sorted((n, k) for k, n in numbers.items() if k not in known)
-            sizes = session.sizes() if todo else {}
-            self.progress.add_total(len(todo))
-            for i in range(0, len(todo), self.config.fetch_batch_size):
-                batch = todo[i:i + self.config.fetch_batch_size]
-                raws = [self._pop3_message(session, n, k, sizes.get(n, 0), acc) for n, k in batch]
-                summary.fetched += len(raws)
-                good, bad = prepare_all(raws, summary.errors)
-                results = self.archive.save_batch(good, failed=bad, action=acc.after)
-                _count(summary, results, len(bad))
-                if delete:
-                    session.delete([numbers[r.key] for r in results])
-                    to_delete += [r.key for r in results]
-                self.progress.advance(len(batch))
-            session.quit()
-        # Only now, after QUIT, are the deletions real; owed actions for vanished UIDLs are done too.
-        self.archive.actions_done(set(to_delete) | {k for k in owed if k not in numbers})
-
-    def _pop3_message(self, session, number: int, key: str, size: int, acc: Account) -> RawMail:
-        if size > SPOOL_FROM:
-            return RawMail(b"", acc.name, "INBOX", key, number, spool=session.retr_to_spool(number, self.archive.spool_dir))
-        return RawMail(session.retr(number), acc.name, "INBOX", key, number)
-
-    # -- Microsoft 365 -----------------------------------------------------------------------
-    def import_graph(self, acc: Account, secret: str, summary: RunSummary) -> None:
-        """Every mailbox and folder of an o365 account, by delta query; see sources/graph.py."""
-        from .sources.graph import GraphSession
-
-        with GraphSession(acc, secret, self.config.network_timeout) as session:
-            for mailbox in acc.mailboxes:
-                for folder in acc.folders:
-                    try:
-                        self._graph_folder(acc, session, mailbox, folder, summary)
-                    except FolderError as e:  # a missing mailbox or folder; the others still run
-                        summary.folder_failed(e)
-
-    def _graph_folder(self, acc: Account, session, mailbox: str, folder: str, summary: RunSummary) -> None:
-        from .sources.graph import DeltaExpiredError
-
-        label = f"{mailbox}/{folder}"
-        state_key = f"graph:{acc.name}:{label}"
-        session.folder_info(mailbox, folder)  # a missing mailbox or folder is named here, before anything else
-
-        def key(message_id: str) -> str:
-            return f"graph:{acc.name}:{label}:{message_id}"
-
-        actions = FolderActions(acc.action, lambda action, ids: session.apply(mailbox, action, ids), summary)
-        self._replay_owed(acc, label, actions, lambda p: p.key.rsplit(":", 1)[1])
-        retry = [f.key.rsplit(":", 1)[1] for f in self.archive.failures(acc.name, label)]
-        if retry:
-            self._graph_save(acc, session, mailbox, label, retry, key, None, summary, actions)
-        link = self.archive.get_state(state_key)
-        page_size = acc.batch_size
-        calm_pages = 0
-        while True:
-            throttled_before = session.throttled
-            try:
-                page = session.delta_page(mailbox, folder, link, page_size)
-            except DeltaExpiredError:
-                # 410: the sync state is gone. Start a new round; content hashes skip what we have.
-                summary.errors.append(f"Account {acc.name}: the delta token of {label} expired; the folder was "
-                                      "read again, duplicates skipped.")
-                self.archive.set_state(state_key, None)
-                link = None
-                continue
-            ids = [m["id"] for m in page.messages
-                   if "@removed" not in m and not (acc.unread_only and m.get("isRead"))]
-            known = self.archive.known_keys(key(i) for i in ids)
-            todo = [i for i in ids if key(i) not in known]
-            self.progress.add_total(len(todo))
-            self._graph_save(acc, session, mailbox, label, todo, key, (state_key, page.next_link or page.delta_link),
-                             summary, actions)
-            # The page size ("batch size") halves while Graph throttles and grows back when it stops.
-            if session.throttled > throttled_before:
-                page_size, calm_pages = max(5, page_size // 2), 0
-            else:
-                calm_pages += 1
-                if calm_pages >= 3 and page_size < acc.batch_size:
-                    page_size, calm_pages = min(acc.batch_size, page_size * 2), 0
-            if not page.next_link:
-                return
-            link = page.next_link
-
-    def _graph_save(self, acc: Account, session, mailbox: str, label: str, ids: list[str], key, state,
-                    summary: RunSummary, actions: FolderActions) -> None:
-        """Fetch the MIME of ``ids``, archive it with the new resume position, then act on the server."""
-        mimes = session.fetch_mime(mailbox, ids) if ids else {}
-        gone = [i for i in ids if i not in mimes]
-        if gone:
-            self.archive.forget_failures(key(i) for i in gone)
-        raws = [RawMail(mimes[i], acc.name, label, key(i)) for i in ids if i in mimes]
-        summary.fetched += len(raws)
-        good, bad = prepare_all(raws, summary.errors)
-        results = self.archive.save_batch(good, failed=bad, action=acc.after, state=state)
-        _count(summary, results, len(bad))
-        if results and actions.carry_out([r.key.rsplit(":", 1)[1] for r in results]):
-            self.archive.actions_done(r.key for r in results)
-        self.progress.advance(len(ids))
-
-    # -- files ------------------------------------------------------------------------------
-    def import_files(self, path: Path, summary: RunSummary) -> None:
-        """.eml, .mbox and Maildir files below ``path``; the content hash keeps re-runs idempotent."""
-        from .sources.files import iter_files
-
-        batch: list[RawMail] = []
-        for raw in iter_files(path, self.archive.spool_dir, SPOOL_FROM):
-            batch.append(raw)
-            if len(batch) >= FILES_BATCH:
-                self._save_files(batch, summary)
-                batch = []
-        if batch:
-            self._save_files(batch, summary)
-
-    def _save_files(self, batch: list[RawMail], summary: RunSummary) -> None:
-        summary.fetched += len(batch)
-        known = self.archive.known_keys(r.key for r in batch)
-        summary.duplicates += sum(r.key in known for r in batch)
-        fresh = {r.key: r for r in batch if r.key not in known}  # same file twice in one batch: once
-        for r in batch:
-            if r.spool is not None and fresh.get(r.key) is not r:  # a duplicate's spool copy is not needed
-                r.spool.path.unlink(missing_ok=True)
-        good, bad = prepare_all(fresh.values(), summary.errors)
-        _count(summary, self.archive.save_batch(good, failed=bad), len(bad))
-        self.progress.advance(len(batch))
+            recorded = ", ".join(sorted({p.action for p in owed}))
+            self.state.audit(self.actor, "actions.dropped", f"{acc.name}/{folder.label}",
+                             f"{len(owed)} owed after-archive actions ({recorded}) dropped: the account's "
+                             "after-archive action is now 'none'")
+        elif actions.carry_out([source.ref_of(folder, k) for k in keys]):
+            (done_at_close or self.archive.actions_done)(keys)
 
     # -- attachment text ----------------------------------------------------------------------
     def extract_pending(self, workers: int | None = None, chunk: int = 64) -> int:
         """Extract text of documents still 'pending', on all cores; resumable. Returns how many."""
         workers = workers or self.config.workers
         done = 0
-        pool = (ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=die_with_parent, initargs=(os.getpid(),))
-                if workers > 1 else None)
+        pool = (ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=die_with_parent,
+                                    initargs=(os.getpid(),)) if workers > 1 else None)
         try:
             while True:
                 rows = self.archive.pending_text(chunk * workers)
@@ -456,18 +320,3 @@ class Importer:
         finally:
             if pool:
                 pool.shutdown()
-
-
-def _batches(items: list[tuple[int, int]], count: int, max_bytes: int) -> Iterator[list[tuple[int, int]]]:
-    """Cut (uid, size) items into batches of at most ``count`` items and ``max_bytes`` (one item at least)."""
-    batch: list[tuple[int, int]] = []
-    size = 0
-    for item in items:
-        if batch and (len(batch) >= count or size + item[1] > max_bytes):
-            yield batch
-            batch, size = [], 0
-        batch.append(item)
-        size += item[1]
-    if batch:
-        yield batch
-

@@ -98,14 +98,6 @@ class DocumentPlan:
     defects: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Cursor:
-    """Where an IMAP folder's import stands: UIDVALIDITY and highest archived UID."""
-
-    uidvalidity: int
-    last_uid: int
-
-
 @dataclass
 class SaveResult:
     """What the archive did with one message: its new document number, or the duplicate's."""

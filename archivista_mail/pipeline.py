@@ -164,11 +164,17 @@ class _Parsing:
 
 
 class Preparer:
-    """Parses batches in one worker process while the next batch is fetched (2 cores: fetch, parse)."""
+    """Parses batches in one worker process while the next batch is fetched (2 cores: fetch, parse).
 
-    def __init__(self, parallel: bool) -> None:
-        self.pool = (ProcessPoolExecutor(1, mp_context=get_context("fork"), initializer=die_with_parent,
-                                         initargs=(os.getpid(),)) if parallel else None)
+    The worker starts once ``parallel_from`` mails have come (a small run parses here: forking
+    costs more than it saves); sources list lazily, so how many will come is not known up front.
+    """
+
+    def __init__(self, parallel_from: int = PARALLEL_PARSE_FROM) -> None:
+        self.parallel_from = parallel_from
+        self.submitted = 0
+        self.pool: ProcessPoolExecutor | None = None
+        self.broken = False
 
     def __enter__(self) -> Preparer:
         return self
@@ -179,12 +185,16 @@ class Preparer:
 
     def submit(self, raws: list[RawMail]) -> _Parsing:
         """Start parsing a batch; the result is collected with ``.result(summary)``."""
-        if self.pool is None:
+        self.submitted += len(raws)
+        if self.pool is None and not self.broken and self.submitted >= self.parallel_from:
+            self.pool = ProcessPoolExecutor(1, mp_context=get_context("fork"), initializer=die_with_parent,
+                                            initargs=(os.getpid(),))
+        if self.pool is None or not raws:
             return _Parsing(raws)
         try:
             return _Parsing(raws, self.pool.submit(_prepare_in_worker, raws))
         except BrokenProcessPool:
-            self.pool = None
+            self.pool, self.broken = None, True
             return _Parsing(raws)
 
 

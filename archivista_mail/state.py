@@ -9,12 +9,12 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .accounts import NAME_RE, Account
-from .archive.embedded import now_iso, open_database
+from .db import now_iso, open_database
 from .errors import ConfigError, SecretError, escaped, t
 from .vault import Vault
 
@@ -37,7 +37,8 @@ STATE_FILE = "state.db"
 ROLES = ("admin", "viewer")
 SECRETS_BOUND_SETTING = "secrets_bound_to_endpoints"
 # Columns added after the first release of a table: {table: [(name, SQL type)]}.
-COLUMNS_ADDED = {"accounts": [("tenant", "TEXT"), ("mailboxes", "TEXT"), ("batch_size", "INTEGER")],
+COLUMNS_ADDED = {"accounts": [("tenant", "TEXT"), ("mailboxes", "TEXT"), ("batch_size", "INTEGER"),
+                              ("settings", "TEXT")],
                  "runs": [("warnings", "TEXT")],
                  "users": [("session_epoch", "INTEGER DEFAULT 0"), ("disabled", "INTEGER DEFAULT 0")]}
 AUDIT_TARGET_MAX, AUDIT_DETAIL_MAX = 200, 2000  # an audit entry stays a line, whatever was typed
@@ -91,6 +92,12 @@ class State:
                 for name, sqltype in columns:
                     if name not in have:
                         self.db.conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sqltype}")
+            legacy = self.db.conn.execute(
+                "SELECT name, kind, host, port, security, username, folders, unread_only, after, ca_file, tenant, "
+                "mailboxes, batch_size FROM accounts WHERE settings IS NULL").fetchall()
+            for row in legacy:
+                self.db.conn.execute("UPDATE accounts SET settings=? WHERE name=?",
+                                     [_settings_of_legacy_row(row[1:]), row[0]])
 
     # -- accounts ---------------------------------------------------------------------
     def save_account(self, account: Account, actor: str, *, new: bool) -> None:
@@ -102,27 +109,24 @@ class State:
         if not new and not exists:
             raise ConfigError(t("There is no account named '%(name)s'. See 'archivista-mail account list'.",
                                 name=escaped(account.name)))
-        row = asdict(account)
-        row["folders"] = json.dumps(list(account.folders), ensure_ascii=False)
-        row["mailboxes"] = json.dumps(list(account.mailboxes), ensure_ascii=False)
-        row["unread_only"] = int(account.unread_only)
-        row["enabled"] = int(account.enabled)
-        row["updated_at"] = now_iso()
+        settings = json.dumps(dict(account.settings), ensure_ascii=False)
+        row = {"name": account.name, "kind": account.kind, "secret": account.secret, "settings": settings,
+               "enabled": int(account.enabled), "updated_at": now_iso()}
         with self.db.conn:
             if exists:
                 self.db["accounts"].update(account.name, row)
             else:
                 row["created_at"] = row["updated_at"]
                 self.db["accounts"].insert(row)
-            safe = {k: v for k, v in row.items() if k != "secret"}
-            self.audit(actor, "account.add" if new else "account.change", account.name, json.dumps(safe))
+            safe = {"kind": account.kind, "enabled": account.enabled, **account.settings}
+            self.audit(actor, "account.add" if new else "account.change", account.name,
+                       json.dumps(safe, ensure_ascii=False))
 
     def accounts(self) -> list[Account]:
         """All accounts, by name."""
-        rows = self.db.execute("SELECT name, kind, host, port, security, username, secret, folders, unread_only, "
-                               "after, ca_file, enabled, tenant, mailboxes, batch_size FROM accounts "
-                               "ORDER BY name").fetchall()
-        return [_account(r) for r in rows]
+        rows = self.db.execute("SELECT name, kind, secret, settings, enabled FROM accounts ORDER BY name").fetchall()
+        return [Account(name=r[0], kind=r[1], secret=r[2] or "", settings=json.loads(r[3] or "{}"), enabled=bool(r[4]))
+                for r in rows]
 
     def account(self, name: str) -> Account:
         """One account by name; raises ConfigError if there is none."""
@@ -153,7 +157,7 @@ class State:
                     self.save_account(vault.seal(acc, vault.decrypt(acc.secret, acc.endpoint)), "archivista-mail",
                                       new=False)
                     bound += 1
-            except SecretError:  # a replaced key file: the account needs its secret again anyway
+            except (SecretError, ConfigError):  # a replaced key file, a source no longer installed
                 unreadable += 1
         if unreadable:
             return bound  # tried again next time, when the key may be back
@@ -320,8 +324,16 @@ def address_login_key(address: str) -> str:
     return f"addr:{address}"
 
 
-def _account(r) -> Account:
-    return Account(name=r[0], kind=r[1], host=r[2], port=r[3], security=r[4], username=r[5], secret=r[6],
-                   folders=tuple(json.loads(r[7])), unread_only=bool(r[8]), after=r[9], ca_file=r[10],
-                   enabled=bool(r[11]), tenant=r[12], mailboxes=tuple(json.loads(r[13] or "[]")),
-                   batch_size=r[14] or 25)
+def _settings_of_legacy_row(row: tuple) -> str:
+    """Settings of an account stored before they were a JSON object of the source's declared settings."""
+    kind, host, port, security, username, folders, unread_only, after, ca_file, tenant, mailboxes, batch = row
+    common = {"folders": json.loads(folders or "[]"), "unread_only": bool(unread_only), "after": after or "none"}
+    if kind == "o365":
+        settings = {"tenant": tenant, "client_id": username, "mailboxes": json.loads(mailboxes or "[]"),
+                    "batch_size": batch or 25, **common}
+    else:
+        settings = {"host": host, "port": port, "security": security, "user": username, "ca_file": ca_file,
+                    **common}
+        if kind == "pop3":
+            del settings["folders"], settings["unread_only"]
+    return json.dumps(settings, ensure_ascii=False)

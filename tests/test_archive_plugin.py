@@ -16,8 +16,8 @@ from archivista_mail.archive import ENTRY_POINT_GROUP, Archive, Failure, Pending
 from archivista_mail.archive.embedded import EmbeddedArchive
 from archivista_mail.config import Config
 from archivista_mail.errors import NotFoundError
-from archivista_mail.importer import Importer, RunSummary
-from archivista_mail.model import Cursor, SaveResult, SpooledData
+from archivista_mail.importer import Importer
+from archivista_mail.model import SaveResult, SpooledData
 from archivista_mail.plan import mail_text
 from archivista_mail.state import State
 from archivista_mail.vault import Vault
@@ -32,7 +32,6 @@ class MemoryArchive(Archive):
         self.docs: dict[int, dict] = {}
         self.blobs = blob_dir
         self.seen: dict[str, int] = {}
-        self.cursors: dict[tuple[str, str], Cursor] = {}
         self.failed: dict[str, Failure] = {}
         self.actions: dict[str, PendingAction] = {}
         self.state: dict[str, str | None] = {}
@@ -49,9 +48,6 @@ class MemoryArchive(Archive):
     def known_keys(self, keys):
         return {k for k in keys if k in self.seen}
 
-    def get_cursor(self, account, folder):
-        return self.cursors.get((account, folder))
-
     def failures(self, account=None, folder=None):
         return [f for f in self.failed.values() if account in (None, f.account) and folder in (None, f.folder)]
 
@@ -66,10 +62,14 @@ class MemoryArchive(Archive):
         for k in keys:
             self.failed.pop(k, None)
 
-    def reset_cursor(self, account, folder, uidvalidity):
-        self.cursors[(account, folder)] = Cursor(uidvalidity, 0)
+    def reset_folder(self, account, folder, state_key, forget_pending):
+        self.state.pop(state_key, None)
+        if forget_pending:
+            for table in (self.failed, self.actions):
+                for key in [k for k, v in table.items() if (v.account, v.folder) == (account, folder)]:
+                    del table[key]
 
-    def save_batch(self, mails, *, cursor=None, failed=(), action=None, state=None):
+    def save_batch(self, mails, *, failed=(), action=None, state=None):
         results = []
         for raw, plans in mails:
             data = [p.data.path.read_bytes() if isinstance(p.data, SpooledData) else p.data for p in plans]
@@ -97,10 +97,6 @@ class MemoryArchive(Archive):
             self.failed[raw.key] = Failure(raw.key, raw.account, raw.folder, raw.uid, reason)
         if state:
             self.state[state[0]] = state[1]
-        if cursor:
-            account, folder, cur = cursor
-            old = self.cursors.get((account, folder))
-            self.cursors[(account, folder)] = Cursor(cur.uidvalidity, max(cur.last_uid, old.last_uid if old else 0))
         return results
 
     def get_document(self, number):
@@ -144,8 +140,9 @@ def test_another_archive_implementation_runs_the_whole_importer(mailbox, tmp_pat
     archive = MemoryArchive(tmp_path / "mem")
     mailbox.append([make_mail(600, attachment="pdf", secret_word="axolotl"), make_mail(601)])
     account = Vault(config.key_path).seal(
-        Account(name="mem", kind="imap", host="127.0.0.1", port=mailbox.server.ports["imaps"], security="ssl",
-                username=mailbox.user, secret="", ca_file=str(mailbox.server.cert), after="delete"), PASSWORD)
+        Account(name="mem", kind="imap", settings={
+            "host": "127.0.0.1", "port": mailbox.server.ports["imaps"], "security": "ssl", "user": mailbox.user,
+            "ca_file": str(mailbox.server.cert), "folders": ["INBOX"], "after": "delete"}), PASSWORD)
     state.save_account(account, "test", new=True)
     importer = Importer(config, archive, state)
 
@@ -157,8 +154,7 @@ def test_another_archive_implementation_runs_the_whole_importer(mailbox, tmp_pat
     assert pdf["text_status"] == "done" and "axolotl" in pdf["text"]
     assert {d["kind"] for d in archive.search("axolotl")} == {"mail", "attachment"}
 
-    files = RunSummary()
-    importer.import_files(SAMPLES, files)
+    files = importer.run(from_path=SAMPLES)
     assert files.archived == 4
     invoice = [d for d in archive.docs.values() if d["subject"] == "Rechnung 2024-117 für Beratung"][0]
     assert archive.read_blob(invoice["number"]) == (SAMPLES / "01-invoice-with-pdf.eml").read_bytes()

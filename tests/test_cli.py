@@ -160,7 +160,7 @@ def test_moving_mail_into_an_archived_folder_is_refused(run):
 def test_a_terminal_gets_a_progress_count_and_a_summary(data_dir):
     code, shown = run_on_terminal(data_dir, "import", "--from", SAMPLES)
     assert code == 0
-    assert b"\r4 mails" in shown
+    assert b"4/4 mails" in shown
     assert b"Import: fetched 4, archived 4, duplicates skipped 0, failed 0" in shown
 
 

@@ -43,10 +43,10 @@ def test_a_missing_path_is_a_clear_error(run, tmp_path):
 
 
 def test_a_large_eml_file_is_spooled_and_archived_byte_for_byte(run, tmp_path, data_dir, monkeypatch):
-    import archivista_mail.importer as importer
+    import archivista_mail.sources.base as sources_base
     from archivista_mail import spool
 
-    monkeypatch.setattr(importer, "SPOOL_FROM", 10_000)
+    monkeypatch.setattr(sources_base, "SPOOL_FROM", 10_000)
     monkeypatch.setattr(spool, "SPILL_AT", 5_000)
     raw = make_mail(400, body_words=3000, attachment="pdf", attachment_size=40_000, secret_word="numbat")
     (tmp_path / "big").mkdir()

@@ -151,10 +151,10 @@ def test_an_unknown_host_is_explained():
 
     from archivista_mail.accounts import Account
     from archivista_mail.errors import ConnectError
-    from archivista_mail.sources import translated
+    from archivista_mail.sources.mailserver import translated
 
-    acc = Account(name="nohost", kind="imap", host="imap.example.invalid", port=993, security="ssl",
-                  username="u", secret="")
+    acc = Account(name="nohost", kind="imap", settings={"host": "imap.example.invalid", "port": 993,
+                                                         "security": "ssl", "user": "u"})
     with pytest.raises(ConnectError) as e:
         with translated(acc, "connecting", 5):
             raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")

@@ -101,11 +101,12 @@ def test_a_folder_that_only_holds_folders_is_skipped_with_a_warning_and_never_of
     assert test.exit_code == 0, test.output
     assert "Kunden: skipped: " in test.output and "Kunden/2024: 1 message" in test.output
 
+    from archivista_mail.config import Config
     from archivista_mail.probe import probe_account
     from archivista_mail.state import State
 
     acc = State(data_dir).account("acct")
-    assert probe_account(acc, PASSWORD, 10).available == ["INBOX", "Kunden/2024"]
+    assert probe_account(acc, Config(data_dir=data_dir)).available == ["INBOX", "Kunden/2024"]
 
 
 # -- refused after-archive actions -------------------------------------------------------------

@@ -59,4 +59,4 @@ def test_pop3_cannot_mark_read_or_move(run, mailbox):
     result = run("account", "add", "pop3", "x", "--host", "127.0.0.1", "--user", "u", "--password-stdin",
                  "--after", "read", input="pw\n")
     assert result.exit_code == 2
-    assert "POP3 has no flags or folders" in result.output
+    assert "POP3 accounts cannot 'read' after archiving; they can: none, delete." in result.output

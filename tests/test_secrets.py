@@ -49,23 +49,24 @@ def admin(run, data_dir, mailbox):
 
 def edit(client, name, **fields):
     token = csrf(client.get("/accounts/").data)
-    form = {"csrf_token": token, "kind": "imap", "security": "plain", "username": "u", "password": "",
-            "folders": "INBOX", "mode": "all", "after": "none", **fields}
+    form = {"csrf_token": token, "security": "plain", "user": "u", "password": "", "folders": "INBOX",
+            "after": "none", **fields}
     return client.post(f"/accounts/{name}/edit", data=form)
 
 
-def point_row_at(data_dir: Path, name: str, **columns) -> None:
+def point_row_at(data_dir: Path, name: str, kind: str | None = None, **settings) -> None:
     """Change an account behind every form's back, as a bug or a tampered database would."""
-    sets = ", ".join(f"{c}=?" for c in columns)
     with sqlite3.connect(data_dir / "state.db") as db:
-        db.execute(f"UPDATE accounts SET {sets} WHERE name=?", [*columns.values(), name])
+        stored = json.loads(db.execute("SELECT settings FROM accounts WHERE name=?", [name]).fetchone()[0])
+        db.execute("UPDATE accounts SET settings=?, kind=coalesce(?, kind) WHERE name=?",
+                   [json.dumps({**stored, **settings}), kind, name])
 
 
 def test_webadmin_refuses_a_new_server_without_the_password_and_keeps_the_account(admin, data_dir, mailbox, recorder):
     before = State(data_dir).account("box")
-    response = edit(admin, "box", host="127.0.0.1", port=str(recorder.port), username=mailbox.user)
+    response = edit(admin, "box", host="127.0.0.1", port=str(recorder.port), user=mailbox.user)
     assert response.status_code == 400
-    assert "geben Sie deshalb das Passwort neu ein" in response.data.decode()  # WebAdmin's default: German
+    assert "geben Sie deshalb das Passwort bzw. Secret neu ein" in response.data.decode()  # WebAdmin's default: German
     assert State(data_dir).account("box") == before
     token = csrf(admin.get("/accounts/").data)
     page = admin.post("/accounts/box/test", data={"csrf_token": token}).data.decode()
@@ -73,16 +74,20 @@ def test_webadmin_refuses_a_new_server_without_the_password_and_keeps_the_accoun
     assert recorder.connections == 0
 
 
-def test_webadmin_refuses_turning_an_office_365_account_into_imap_with_its_client_secret(admin, data_dir, recorder):
-    response = edit(admin, "m365", host="127.0.0.1", port=str(recorder.port), username="c")
+def test_webadmin_cannot_turn_an_office_365_account_into_imap(admin, data_dir, recorder):
+    before = State(data_dir).account("m365")
+    response = edit(admin, "m365", kind="imap", host="127.0.0.1", port=str(recorder.port), user="c")
+    assert response.status_code == 400  # the Office 365 form: its own fields are missing, the others ignored
+    assert State(data_dir).account("m365") == before
+    response = edit(admin, "m365", kind="imap", tenant="t2", client_id="c", mailboxes="a@example.org")
     assert response.status_code == 400
-    assert "geben Sie deshalb das Client-Secret neu ein" in response.data.decode()
-    assert State(data_dir).account("m365").kind == "o365"
+    assert "geben Sie deshalb das Passwort bzw. Secret neu ein" in response.data.decode()  # a new tenant
+    assert State(data_dir).account("m365") == before
     assert recorder.connections == 0
 
 
 def test_with_the_password_entered_again_the_changed_account_is_saved(admin, data_dir, mailbox):
-    response = edit(admin, "box", host="localhost", port=str(mailbox.server.ports["imap"]), username=mailbox.user,
+    response = edit(admin, "box", host="localhost", port=str(mailbox.server.ports["imap"]), user=mailbox.user,
                     password=PASSWORD)
     assert response.status_code == 302
     acc = State(data_dir).account("box")
@@ -91,7 +96,7 @@ def test_with_the_password_entered_again_the_changed_account_is_saved(admin, dat
 
 
 @pytest.mark.parametrize("change", [
-    {"host": "127.0.0.1"}, {"username": "someone-else"}, {"security": "plain"}, {"kind": "pop3"},
+    {"host": "127.0.0.1"}, {"user": "someone-else"}, {"security": "plain"}, {"kind": "pop3"},
 ])
 def test_no_code_path_sends_a_stored_password_to_an_endpoint_it_was_not_entered_for(
         admin, run, data_dir, recorder, change):
@@ -111,7 +116,7 @@ def test_no_code_path_sends_a_stored_password_to_an_endpoint_it_was_not_entered_
 
 
 def test_an_office_365_secret_is_never_sent_as_an_imap_password(admin, run, data_dir, recorder):
-    point_row_at(data_dir, "m365", kind="imap", host="127.0.0.1", port=recorder.port, security="plain")
+    point_row_at(data_dir, "m365", kind="imap", host="127.0.0.1", port=recorder.port, security="plain", user="c")
     result = run("account", "test", "m365")
     assert "entered for another server" in result.output
     assert recorder.connections == 0 and GRAPH_SECRET.encode() not in recorder.received
@@ -137,13 +142,12 @@ def test_secrets_stored_before_binding_are_bound_to_their_account_on_first_use(r
 
 def test_webadmin_takes_a_ca_certificate_not_a_path_so_it_cannot_tell_which_files_exist(admin, data_dir, mailbox):
     token = csrf(admin.get("/accounts/").data)
-    base = {"csrf_token": token, "kind": "imap", "host": "127.0.0.1", "port": str(mailbox.server.ports["imaps"]),
-            "security": "ssl", "username": mailbox.user, "password": PASSWORD, "folders": "INBOX", "mode": "all",
-            "after": "none"}
-    answers = {admin.post("/accounts/box/edit", data={**base, "ca_pem": path}).data.decode()
+    base = {"csrf_token": token, "host": "127.0.0.1", "port": str(mailbox.server.ports["imaps"]),
+            "security": "ssl", "user": mailbox.user, "password": PASSWORD, "folders": "INBOX", "after": "none"}
+    answers = {admin.post("/accounts/box/edit", data={**base, "ca_file_pem": path}).data.decode()
                .split('role="alert">')[1].split("<")[0] for path in ("/etc/passwd", "/no/such/file")}
     assert len(answers) == 1 and "/etc/passwd" not in answers.pop()  # the same answer, whatever exists
-    response = admin.post("/accounts/box/edit", data={**base, "ca_pem": mailbox.server.cert.read_text()})
+    response = admin.post("/accounts/box/edit", data={**base, "ca_file_pem": mailbox.server.cert.read_text()})
     assert response.status_code == 302
     acc = State(data_dir).account("box")
     stored = Path(acc.ca_file)

@@ -52,9 +52,9 @@ def test_spooled_parse_of_every_corpus_mail_equals_the_in_memory_parse(message, 
 
 def test_a_mail_above_the_spool_size_is_fetched_in_pieces_and_archived_exactly(run, mailbox, monkeypatch, tmp_path,
                                                                                  data_dir):
-    import archivista_mail.importer as importer
+    import archivista_mail.sources.base as sources_base
 
-    monkeypatch.setattr(importer, "SPOOL_FROM", 100_000)
+    monkeypatch.setattr(sources_base, "SPOOL_FROM", 100_000)
     monkeypatch.setattr(spool, "SPILL_AT", 50_000)
     payload = bytes(range(256)) * 4000  # ~1 MB attachment
     forwarded = make_mail(7, secret_word="platypus")
@@ -87,9 +87,9 @@ def test_a_mail_above_the_spool_size_is_fetched_in_pieces_and_archived_exactly(r
 
 
 def test_no_spool_files_are_left_behind(run, data_dir, mailbox, monkeypatch):
-    import archivista_mail.importer as importer
+    import archivista_mail.sources.base as sources_base
 
-    monkeypatch.setattr(importer, "SPOOL_FROM", 1000)
+    monkeypatch.setattr(sources_base, "SPOOL_FROM", 1000)
     monkeypatch.setattr(spool, "SPILL_AT", 100)
     mailbox.append([make_mail(i, attachment="pdf") for i in range(3)] * 2)  # duplicates too
     run("account", "add", "imap", "acct", "--host", "127.0.0.1", "--port", str(mailbox.server.ports["imaps"]),
@@ -101,9 +101,9 @@ def test_no_spool_files_are_left_behind(run, data_dir, mailbox, monkeypatch):
 
 
 def test_a_large_pop3_mail_is_spooled_and_byte_identical(run, mailbox, monkeypatch, tmp_path):
-    import archivista_mail.importer as importer
+    import archivista_mail.sources.base as sources_base
 
-    monkeypatch.setattr(importer, "SPOOL_FROM", 10_000)
+    monkeypatch.setattr(sources_base, "SPOOL_FROM", 10_000)
     big = make_mail(11, body_words=5000, attachment="pdf", attachment_size=30_000, secret_word="quoll")
     small = make_mail(12)
     mailbox.append([big, small])

@@ -62,8 +62,8 @@ def test_partner_sets_up_imports_finds_a_pdf_word_and_follows_a_direct_link(weba
     page.fill("input[name=name]", "office")
     page.fill("input[name=host]", "127.0.0.1")
     page.fill("input[name=port]", str(mailbox.server.ports["imaps"]))
-    page.fill("textarea[name=ca_pem]", mailbox.server.cert.read_text())  # the test server's own CA, pasted
-    page.fill("input[name=username]", mailbox.user)
+    page.fill("textarea[name=ca_file_pem]", mailbox.server.cert.read_text())  # the test server's own CA, pasted
+    page.fill("input[name=user]", mailbox.user)
     page.fill("input[name=password]", PASSWORD)
     with page.expect_navigation():
         page.click("#save")

@@ -24,7 +24,7 @@ from test_webadmin import ADMIN_PAGES, DOCUMENT_PAGES, SAMPLES, csrf, login
 from archivista_mail.accounts import Account
 from archivista_mail.config import Config
 from archivista_mail.errors import ConfigError, t
-from archivista_mail.sources import translated
+from archivista_mail.sources.mailserver import translated
 from archivista_mail.sources.graph import _login_failure
 from archivista_mail.state import State
 from webadmin import create_app
@@ -159,8 +159,9 @@ def test_english_pages_show_no_german(app, path):
 @pytest.mark.parametrize("path,words", [
     ("/settings/links", ["DNS name for API calls", "Title field for API links", "(number: title)", ">Subject<",
                          ">File name<"]),
-    ("/o365/", ["Mails per request (Office 365)", "Leave as it is", "Move to a folder", "Mark as read"]),
-    ("/accounts/", ["Leave as it is", "Move to Archiv", "(SSL/TLS)", "(STARTTLS)", "Administrator"]),
+    ("/accounts/new?kind=o365", ["Mails per request (Office 365)", "Leave as it is", "Move to a folder",
+                                 "Mark as read"]),
+    ("/accounts/", ["Leave as it is", "Move to Archiv", "Security: SSL/TLS", "Security: STARTTLS", "Administrator"]),
     ("/accounts/new", ["Unencrypted", "Folder to move to"]),
     ("/documents", [">Mail<", ">Attachment<"]),
     ("/imports/", [">OK<", ">Partly failed<", ">Unreachable<", ">all accounts<", ">1,234<"]),
@@ -174,9 +175,9 @@ def test_english_pages_show_english_labels_for_stored_values(app, path, words):
 @pytest.mark.parametrize("path,words", [
     ("/settings/links", ["DNS-Name für API-Aufruf", "Titelfeld für API-Link", "Aktennummer: Titelinhalt",
                          ">Betreff<", ">Dateiname<"]),
-    ("/o365/", ["Anzahl Mails (Office 365)", "Unverändert lassen", "In einen Ordner verschieben",
-                "Als gelesen markieren"]),
-    ("/accounts/", ["Unverändert lassen", "In Archiv verschieben", "(SSL/TLS)", "(STARTTLS)"]),
+    ("/accounts/new?kind=o365", ["Anzahl Mails (Office 365)", "Unverändert lassen", "In einen Ordner verschieben",
+                                 "Als gelesen markieren"]),
+    ("/accounts/", ["Unverändert lassen", "In Archiv verschieben", "Sicherheit: SSL/TLS", "Sicherheit: STARTTLS"]),
     ("/accounts/new", ["Unverschlüsselt", "Zielordner"]),
     ("/documents", [">Mail<", ">Anhang<"]),
     ("/imports/", [">OK<", ">Teilweise fehlgeschlagen<", ">Nicht erreichbar<", ">alle Konten<", ">1.234<"]),
@@ -349,7 +350,7 @@ def test_every_core_sentences_translation_has_exactly_its_placeholders(lang):
 
 
 def test_a_sentence_with_a_sentence_inside_is_translated_whole_and_stays_english_for_the_cli():
-    acc = Account("box", "imap", "mail.example.org", 143, "plain", "u", "")
+    acc = Account("box", "imap", {"host": "mail.example.org", "port": 143, "security": "plain", "user": "u"})
     with pytest.raises(Exception) as caught:
         with translated(acc, t("connecting"), 5):
             raise EOFError("b'* BYE server says goodbye'")
@@ -360,7 +361,7 @@ def test_a_sentence_with_a_sentence_inside_is_translated_whole_and_stays_english
         "Konto box: Die Verbindung zu mail.example.org:143 ist beim Verbinden fehlgeschlagen. Prüfen Sie, ob "
         "Server, Port und Sicherheit zum Mailserver des Kontos gehören.")
     assert "BYE" in e.localized(german().gettext) and "BYE" not in e.localized(german().gettext, public=True)
-    login = _login_failure(Account("m365", "o365", "graph.microsoft.com", 443, "ssl", "c", ""),
+    login = _login_failure(Account("m365", "o365", {"tenant": "t", "client_id": "c"}),
                            "AADSTS7000215: Invalid client secret provided.")
     assert str(login) == ("Account m365: Microsoft 365 refused the app's login (AADSTS7000215): the client secret "
                           "is wrong. Enter the secret's Value (not its Secret ID) from the app registration.")
@@ -378,15 +379,14 @@ def alert(page: str) -> str:
 
 def new_imap_account(client, **fields):
     token = csrf(client.get("/accounts/new").data)
-    form = {"csrf_token": token, "name": "neu", "kind": "imap", "host": "mail.example.org", "port": "993",
-            "security": "ssl", "username": "u", "password": "secret-1", "folders": "INBOX", "mode": "all",
-            "after": "none", **fields}
+    form = {"csrf_token": token, "name": "neu", "host": "mail.example.org", "port": "993",
+            "security": "ssl", "user": "u", "password": "secret-1", "folders": "INBOX", "after": "none", **fields}
     return client.post("/accounts/new", data=form)
 
 
 @pytest.mark.parametrize("fields,de,en", [
-    ({"port": "0"}, "Konto neu: Der Port 0 ist kein TCP-Port (1-65535).",
-     "Account neu: the port 0 is not a TCP port (1-65535)."),
+    ({"port": "0"}, "Konto neu: Port muss zwischen 1 und 65535 liegen, nicht 0.",
+     "Account neu: Port must be between 1 and 65535, not 0."),
     ({"folders": "INBOX\nArchiv//Alt"},
      "Der Ordnername «Archiv//Alt» hat eine leere Ebene. Schreiben Sie die Ebenen mit je einem «/» dazwischen, "
      "z. B. Archiv/Alt.",
@@ -446,11 +446,10 @@ def test_the_connection_tests_folder_report_is_in_the_users_language(app, run, m
 
 
 def test_the_cli_says_the_core_sentences_in_english(run):
-    # (the CLI takes --port 0 as "no port given": the default port for the security)
     result = run("account", "add", "imap", "box", "--host", "mail.example.org", "--port", "70000", "--user", "u",
                  "--password-stdin", input="secret-1\n")
     assert result.exit_code == 2, result.output
-    assert "Error: Account box: the port 70000 is not a TCP port (1-65535).\n" in result.output
+    assert "Error: Account box: Port must be between 1 and 65535, not 70000.\n" in result.output
     result = run("account", "add", "imap", "box", "--host", "mail.example.org", "--user", "u", "--folder",
                  "Archiv//Alt", "--password-stdin", input="secret-1\n")
     assert result.exit_code == 2, result.output

@@ -14,7 +14,7 @@ HOSTILE_VALUES = ["nonexist", "99999999999999999999999", "-1", "0", "\x00", '"',
                   "<script>alert(1)</script>", "../../etc/passwd", "\u202etxt.exe", "x" * 5000, "%", "*", "NEAR("]
 QUERY_KEYS = ["q", "page", "action", "actor", "edit", "next", "lang", "account", "field"]
 FORM_KEYS = ["name", "kind", "host", "port", "security", "username", "password", "folders", "mode", "after",
-             "move_to", "ca_pem", "ca_remove", "tenant", "client_id", "client_secret", "mailboxes", "batch_size", "base_url",
+             "move_to", "ca_file_pem", "ca_file_remove", "user", "unread_only", "tenant", "client_id", "client_secret", "mailboxes", "batch_size", "base_url",
              "title_field", "minutes", "folder", "account", "lang", "next"]
 
 

@@ -124,9 +124,9 @@ def time_element(value: str | None) -> Markup:
 
 def localize(text: object) -> str:
     """Jinja: a core sentence (a Text from t()) in the user's language; anything else as it is."""
-    return text.translated(gettext) if isinstance(text, Text) else ("" if text is None else str(text))
+    return text.translated(gettext, current_language()) if isinstance(text, Text) else ("" if text is None else str(text))
 
 
 def localized(error: ArchivistaMailError, public: bool = False) -> str:
     """An error's sentence in the user's language: WebAdmin's own and the core's (those written with t())."""
-    return error.localized(gettext, public=public)
+    return error.localized(gettext, public=public, lang=current_language())

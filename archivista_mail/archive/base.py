@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..model import Cursor, DocumentPlan, RawMail, SaveResult
+from ..model import DocumentPlan, RawMail, SaveResult
 
 
 @dataclass(frozen=True)
@@ -65,12 +65,9 @@ class Archive(abc.ABC):
         """The subset of source keys already archived (or skipped as duplicates)."""
 
     @abc.abstractmethod
-    def get_cursor(self, account: str, folder: str) -> Cursor | None:
-        """The folder's cursor, or None if it was never imported."""
-
-    @abc.abstractmethod
     def get_state(self, key: str) -> str | None:
-        """A source's resume position (e.g. a Graph delta or next link), saved with ``save_batch``."""
+        """A folder's cursor, as its source wrote it (an IMAP "UIDVALIDITY:UID", a Graph delta link); see
+        ``save_batch``."""
 
     @abc.abstractmethod
     def set_state(self, key: str, value: str | None) -> None:
@@ -93,22 +90,22 @@ class Archive(abc.ABC):
         """Drop failures of messages that vanished from the server before they could be archived."""
 
     @abc.abstractmethod
-    def reset_cursor(self, account: str, folder: str, uidvalidity: int) -> None:
-        """Start a folder over (UIDVALIDITY changed): drop its cursor, failures and actions."""
+    def reset_folder(self, account: str, folder: str, state_key: str | None, forget_pending: bool) -> None:
+        """Start a folder over (its cursor means nothing any more): drop the cursor kept under ``state_key``
+        and, with ``forget_pending``, the folder's failures and owed actions (their references are void)."""
 
     @abc.abstractmethod
     def save_batch(
         self,
         mails: list[tuple[RawMail, list[DocumentPlan]]],
         *,
-        cursor: tuple[str, str, Cursor] | None = None,
         failed: Iterable[tuple[RawMail, str]] = (),
         action: str | None = None,
         state: tuple[str, str | None] | None = None,
     ) -> list[SaveResult]:
         """Archive mails durably in one transaction with the ledger; see the module docstring.
 
-        ``cursor`` is an IMAP folder's new cursor, ``state`` a source's new resume position.
+        ``state`` is (key, value): the folder's new cursor, kept in the same transaction.
         """
 
     # -- documents ----------------------------------------------------------------------

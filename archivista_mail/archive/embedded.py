@@ -5,19 +5,17 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
+from ..db import now_iso, open_database
 from ..errors import ArchiveError, NotFoundError
-from ..model import Content, Cursor, DocumentPlan, RawMail, SaveResult, SpooledData
+from ..model import Content, DocumentPlan, RawMail, SaveResult, SpooledData
 from .base import Archive, Failure, PendingAction
 from .blobs import BlobStore, sha256_hex
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MAX_INTEGER = 2**63 - 1  # SQLite's INTEGER range: no number or offset beyond it names a row
 
 DOCUMENT_COLUMNS = {
@@ -66,21 +64,6 @@ SCHEMA = [
 ]
 
 
-def now_iso() -> str:
-    """Current UTC time, ISO 8601 to the second."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def open_database(path: Path, synchronous: str = "FULL") -> sqlite_utils.Database:
-    """Open a SQLite file for a writer beside readers: WAL, durable commits, waits for locks."""
-    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
-    db = sqlite_utils.Database(conn)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute(f"PRAGMA synchronous={synchronous}")
-    db.execute("PRAGMA foreign_keys=ON")
-    return db
-
-
 class EmbeddedArchive(Archive):
     """Documents and the import ledger in ``archive.db``; blobs under ``blobs/``."""
 
@@ -103,15 +86,22 @@ class EmbeddedArchive(Archive):
 
     # -- schema -------------------------------------------------------------------------
     def ensure_schema(self) -> None:
-        """Create the tables in one transaction, so a kill mid-way leaves all or nothing."""
+        """Create or migrate the tables in one transaction, so a kill mid-way leaves all or nothing."""
         conn = self.db.conn
         if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
             return
         with conn:
             conn.execute("BEGIN IMMEDIATE")
-            if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:  # another process won
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:  # else another process won
                 for statement in SCHEMA:
                     conn.execute(statement)
+                if 0 < version < 3:
+                    # IMAP cursors became source state ("UIDVALIDITY:last UID") when every source got the
+                    # same loop (issue 10); the old table stays, unused.
+                    conn.execute("INSERT OR IGNORE INTO source_state (key, value, updated_at) SELECT "
+                                 "'imap:' || account || ':' || folder, uidvalidity || ':' || last_uid, updated_at "
+                                 "FROM cursors")
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # -- ledger -------------------------------------------------------------------------
@@ -123,11 +113,6 @@ class EmbeddedArchive(Archive):
             marks = ",".join("?" * len(chunk))
             found.update(r[0] for r in self.db.execute(f"SELECT key FROM seen WHERE key IN ({marks})", chunk))
         return found
-
-    def get_cursor(self, account: str, folder: str) -> Cursor | None:
-        row = self.db.execute("SELECT uidvalidity, last_uid FROM cursors WHERE account=? AND folder=?",
-                              [account, folder]).fetchone()
-        return Cursor(row[0], row[1]) if row else None
 
     def get_state(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM source_state WHERE key=?", [key]).fetchone()
@@ -167,20 +152,19 @@ class EmbeddedArchive(Archive):
             self.db.conn.execute("BEGIN IMMEDIATE")
             self.db.conn.executemany("DELETE FROM failures WHERE key=?", [(k,) for k in keys])
 
-    def reset_cursor(self, account: str, folder: str, uidvalidity: int) -> None:
+    def reset_folder(self, account: str, folder: str, state_key: str | None, forget_pending: bool) -> None:
         with self.db.conn:
             self.db.conn.execute("BEGIN IMMEDIATE")
-            for table in ("cursors", "failures", "actions"):
-                self.db.conn.execute(f"DELETE FROM {table} WHERE account=? AND folder=?", [account, folder])
-            self.db.conn.execute(
-                "INSERT INTO cursors (account, folder, uidvalidity, last_uid, updated_at) VALUES (?, ?, ?, 0, ?)",
-                [account, folder, uidvalidity, now_iso()])
+            if state_key is not None:
+                _put_state(self.db.conn, state_key, None)
+            if forget_pending:
+                for table in ("failures", "actions"):
+                    self.db.conn.execute(f"DELETE FROM {table} WHERE account=? AND folder=?", [account, folder])
 
     def save_batch(
         self,
         mails: list[tuple[RawMail, list[DocumentPlan]]],
         *,
-        cursor: tuple[str, str, Cursor] | None = None,
         failed: Iterable[tuple[RawMail, str]] = (),
         action: str | None = None,
         state: tuple[str, str | None] | None = None,
@@ -199,16 +183,16 @@ class EmbeddedArchive(Archive):
                 for plan in plans:
                     if isinstance(plan.data, SpooledData):
                         plan.data.path.unlink(missing_ok=True)
-            return self._commit(mails, shas, cursor, failed, action, state)
+            return self._commit(mails, shas, failed, action, state)
         except (OSError, sqlite3.Error) as e:
             raise ArchiveError(f"The archive in {self.data_dir} could not store mail: {e}. "
                                "Check free disk space and permissions; nothing was marked as archived.") from e
 
-    def _commit(self, mails, shas, cursor, failed, action, state) -> list[SaveResult]:
+    def _commit(self, mails, shas, failed, action, state) -> list[SaveResult]:
         conn = self.db.conn
         stamp = now_iso()
         results: list[SaveResult] = []
-        with conn:  # one transaction: documents, seen keys, cursor, failures, actions
+        with conn:  # one transaction: documents, seen keys, failures, actions and the folder's cursor
             conn.execute("BEGIN IMMEDIATE")
             for (raw, plans), plan_shas in zip(mails, shas, strict=True):
                 row = conn.execute("SELECT number FROM documents WHERE sha256=? AND kind='mail' AND parent IS NULL",
@@ -229,13 +213,6 @@ class EmbeddedArchive(Archive):
                     "VALUES (?, ?, ?, ?, ?, 1, ?, ?) ON CONFLICT(key) DO UPDATE SET reason=excluded.reason, "
                     "attempts=attempts+1, last_failed=excluded.last_failed",
                     [raw.key, raw.account, raw.folder, raw.uid, reason, stamp, stamp])
-            if cursor is not None:
-                account, folder, cur = cursor
-                conn.execute(
-                    "INSERT INTO cursors (account, folder, uidvalidity, last_uid, updated_at) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT(account, folder) DO UPDATE SET uidvalidity=excluded.uidvalidity, "
-                    "last_uid=max(last_uid, excluded.last_uid), updated_at=excluded.updated_at",
-                    [account, folder, cur.uidvalidity, cur.last_uid, stamp])
             if state is not None:
                 _put_state(conn, *state)
         return results

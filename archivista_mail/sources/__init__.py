@@ -1,158 +1,39 @@
-"""Mail sources. Each delivers original RFC 5322 bytes and translates its library's errors."""
+"""Mail sources: each is one module declaring a ``Source`` (sources/base.py), registered under the entry
+point group ``archivista_mail.sources``, as archives are under ``archivista_mail.archives``.
+
+Built in: imap, pop3 and o365 (Microsoft 365 through Graph). Another package adds a kind by
+registering its Source class under the group; nothing else needs to change.
+"""
 
 from __future__ import annotations
 
-import socket
-import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+import functools
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
-from ..accounts import Account
-from ..errors import ArchivistaMailError, AuthError, ConnectError, FetchError, Text, escaped, t
+from ..errors import ConfigError, escaped, t
 
+if TYPE_CHECKING:
+    from .base import Source
 
-@dataclass(frozen=True)
-class FolderInfo:
-    """What selecting a folder told us. ``name`` is the folder as configured, ``server_name`` the server's."""
-
-    name: str
-    uidvalidity: int
-    uidnext: int | None
-    exists: int
-    server_name: str = ""
-    permanent_flags: frozenset[bytes] | None = None  # upper case; None: the server did not say (all are kept)
+GROUP = "archivista_mail.sources"
 
 
-class Session:
-    """A logged-in connection for one account; subclasses set the error types and ``_connect``.
+@functools.cache
+def registry() -> dict[str, type[Source]]:
+    """Every installed source by its kind, in the order of their WebAdmin pages and names.
 
-    Use as a context manager: a connection that fails half-way (TLS, login) is closed again.
+    Cached for the process; ``registry.cache_clear()`` after installing one at run time (tests).
     """
-
-    auth_errors: tuple[type[BaseException], ...] = ()
-    protocol_errors: tuple[type[BaseException], ...] = ()
-
-    def __init__(self, account: Account, password: str, timeout: int = 60) -> None:
-        self.account = account
-        self._password = password
-        self.timeout = timeout
-        self.client = None
-
-    def _guard(self, doing: str | Text):
-        return translated(self.account, doing, self.timeout, auth_errors=self.auth_errors,
-                          protocol_errors=self.protocol_errors)
-
-    def __enter__(self):
-        try:
-            self._connect()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _connect(self) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Drop the connection (subclasses log out politely first)."""
-        raise NotImplementedError
+    found = {ep.name: ep for ep in entry_points(group=GROUP)}
+    loaded = {name: ep.load() for name, ep in found.items()}
+    return dict(sorted(loaded.items(), key=lambda item: (item[1].page != "mail", item[1].page, item[0])))
 
 
-def tls_context(account: Account) -> ssl.SSLContext:
-    """A verifying TLS context: the system CAs, or only the account's CA file if it has one."""
+def source_class(kind: str) -> type[Source]:
+    """The source of an account kind; raises ConfigError naming the installed kinds."""
     try:
-        return ssl.create_default_context(cafile=account.ca_file or None)
-    except (OSError, ssl.SSLError) as e:
-        advice = t("Give a PEM file with the certificate of the CA that signed the server's certificate.")
-        raise ConnectError(t("Account %(name)s: the CA file %(path)s cannot be read (%(reason)s). %(advice)s",
-                             name=account.name, path=account.ca_file, reason=str(e), advice=advice),
-                           public=t("Account %(name)s: the account's CA certificate cannot be used. %(advice)s",
-                                    name=account.name, advice=advice)) from e
-
-
-@contextmanager
-def translated(account: Account, doing: str | Text, timeout: int, auth_errors: tuple[type[BaseException], ...] = (),
-               protocol_errors: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
-    """Turn socket, TLS and library errors into our errors, each a sentence naming the account.
-
-    ``doing`` says what was under way (``t("connecting")``, ``t("fetching mail")``) for the message; it
-    completes "while ...", so it is a Text to be translated with the sentence.
-    """
-    where = f"{account.host}:{account.port}"
-    try:
-        yield
-    except ArchivistaMailError:
-        raise
-    except auth_errors as e:
-        advice = t("Check the user name and password, and that the mailbox allows this kind of access.")
-        raise AuthError(t("Account %(name)s: the server %(host)s rejected the login of user '%(user)s' (%(reason)s). "
-                          "%(advice)s", name=account.name, host=account.host, user=escaped(account.username),
-                          reason=reason_of(e), advice=advice),
-                        public=t("Account %(name)s: the server %(host)s rejected the login of user '%(user)s'. "
-                                 "%(advice)s", name=account.name, host=account.host, user=escaped(account.username),
-                                 advice=advice)) from e
-    except ssl.SSLCertVerificationError as e:
-        raise ConnectError(t("Account %(name)s: the TLS certificate of %(where)s is not trusted (%(reason)s). Check "
-                             "that the host name matches the certificate; if the server uses its own CA, give its "
-                             "certificate with --ca-file.", name=account.name, where=where,
-                             reason=e.verify_message or reason_of(e))) from e
-    except ssl.CertificateError as e:  # not a subclass of SSLError on every Python
-        raise ConnectError(t("Account %(name)s: the TLS certificate of %(where)s does not fit (%(reason)s). Check the "
-                             "host name, or give the server's CA with --ca-file.", name=account.name, where=where,
-                             reason=str(e))) from e
-    except ssl.SSLError as e:
-        if account.security == "ssl" and _plain_text_answer(e):
-            raise ConnectError(t("Account %(name)s: %(where)s answered in plain text, not TLS. Use --security "
-                                 "starttls on this port, or --security ssl on the server's TLS port (993 for IMAP, "
-                                 "995 for POP3).", name=account.name, where=where)) from e
-        raise ConnectError(t("Account %(name)s: the TLS handshake with %(where)s failed (%(reason)s). Check that the "
-                             "port and the security setting (ssl or starttls) fit the server.", name=account.name,
-                             where=where, reason=reason_of(e))) from e
-    except socket.gaierror as e:
-        raise ConnectError(t("Account %(name)s: the server name '%(host)s' cannot be resolved (%(reason)s). Check the "
-                             "host name and the machine's DNS settings.", name=account.name,
-                             host=escaped(account.host), reason=e.strerror)) from e
-    except ConnectionRefusedError as e:
-        raise ConnectError(t("Account %(name)s: %(where)s refused the connection. Check the port and that the mail "
-                             "server is running.", name=account.name, where=where)) from e
-    except (TimeoutError, socket.timeout) as e:
-        if str(doing) == "connecting" and account.security != "ssl":
-            raise ConnectError(t("Account %(name)s: %(where)s accepted the connection but sent no greeting within "
-                                 "%(timeout)s seconds. If this port expects TLS from the first byte (993 for IMAP, "
-                                 "995 for POP3), use --security ssl; otherwise check the server.", name=account.name,
-                                 where=where, timeout=timeout)) from e
-        # Translators: %(doing)s is what was under way, e.g. "fetching mail".
-        raise ConnectError(t("Account %(name)s: %(where)s did not answer within %(timeout)s seconds while %(doing)s. "
-                             "Check the network and the server; the next run continues where this one stopped.",
-                             name=account.name, where=where, timeout=timeout, doing=doing)) from e
-    except (OSError, EOFError, *protocol_errors) as e:
-        # Translators: %(doing)s is what was under way, e.g. "fetching mail".
-        raise FetchError(t("Account %(name)s: the connection to %(where)s failed while %(doing)s (%(reason)s). The "
-                           "next run continues where this one stopped.", name=account.name, where=where, doing=doing,
-                           reason=reason_of(e)),
-                         # Translators: %(doing)s is what was under way, e.g. "fetching mail".
-                         public=t("Account %(name)s: the connection to %(where)s failed while %(doing)s. Check that "
-                                  "server, port and security belong to the account's mail server.",
-                                  name=account.name, where=where, doing=doing)) from e
-
-
-def _plain_text_answer(e: ssl.SSLError) -> bool:
-    """True when a TLS handshake got a plain-text greeting ("* OK ...", "+OK ...") instead of a TLS record."""
-    text = str(e).upper()
-    return any(mark in text for mark in ("WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "RECORD LAYER FAILURE",
-                                         "PACKET_LENGTH_TOO_LONG", "UNKNOWN_PROTOCOL", "HTTP_REQUEST"))
-
-
-def reason_of(e: BaseException) -> str:
-    """A foreign exception's text for our sentences: decoded, without b'' quoting, at most 200 characters."""
-    text = str(e)
-    if isinstance(e, bytes):  # pragma: no cover
-        text = e.decode("utf-8", "replace")
-    text = text.strip() or type(e).__name__
-    if text.startswith("b'") or text.startswith('b"'):
-        text = text[2:-1]
-    return text[:200]
+        return registry()[kind]
+    except KeyError:
+        raise ConfigError(t("The account type '%(kind)s' is not known. Use one of: %(kinds)s.", kind=escaped(kind),
+                            kinds=", ".join(registry()))) from None

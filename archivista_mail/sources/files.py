@@ -7,10 +7,14 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..accounts import Account
 from ..archive.blobs import sha256_hex
+from ..config import Config
 from ..errors import SourceError
 from ..model import RawMail, SpooledData
 from ..spool import SpoolWriter
+from . import base
+from .base import Batch, Folder, Item, Lang, Ledger, Source
 
 ACCOUNT = "files"
 
@@ -93,3 +97,39 @@ def _maildir(path: Path) -> Iterator[RawMail]:
             yield RawMail(raw, ACCOUNT, str(path), "file:" + sha256_hex(raw))
     except OSError as e:
         raise SourceError(f"The Maildir {path} cannot be read ({e.strerror}). Check its permissions.") from e
+
+
+FILES_BATCH = 50
+
+
+class FilesSource(Source):
+    """``import --from PATH``: .eml files, mbox files and Maildir folders, keyed by their content hash.
+
+    Not an account kind (it is not registered): the importer runs it for a path, through the
+    same loop, so repeated imports of the same files are no-ops.
+    """
+
+    kind = "files"
+    title = Lang("Files", "Dateien")
+    settings = ()
+
+    def __init__(self, path: Path, config: Config, spool_dir: Path) -> None:
+        super().__init__(Account(name=ACCOUNT, kind="files"), "", config)
+        self.path = Path(path)
+        self.spool_dir = spool_dir  # files above base.SPOOL_FROM are copied there while they are listed
+
+    def folders(self) -> list[Folder]:
+        return [Folder(str(self.path))]
+
+    def batches(self, folder: Folder, ledger: Ledger) -> Iterator[Batch]:
+        batch: list[Item] = []
+        for raw in iter_files(self.path, self.spool_dir, base.SPOOL_FROM):
+            batch.append(Item(raw.key, None, raw=raw))
+            if len(batch) >= FILES_BATCH:
+                yield Batch(batch)
+                batch = []
+        if batch:
+            yield Batch(batch)
+
+    def fetch(self, folder: Folder, items: list[Item], spool_dir: Path) -> list[RawMail]:
+        return [i.raw for i in items if i.raw is not None]

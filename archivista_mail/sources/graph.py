@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 from ..accounts import Account, AfterAction
@@ -34,6 +35,21 @@ from ..errors import (
     Text,
     escaped,
     t,
+)
+from ..model import RawMail
+from .base import (
+    UNREAD_ONLY,
+    Batch,
+    Folder,
+    FolderReport,
+    InboxReport,
+    Item,
+    Lang,
+    Ledger,
+    ProbeReport,
+    Setting,
+    Source,
+    after_setting,
 )
 
 GRAPH = "https://graph.microsoft.com/v1.0"
@@ -118,7 +134,7 @@ class GraphSession:
         from O365 import Account as O365Account
 
         acc = self.account
-        self.o365 = O365Account((acc.username, self._secret), auth_flow_type="credentials", tenant_id=acc.tenant,
+        self.o365 = O365Account((acc.client_id, self._secret), auth_flow_type="credentials", tenant_id=acc.tenant,
                                 token_backend=_token_backend(), requests_delay=0, timeout=self.timeout,
                                 request_retries=0, raise_http_errors=False,
                                 default_headers={"Prefer": 'IdType="ImmutableId"'})
@@ -319,3 +335,122 @@ def _login_failure(acc: Account, detail: str) -> Text:
                  code=code, problem=what)
     return t("Account %(name)s: Microsoft 365 refused the app's login: %(problem)s.", name=acc.name, problem=what)
 
+
+
+class GraphSource(Source):
+    """Microsoft 365 through Graph: each mailbox's folders by delta query, the cursor a delta or next link.
+
+    The page size ("Anzahl Mails (Office 365)") halves while Graph throttles and grows back when it
+    stops; a 410 (expired delta token) reads the folder again, content hashes skipping what is archived.
+    """
+
+    kind = "o365"
+    title = Lang("Office 365", "Office 365")
+    page = "o365"
+    page_title = Lang("Office 365", "Office 365")
+    actions = ("none", "read", "move", "delete")
+    settings = (
+        Setting("tenant", "text", Lang("Tenant ID", "Tenant-ID"),
+                Lang("The tenant (Directory) ID of the Azure AD / Entra ID.",
+                     "Die Tenant-ID (Verzeichnis-ID) im Azure AD / Entra ID."), required=True, bound=True),
+        Setting("client_id", "text", Lang("Client ID", "Client-ID"),
+                Lang("The Application (client) ID of the app registration.",
+                     "Die Anwendungs-ID (Client-ID) der App-Registrierung."), required=True, bound=True),
+        Setting("client_secret", "secret", Lang("Client secret", "Client-Secret"),
+                Lang("Read the client secret (its Value, not its ID) from the first line of standard input.",
+                     "Das Client-Secret (seinen Wert, nicht die ID) aus der ersten Zeile der Standardeingabe lesen."),
+                option="--client-secret-stdin"),
+        Setting("mailboxes", "list", Lang("Mailboxes", "Postfächer"),
+                Lang("Mailbox address to archive (repeatable).", "Zu archivierende Postfachadresse (mehrfach)."),
+                required=True, option="--mailbox"),
+        Setting("folders", "list", Lang("Folders", "Ordner"),
+                Lang("Folder to archive (repeatable): a well-known name (inbox, archive, ...) or a folder id. "
+                     "Default: inbox.", "Zu archivierender Ordner (mehrfach): ein bekannter Name (inbox, archive, "
+                     "...) oder eine Ordner-ID. Standard: inbox."), default=("inbox",), option="--folder"),
+        Setting("batch_size", "int", Lang("Mails per request (Office 365)", "Anzahl Mails (Office 365)"),
+                Lang("Messages per Graph page; halves while Graph throttles.",
+                     "Nachrichten pro Graph-Seite; halbiert sich, solange Graph drosselt."), default=25,
+                minimum=1, maximum=1000),
+        UNREAD_ONLY,
+        after_setting(actions),
+    )
+
+    def __enter__(self) -> GraphSource:
+        self.session = GraphSession(self.account, self.secret, self.timeout).__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.session.close()
+
+    @classmethod
+    def describe(cls, account: Account) -> str:
+        return (f"{account.name}: o365 tenant {account.tenant}, client {account.client_id}, mailboxes "
+                f"{', '.join(account.mailboxes)}, folders {', '.join(account.folders)}, batch size "
+                f"{account.batch_size}, {'unread only' if account.unread_only else 'all mails'}, after archive: "
+                f"{account.after}{'' if account.enabled else ', disabled'}")
+
+    def folders(self) -> list[Folder]:
+        acc = self.account
+        return [Folder(f"{mailbox}/{name}", f"graph:{acc.name}:{mailbox}/{name}", (mailbox, name))
+                for mailbox in acc.mailboxes for name in acc.folders]
+
+    def open(self, folder: Folder, ledger: Ledger) -> None:
+        self.session.folder_info(*folder.data)  # a missing mailbox or folder is named here, before anything else
+
+    def key(self, folder: Folder, ref: object) -> str:
+        return f"graph:{self.account.name}:{folder.label}:{ref}"
+
+    def batches(self, folder: Folder, ledger: Ledger) -> Iterator[Batch]:
+        mailbox, name = folder.data
+        link, page_size, calm_pages = ledger.cursor, self.account.batch_size, 0
+        while True:
+            throttled_before = self.session.throttled
+            try:
+                page = self.session.delta_page(mailbox, name, link, page_size)
+            except DeltaExpiredError:
+                # 410: the sync state is gone. A new round; content hashes skip what is archived.
+                ledger.restart(t("Account %(name)s: the delta token of %(folder)s expired; the folder was read "
+                                 "again, duplicates skipped.", name=self.account.name, folder=folder.label),
+                               forget_pending=False)  # message ids stay valid: owed actions still apply
+                link = None
+                continue
+            ids = [m["id"] for m in page.messages
+                   if "@removed" not in m and not (self.account.unread_only and m.get("isRead"))]
+            yield Batch([Item(self.key(folder, i), i) for i in ids], page.next_link or page.delta_link)
+            # The page size halves while Graph throttles and grows back when it stops.
+            if self.session.throttled > throttled_before:
+                page_size, calm_pages = max(5, page_size // 2), 0
+            else:
+                calm_pages += 1
+                if calm_pages >= 3 and page_size < self.account.batch_size:
+                    page_size, calm_pages = min(self.account.batch_size, page_size * 2), 0
+            if not page.next_link:
+                return
+            link = page.next_link
+
+    def fetch(self, folder: Folder, items: list[Item], spool_dir: Path) -> list[RawMail]:
+        mimes = self.session.fetch_mime(folder.data[0], [i.ref for i in items])
+        return [RawMail(mimes[i.ref], self.account.name, folder.label, i.key) for i in items if i.ref in mimes]
+
+    def apply(self, folder: Folder, action: AfterAction, refs: list) -> None:
+        self.session.apply(folder.data[0], action, refs)
+
+    def probe(self) -> ProbeReport:
+        report = ProbeReport()
+        for folder in self.folders():
+            try:
+                count = int(self.session.folder_info(*folder.data).get("totalItemCount", 0))
+                report.folders.append(FolderReport(folder.label, count))
+            except FolderError as e:
+                report.folders.append(FolderReport(folder.label, error=e))
+        return report
+
+    def inbox(self) -> list[InboxReport]:
+        out = []
+        for mailbox in self.account.mailboxes:
+            info = self.session.folder_info(mailbox, "inbox")
+            first = self.session.first_message(mailbox, "inbox")
+            out.append(InboxReport(mailbox, info.get("displayName", "Inbox"), int(info.get("totalItemCount", 0)),
+                                   int(info.get("unreadItemCount", 0)),
+                                   (first.get("subject") or "") if first else None))
+        return out

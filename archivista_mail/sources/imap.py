@@ -5,6 +5,7 @@ from __future__ import annotations
 import imaplib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imap_utf7 import encode as encode_utf7
 
-from ..accounts import AfterAction
+from ..accounts import Account, AfterAction
 from ..errors import (
     ActionRefusedError,
     AuthError,
@@ -25,9 +26,39 @@ from ..errors import (
     t,
 )
 from ..folders import FolderNameError, Namespace
-from ..model import SpooledData
+from ..model import RawMail, SpooledData
 from ..spool import SpoolWriter
-from . import FolderInfo, Session, reason_of, tls_context
+from . import base
+from .base import (
+    UNREAD_ONLY,
+    Batch,
+    Folder,
+    FolderReport,
+    InboxReport,
+    Item,
+    Lang,
+    Ledger,
+    ProbeReport,
+    Setting,
+    Source,
+    after_setting,
+    batches_of,
+    check_folder_names,
+)
+from .mailserver import Session, plain_warning, reason_of, server_settings, tls_context
+
+
+@dataclass(frozen=True)
+class FolderInfo:
+    """What selecting a folder told us. ``name`` is the folder as configured, ``server_name`` the server's."""
+
+    name: str
+    uidvalidity: int
+    uidnext: int | None
+    exists: int
+    server_name: str = ""
+    permanent_flags: frozenset[bytes] | None = None  # upper case; None: the server did not say (all are kept)
+
 
 SEEN = b"\\Seen"
 DELETED = b"\\Deleted"
@@ -75,11 +106,11 @@ class ImapSession(Session):
                 "Account %(name)s: %(host)s:%(port)s refuses passwords on an unencrypted connection (LOGINDISABLED). "
                 "Use --security starttls on this port, or --security ssl on the server's TLS port (usually 993).",
                 name=acc.name, host=acc.host, port=acc.port))
-        if (acc.username + self._password).isascii():
-            client.login(acc.username, self._password)
+        if (acc.user + self._password).isascii():
+            client.login(acc.user, self._password)
         elif client.has_capability("AUTH=PLAIN"):
             # LOGIN's quoted strings are ASCII in imaplib; AUTHENTICATE PLAIN (RFC 4616) carries UTF-8.
-            client.plain_login(acc.username, self._password)
+            client.plain_login(acc.user, self._password)
         else:
             raise AuthError(t(
                 "Account %(name)s: the user name or password contains characters beyond ASCII, and %(host)s offers "
@@ -409,3 +440,147 @@ def _rights_of(data: list) -> str | None:
             if len(parts) == 2:
                 return parts[1].decode("ascii", "replace")
     return None
+
+
+def subject_of(header: str | bytes | None) -> str | None:
+    """The decoded Subject of a header block (for connection tests); None for no header at all."""
+    from ..mime import decode_header_text
+
+    if header is None:
+        return None
+    text = header.decode("ascii", "surrogateescape") if isinstance(header, bytes) else header
+    value = ""
+    for line in text.splitlines():
+        if line.lower().startswith("subject:"):
+            value = line[8:]
+        elif value and line[:1] in (" ", "\t"):
+            value += line
+    return decode_header_text(value, [], "subject") or ""
+
+
+class ImapSource(Source):
+    """IMAP (imapclient): folders with a cursor each (UIDVALIDITY and the highest archived UID)."""
+
+    kind = "imap"
+    title = Lang("IMAP", "IMAP")
+    page = "mail"
+    page_title = Lang("Mail archiving (IMAP/POP3)", "Mail-Archivierung (IMAP/POP3)")
+    actions = ("none", "read", "move", "delete")
+    settings = (
+        *server_settings("IMAP", {"ssl": 993, "starttls": 143, "plain": 143}),
+        Setting("folders", "list", Lang("Folders", "Ordner"),
+                Lang("Folder to archive (repeatable), as a mail client shows it, levels joined with '/' (Entwürfe, "
+                     "Archiv/Alt); mapped to the server's namespace. Default: INBOX.",
+                     "Zu archivierender Ordner (mehrfach), wie ihn ein Mailprogramm zeigt, Ebenen mit '/' getrennt "
+                     "(Entwürfe, Archiv/Alt). Standard: INBOX."), default=("INBOX",), option="--folder"),
+        UNREAD_ONLY,
+        after_setting(actions),
+    )
+
+    def __enter__(self) -> ImapSource:
+        self.session = ImapSession(self.account, self.secret, self.timeout).__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.session.close()
+
+    @classmethod
+    def validate(cls, account: Account) -> None:
+        super().validate(account)
+        if not account.settings.get("folders"):
+            raise ConfigError(t("Account %(name)s: at least one folder is needed (--folder).", name=account.name))
+        check_folder_names(account)
+
+    @classmethod
+    def warnings(cls, account: Account) -> list[str]:
+        return [w for w in [plain_warning(account)] if w]
+
+    # -- the import loop ------------------------------------------------------------------------
+    def folders(self) -> list[Folder]:
+        return [Folder(name, f"imap:{self.account.name}:{name}") for name in self.account.folders]
+
+    def open(self, folder: Folder, ledger: Ledger) -> None:
+        self.info = self.session.open_folder(folder.label)
+        cursor = _cursor(ledger.cursor)
+        if cursor is not None and cursor[0] != self.info.uidvalidity:
+            # RFC 3501 2.3.1.1: old UIDs mean nothing now, nor do owed actions and failures naming them.
+            ledger.restart(t("Account %(name)s: folder '%(folder)s' changed its UIDVALIDITY (%(old)s -> %(new)s); "
+                             "rescanned it, duplicates skipped.", name=self.account.name, folder=escaped(folder.label),
+                             old=cursor[0], new=self.info.uidvalidity), forget_pending=True)
+
+    def key(self, folder: Folder, ref: object) -> str:
+        return f"imap:{self.account.name}:{folder.label}:{self.info.uidvalidity}:{ref}"
+
+    def ref_of(self, folder: Folder, key: str) -> int:
+        return int(key.rsplit(":", 1)[1])
+
+    def batches(self, folder: Folder, ledger: Ledger) -> Iterator[Batch]:
+        """UIDs above the cursor (``UID SEARCH UID n:*``: what is new costs, not the mailbox size)."""
+        info, cursor = self.info, _cursor(ledger.cursor)
+        last = cursor[1] if cursor is not None else 0
+        if info.uidnext is not None and info.uidnext <= last + 1:
+            return
+        items = [Item(self.key(folder, uid), uid, size)
+                 for uid, size in self.session.list_new(last, self.account.unread_only)]
+        ledger.expect(len(items))
+        for run in batches_of(items, self.config.fetch_batch_size, self.config.fetch_batch_bytes):
+            yield Batch(run, f"{info.uidvalidity}:{max(i.ref for i in run)}")
+
+    def fetch(self, folder: Folder, items: list[Item], spool_dir: Path) -> list[RawMail]:
+        """Small mails in one FETCH; mails above SPOOL_FROM each in pieces to a spool file."""
+        unknown = [i.ref for i in items if i.size is None]  # retried failures: ask for their size first
+        sizes = dict(self.session.sizes(unknown)) if unknown else {}
+        sized = [(i, i.size if i.size is not None else sizes.get(i.ref)) for i in items]
+        sized = [(i, size) for i, size in sized if size is not None]  # no size: the message is gone
+        small = [i.ref for i, size in sized if size <= base.SPOOL_FROM]
+        found = self.session.fetch(small) if small else {}
+        raws = []
+        for item, size in sized:
+            if size > base.SPOOL_FROM:
+                spooled = self.session.fetch_to_spool(item.ref, spool_dir)
+                if spooled is not None:
+                    raws.append(RawMail(b"", self.account.name, folder.label, item.key, item.ref, spool=spooled))
+            elif item.ref in found:
+                raw, received = found[item.ref]
+                raws.append(RawMail(raw, self.account.name, folder.label, item.key, item.ref, received))
+        return raws
+
+    def apply(self, folder: Folder, action: AfterAction, refs: list) -> None:
+        self.session.apply(action, refs)
+
+    # -- connection tests -------------------------------------------------------------------------
+    def probe(self) -> ProbeReport:
+        session, acc = self.session, self.account
+        report = ProbeReport(available=session.list_folders())
+        for name in acc.folders:
+            try:
+                entry = FolderReport(name, session.open_folder(name).exists)
+            except FolderSkippedError as e:
+                entry = FolderReport(name, error=e, skipped=True)
+            except FolderError as e:
+                entry = FolderReport(name, error=e)
+            else:
+                try:
+                    session.check_rights(acc.action)
+                except ActionRefusedError as e:
+                    entry.error = e
+            report.folders.append(entry)
+        if acc.action.kind == "move":
+            try:
+                report.action = session.check_move_target(acc.action)
+            except ActionRefusedError as e:
+                report.action_error = e
+        return report
+
+    def inbox(self) -> list[InboxReport]:
+        info = self.session.open_folder("INBOX")
+        return [InboxReport(f"{self.account.user}@{self.account.host}", "INBOX", info.exists,
+                            first_subject=subject_of(self.session.first_subject()))]
+
+
+def _cursor(value: str | None) -> tuple[int, int] | None:
+    """A folder's cursor, "UIDVALIDITY:last UID", as numbers; None if there is none."""
+    if not value:
+        return None
+    uidvalidity, _, last = value.partition(":")
+    return int(uidvalidity), int(last or 0)

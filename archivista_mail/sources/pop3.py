@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import poplib
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 
+from ..accounts import Account, AfterAction
 from ..errors import ConfigError, ConnectError, escaped, t
-from ..model import SpooledData
+from ..model import RawMail, SpooledData
 from ..spool import SpoolWriter
-from . import Session, tls_context
+from . import base
+from .base import (
+    Batch,
+    Folder,
+    FolderReport,
+    InboxReport,
+    Item,
+    Lang,
+    Ledger,
+    ProbeReport,
+    Source,
+    after_setting,
+    batches_of,
+)
+from .imap import subject_of
+from .mailserver import Session, plain_warning, server_settings, tls_context
 
 # poplib refuses lines over 2,048 bytes (its _MAXLINE guard); real HTML mail has longer ones.
 # RFC 1939 allows 512 octets a line but servers pass long message lines through unchanged.
@@ -79,7 +96,7 @@ class Pop3Session(Session):
                 except poplib.error_proto:
                     pass  # offered, then refused: read as before
             try:
-                self.client.user(acc.username)
+                self.client.user(acc.user)
                 self.client.pass_(self._password)
             except poplib.error_proto as e:
                 text = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
@@ -191,3 +208,78 @@ def _pairs(lines: list[bytes]) -> list[tuple[int, str]]:
         num, _, value = line.decode("ascii", "replace").partition(" ")
         out.append((int(num), value.strip().split(" ")[0]))
     return out
+
+
+class Pop3Source(Source):
+    """POP3 (poplib): one maildrop, every UIDL not yet archived; DELE after the commit, made real by QUIT."""
+
+    kind = "pop3"
+    title = Lang("POP3", "POP3")
+    page = "mail"
+    page_title = Lang("Mail archiving (IMAP/POP3)", "Mail-Archivierung (IMAP/POP3)")
+    actions = ("none", "delete")
+    actions_at_close = True  # RFC 1939 6: DELE takes effect with QUIT, when the session ends well
+    settings = (*server_settings("POP3", {"ssl": 995, "starttls": 110, "plain": 110}), after_setting(actions))
+
+    def __enter__(self) -> Pop3Source:
+        self.session = Pop3Session(self.account, self.secret, self.timeout).__enter__()
+        self.numbers: dict[str, int] = {}
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.session.__exit__(exc_type, *exc)  # QUIT only when all went well; else the deletions are undone
+
+    @classmethod
+    def warnings(cls, account: Account) -> list[str]:
+        return [w for w in [plain_warning(account)] if w]
+
+    def folders(self) -> list[Folder]:
+        return [Folder("INBOX")]
+
+    def open(self, folder: Folder, ledger: Ledger) -> None:
+        self.numbers = self.session.uidl()
+
+    def key(self, folder: Folder, ref: object) -> str:
+        return f"pop3:{self.account.name}:{ref}"
+
+    def ref_of(self, folder: Folder, key: str) -> str:
+        return key[len(self.key(folder, "")):]
+
+    def batches(self, folder: Folder, ledger: Ledger) -> Iterator[Batch]:
+        keys = {self.key(folder, uid): uid for uid in self.numbers}
+        known = ledger.known(list(keys))
+        new = sorted((self.numbers[uid], key) for key, uid in keys.items() if key not in known)
+        if not new:
+            return
+        sizes = self.session.sizes()
+        items = [Item(key, keys[key], sizes.get(number, 0)) for number, key in new]
+        ledger.expect(len(items))
+        for run in batches_of(items, self.config.fetch_batch_size, self.config.fetch_batch_bytes):
+            yield Batch(run)
+
+    def fetch(self, folder: Folder, items: list[Item], spool_dir: Path) -> list[RawMail]:
+        sizes = self.session.sizes() if any(i.size is None for i in items) else {}  # retried failures
+        raws = []
+        for item in items:
+            number = self.numbers.get(item.ref)
+            if number is None:  # gone from the maildrop
+                continue
+            if (item.size if item.size is not None else sizes.get(number, 0)) > base.SPOOL_FROM:
+                raws.append(RawMail(b"", self.account.name, folder.label, item.key, number,
+                                    spool=self.session.retr_to_spool(number, spool_dir)))
+            else:
+                raws.append(RawMail(self.session.retr(number), self.account.name, folder.label, item.key, number))
+        return raws
+
+    def apply(self, folder: Folder, action: AfterAction, refs: list) -> None:
+        """DELE for the UIDLs still in the maildrop; QUIT makes it real (``actions_at_close``)."""
+        if action.kind == "delete":
+            self.session.delete([self.numbers[uid] for uid in refs if uid in self.numbers])
+
+    def probe(self) -> ProbeReport:
+        return ProbeReport(folders=[FolderReport("INBOX", self.session.count())])
+
+    def inbox(self) -> list[InboxReport]:
+        acc = self.account
+        return [InboxReport(f"{acc.user}@{acc.host}", "INBOX", self.session.count(),
+                            first_subject=subject_of(self.session.first_headers()))]
