@@ -311,7 +311,8 @@ class _TerminalProgress:
 def import_cmd(obj: Context, account_name: str | None, from_path: Path | None, no_extract: bool,
                scheduled: bool) -> None:
     """Fetch new mail and archive it. Quiet unless something failed (for cron)."""
-    from .importer import Importer, Progress, import_lock
+    from .importer import Importer
+    from .runs import Progress, import_lock
     from .schedule import import_due
 
     obj.require_archive()

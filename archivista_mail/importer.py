@@ -9,147 +9,21 @@ Nothing here knows a protocol: sources (sources/) declare and do the protocol pa
 
 from __future__ import annotations
 
-import fcntl
-import os
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from itertools import chain
-from multiprocessing import get_context
 from pathlib import Path
 
-from .accounts import Account, AfterAction
+from .accounts import Account
 from .archive import Archive
 from .config import Config
 from .db import now_iso
-from .errors import ActionRefusedError, FolderError, FolderSkippedError, SecretError, SourceError, Text
-from .model import SaveResult
-from .pipeline import ArchiveWriter, Preparer, die_with_parent, extract_document
-from .sources.base import Batch, Folder, Item, Ledger, Source
+from .errors import FolderError, FolderSkippedError, SecretError, SourceError
+from .ledger import FolderActions, FolderLedger
+from .pipeline import ArchiveWriter, Preparer, extract_pending
+from .runs import RUN_STATUS, Progress, RunSummary
+from .sources.base import Batch, Folder, Item, Source
 from .state import State
 from .vault import Vault
-
-RUN_STATUS = {0: "ok", 1: "partial", 3: "unreachable"}
-
-
-class Progress:
-    """Told how much there is to do and how much is done; the CLI draws it, cron gets nothing."""
-
-    def add_total(self, n: int) -> None:
-        """More messages were found to import."""
-
-    def advance(self, n: int) -> None:
-        """``n`` more messages were handled."""
-
-
-@dataclass
-class RunSummary:
-    """What one import run did, saved in the database and printed by the CLI."""
-
-    started: str = field(default_factory=now_iso)
-    fetched: int = 0
-    archived: int = 0
-    duplicates: int = 0
-    failed: int = 0
-    accounts_ok: int = 0
-    accounts_failed: int = 0
-    folders_failed: int = 0
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)  # recorded and shown on a terminal; no effect on the exit code
-
-    @property
-    def exit_code(self) -> int:
-        """0 ok, 1 some messages, folders or accounts failed, 3 no account reachable."""
-        if self.accounts_failed and not self.accounts_ok:
-            return 3
-        if self.failed or self.accounts_failed or self.folders_failed:
-            return 1
-        return 0
-
-    def folder_failed(self, error: Exception) -> None:
-        """A folder (or mailbox) could not be read or acted on; the account's other folders still run."""
-        self.folders_failed += 1
-        self.errors.append(str(error))
-
-    def count(self, results: list[SaveResult], failed: int) -> None:
-        """A committed batch: archived, duplicates (same content archived before) and failures."""
-        self.duplicates += sum(r.duplicate for r in results)
-        self.archived += sum(not r.duplicate for r in results)
-        self.failed += failed
-
-    def line(self) -> str:
-        """One line for people and logs."""
-        return (f"fetched {self.fetched}, archived {self.archived}, duplicates skipped {self.duplicates}, "
-                f"failed {self.failed}")
-
-
-class FolderActions:
-    """One folder's after-archive action, carried out only for mail whose archive commit returned.
-
-    The server refusing it is a failure of this folder, recorded once per run: the mails stay
-    archived, their actions stay owed in the ledger and are tried again on the next run, and
-    the folder's new mail is still archived.
-    """
-
-    def __init__(self, action: AfterAction, apply: Callable[[AfterAction, list], None], summary: RunSummary) -> None:
-        self.action = action
-        self.apply = apply
-        self.summary = summary
-        self.refused = False
-
-    def carry_out(self, refs: list) -> bool:
-        """Apply the action to ``refs``; True when done, so the caller forgets the owed actions."""
-        if self.action.kind == "none" or self.refused or not refs:
-            return False
-        try:
-            self.apply(self.action, refs)
-        except ActionRefusedError as e:
-            self.refused = True
-            self.summary.folder_failed(e)
-            return False
-        return True
-
-
-class FolderLedger(Ledger):
-    """The archive's import ledger for one folder, as a source sees it (see sources/base.py)."""
-
-    def __init__(self, archive: Archive, account: str, folder: Folder, summary: RunSummary,
-                 progress: Progress) -> None:
-        self.archive, self.account, self.folder, self.summary, self.progress = archive, account, folder, summary, progress
-        self.cursor = archive.get_state(folder.state_key) if folder.state_key else None
-        self.expected = False
-
-    def known(self, keys: list[str]) -> set[str]:
-        return self.archive.known_keys(keys)
-
-    def expect(self, count: int) -> None:
-        self.expected = True
-        self.progress.add_total(count)
-
-    def restart(self, note: str | Text, forget_pending: bool) -> None:
-        self.summary.errors.append(str(note))
-        self.archive.reset_folder(self.account, self.folder.label, self.folder.state_key, forget_pending)
-        self.cursor = None
-
-
-@contextmanager
-def import_lock(data_dir: Path) -> Iterator[bool]:
-    """Hold the import lock of a data directory; yields False if another run holds it."""
-    path = Path(data_dir) / "import.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield True
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 class Importer:
@@ -301,22 +175,6 @@ class Importer:
         elif actions.carry_out([source.ref_of(folder, k) for k in keys]):
             (done_at_close or self.archive.actions_done)(keys)
 
-    # -- attachment text ----------------------------------------------------------------------
-    def extract_pending(self, workers: int | None = None, chunk: int = 64) -> int:
-        """Extract text of documents still 'pending', on all cores; resumable. Returns how many."""
-        workers = workers or self.config.workers
-        done = 0
-        pool = (ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=die_with_parent,
-                                    initargs=(os.getpid(),)) if workers > 1 else None)
-        try:
-            while True:
-                rows = self.archive.pending_text(chunk * workers)
-                if not rows:
-                    return done
-                mapper: Callable = pool.map if pool else map  # type: ignore[assignment]
-                results = list(mapper(extract_document, rows))
-                self.archive.save_texts(results)
-                done += len(results)
-        finally:
-            if pool:
-                pool.shutdown()
+    def extract_pending(self, workers: int | None = None) -> int:
+        """Extract the text of documents still waiting for it, on all cores; resumable. Returns how many."""
+        return extract_pending(self.archive, workers or self.config.workers)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -233,3 +233,22 @@ def extract_document(row: dict) -> tuple[int, str, str, str | None]:
         return row["number"], "", "failed", f"blob unreadable: {e}"
     result = extract_text(data, row["mime_type"] or "application/octet-stream")
     return row["number"], result.text, result.status, result.error
+
+
+def extract_pending(archive: Archive, workers: int, chunk: int = 64) -> int:
+    """Extract the text of documents still 'pending', in ``workers`` processes; resumable. Returns how many."""
+    done = 0
+    pool = (ProcessPoolExecutor(workers, mp_context=get_context("fork"), initializer=die_with_parent,
+                                initargs=(os.getpid(),)) if workers > 1 else None)
+    try:
+        while True:
+            rows = archive.pending_text(chunk * workers)
+            if not rows:
+                return done
+            mapper: Callable = pool.map if pool else map  # type: ignore[assignment]
+            results = list(mapper(extract_document, rows))
+            archive.save_texts(results)
+            done += len(results)
+    finally:
+        if pool:
+            pool.shutdown()

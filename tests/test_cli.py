@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from conftest import run_on_terminal
 
 from archivista_mail.cli import cli
-from archivista_mail.importer import import_lock
+from archivista_mail.runs import import_lock
 
 SAMPLES = os.path.join(os.path.dirname(__file__), "..", "samples")
 

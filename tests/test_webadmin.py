@@ -94,7 +94,7 @@ def viewer_client(app, prepared):
 
 DOCUMENT_PAGES = ["/", "/documents", "/documents?q=Rechnung", "/documents/1", "/documents/1/download",
                   "/documents/2/preview", "/documents/3/body", "/doc/1"]
-ADMIN_PAGES = ["/accounts/", "/accounts/new", "/accounts/box/edit", "/o365/", "/o365/?edit=m365", "/sources/o365/",
+ADMIN_PAGES = ["/accounts/", "/accounts/new", "/accounts/box/edit", "/sources/mail/", "/sources/o365/",
                "/accounts/new?kind=pop3", "/accounts/new?kind=o365", "/accounts/m365/edit", "/imports/",
                "/settings/links", "/audit", "/audit?action=account"]
 
@@ -180,7 +180,7 @@ def test_the_login_page_returns_people_to_the_page_they_asked_for_and_only_there
 def test_passwords_and_secrets_never_appear_in_a_page(admin_client):
     pages = b"".join(admin_client.get(p).data for p in ADMIN_PAGES)
     assert b"imap-secret-123" not in pages and b"graph-secret-456" not in pages
-    o365 = admin_client.get("/o365/").data.decode()
+    o365 = admin_client.get("/sources/o365/").data.decode()
     assert "m365" in o365 and "a@example.org" in o365  # the account is listed, its secret never
 
 
@@ -242,7 +242,7 @@ def test_admin_create_refuses_short_passwords(run):
 
 
 def test_run_now_respects_the_importers_lock(admin_client, data_dir, run):
-    from archivista_mail.importer import import_lock
+    from archivista_mail.runs import import_lock
     from webadmin import imports
 
     for name in ("box", "m365"):  # their servers are not on this machine: nothing may try to reach them

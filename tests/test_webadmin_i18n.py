@@ -24,8 +24,8 @@ from test_webadmin import ADMIN_PAGES, DOCUMENT_PAGES, SAMPLES, csrf, login
 from archivista_mail.accounts import Account
 from archivista_mail.config import Config
 from archivista_mail.errors import ConfigError, t
-from archivista_mail.sources.mailserver import translated
 from archivista_mail.sources.graph import _login_failure
+from archivista_mail.sources.mailserver import translated
 from archivista_mail.state import State
 from webadmin import create_app
 from webadmin.i18n import LANGUAGES, check_timezone

@@ -2,8 +2,8 @@
 settings (archivista_mail/sources/base.py). A source installed as a plugin gets its page and form here
 without a change to this module.
 
-URLs: /sources/<page>/ lists a page's accounts (/accounts/ is the "mail" page, /o365/ the Office 365
-one); /accounts/new?kind=KIND adds one; /accounts/<name>/edit|delete|toggle|test|folders.
+URLs: /sources/<page>/ lists a page's accounts (/accounts/ is the first page); /accounts/new?kind=KIND
+adds one; /accounts/<name>/edit|delete|toggle|test|folders.
 """
 
 from __future__ import annotations
@@ -73,15 +73,8 @@ def page(page: str):
 @bp.get("/accounts/")
 @admin_required
 def index():
-    return page("mail")
-
-
-@bp.get("/o365/")
-@admin_required
-def o365():
-    if request.args.get("edit"):  # the old page's edit links
-        return redirect(url_for("accounts.edit", name=request.args["edit"]))
-    return page("o365")
+    """The first account page (IMAP and POP3, as the sources declare it)."""
+    return page(next(iter(pages())))
 
 
 # -- forms ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, flash, g, redirect, render_template, r
 from flask_babel import gettext
 
 from archivista_mail.errors import ConfigError
-from archivista_mail.importer import import_lock
+from archivista_mail.runs import import_lock
 from archivista_mail.schedule import interval_minutes
 from archivista_mail.settings import INTERVAL_SETTING, save_setting
 

@@ -1,0 +1,85 @@
+"""What an import run is: its summary, its progress display, and the lock that keeps runs apart."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .db import now_iso
+from .model import SaveResult
+
+RUN_STATUS = {0: "ok", 1: "partial", 3: "unreachable"}
+
+
+class Progress:
+    """Told how much there is to do and how much is done; the CLI draws it, cron gets nothing."""
+
+    def add_total(self, n: int) -> None:
+        """More messages were found to import."""
+
+    def advance(self, n: int) -> None:
+        """``n`` more messages were handled."""
+
+
+@dataclass
+class RunSummary:
+    """What one import run did, saved in the database and printed by the CLI."""
+
+    started: str = field(default_factory=now_iso)
+    fetched: int = 0
+    archived: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    accounts_ok: int = 0
+    accounts_failed: int = 0
+    folders_failed: int = 0
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # recorded and shown on a terminal; no effect on the exit code
+
+    @property
+    def exit_code(self) -> int:
+        """0 ok, 1 some messages, folders or accounts failed, 3 no account reachable."""
+        if self.accounts_failed and not self.accounts_ok:
+            return 3
+        if self.failed or self.accounts_failed or self.folders_failed:
+            return 1
+        return 0
+
+    def folder_failed(self, error: Exception) -> None:
+        """A folder (or mailbox) could not be read or acted on; the account's other folders still run."""
+        self.folders_failed += 1
+        self.errors.append(str(error))
+
+    def count(self, results: list[SaveResult], failed: int) -> None:
+        """A committed batch: archived, duplicates (same content archived before) and failures."""
+        self.duplicates += sum(r.duplicate for r in results)
+        self.archived += sum(not r.duplicate for r in results)
+        self.failed += failed
+
+    def line(self) -> str:
+        """One line for people and logs."""
+        return (f"fetched {self.fetched}, archived {self.archived}, duplicates skipped {self.duplicates}, "
+                f"failed {self.failed}")
+
+
+@contextmanager
+def import_lock(data_dir: Path) -> Iterator[bool]:
+    """Hold the import lock of a data directory; yields False if another run holds it."""
+    path = Path(data_dir) / "import.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield True
+    finally:
+        os.close(fd)  # closing releases the lock
