@@ -43,9 +43,10 @@ class Config:
     key_file: str = _setting(
         "", "File holding the key that encrypts stored passwords and client secrets (created 0600 on first "
             "use). Empty: 'secret.key' in the data directory.")
-    fetch_batch_size: int = _setting(50, "IMAP: messages fetched per request and archived per transaction.")
+    fetch_batch_size: int = _setting(
+        50, "IMAP and POP3: messages fetched and archived together in one transaction (a batch).")
     fetch_batch_bytes: int = _setting(
-        16 * 1024 * 1024, "IMAP: a batch is cut when the messages in it add up to more bytes than this.")
+        16 * 1024 * 1024, "IMAP and POP3: a batch is cut when the messages in it add up to more bytes than this.")
     network_timeout: int = _setting(60, "Seconds a connection may stay silent before the account's run fails.")
     extract_workers: int = _setting(0, "Processes that extract attachment text after the import. 0: one per core.")
     extract_on_import: bool = _setting(

@@ -41,7 +41,9 @@ class Skeleton:
 
 
 class SpoolWriter:
-    """A new file in the spool directory, hashed as it is written."""
+    """A new file in the spool directory, hashed as it is written. Use as a context manager: the file is
+    kept only if ``close()`` returned its SpooledData inside the block; an error (or leaving the block
+    without closing) removes it."""
 
     def __init__(self, spool_dir: Path) -> None:
         fd, name = tempfile.mkstemp(dir=spool_dir, prefix="spool-")
@@ -49,6 +51,14 @@ class SpoolWriter:
         self.path = Path(name)
         self.hash = hashlib.sha256()
         self.size = 0
+        self.kept = False
+
+    def __enter__(self) -> SpoolWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.kept:
+            self.discard()
 
     def write(self, data: bytes) -> None:
         self.file.write(data)
@@ -56,10 +66,13 @@ class SpoolWriter:
         self.size += len(data)
 
     def close(self) -> SpooledData:
+        """Finish the file and keep it."""
         self.file.close()
+        self.kept = True
         return SpooledData(self.path, self.size, self.hash.hexdigest())
 
     def discard(self) -> None:
+        """Remove the file."""
         self.file.close()
         self.path.unlink(missing_ok=True)
 
@@ -214,8 +227,7 @@ def scan(f: BinaryIO, spill_at: int | None = -1) -> Skeleton:
 
 def decode_region(path: Path, start: int, end: int, cte: str, spool_dir: Path) -> SpooledData:
     """Decode a part body (base64, quoted-printable or as is) from the file into a new spool file."""
-    writer = SpoolWriter(spool_dir)
-    try:
+    with SpoolWriter(spool_dir) as writer:
         with open(path, "rb") as f:
             f.seek(start)
             left = end - start
@@ -240,9 +252,6 @@ def decode_region(path: Path, start: int, end: int, cte: str, spool_dir: Path) -
             if cte == "base64" and len(carry) > 1:  # a broken last group: decode what is complete
                 writer.write(binascii.a2b_base64(carry + b"=" * (-len(carry) % 4)))
         return writer.close()
-    except BaseException:
-        writer.discard()
-        raise
 
 
 def copy_region(path: Path, start: int, end: int, spool_dir: Path) -> Content:

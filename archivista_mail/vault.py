@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,24 +76,30 @@ class Vault:
         return plain, None  # stored before binding
 
 
-def load_or_create_key(path: Path) -> bytes:
-    """Read the key file; create it (mode 0600, atomically) if it does not exist yet."""
+def secret_file(path: Path, make: Callable[[], bytes]) -> bytes:
+    """A secret file's content; created with ``make()`` if missing: mode 0600, atomically (O_EXCL: when two
+    processes race, the second reads the first one's file), flushed to disk before it is used."""
     path = Path(path)
     try:
-        return path.read_bytes().strip()
+        return path.read_bytes()
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process won the race; use its key
-        return path.read_bytes().strip()
+    except FileExistsError:  # another process won the race; use its secret
+        return path.read_bytes()
+    content = make()
     with os.fdopen(fd, "wb") as f:
-        f.write(key)
+        f.write(content)
         f.flush()
         os.fsync(f.fileno())
-    return key
+    return content
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """The key that encrypts stored secrets: read, or created 0600 on first use."""
+    return secret_file(path, Fernet.generate_key).strip()
 
 
 def mask(secret: str | None) -> str:

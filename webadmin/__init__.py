@@ -20,7 +20,7 @@ from archivista_mail.archive import open_archive
 from archivista_mail.config import Config, load_config
 from archivista_mail.errors import ConfigError
 from archivista_mail.state import State
-from archivista_mail.vault import Vault
+from archivista_mail.vault import Vault, secret_file
 
 from .i18n import (
     LANGUAGES,
@@ -38,20 +38,7 @@ csrf = CSRFProtect()
 
 def _secret_key(data_dir: Path) -> bytes:
     """The session signing key: created 0600 beside the archive on first start, kept across upgrades."""
-    path = data_dir / "webadmin.key"
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        pass
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes()
-    key = secrets.token_bytes(32)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
-    return key
+    return secret_file(data_dir / "webadmin.key", lambda: secrets.token_bytes(32))
 
 
 def create_app(config: Config | None = None, test_config: dict | None = None) -> Flask:

@@ -6,11 +6,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from ..errors import ConfigError
-from .base import Archive, Failure, PendingAction
+from .base import DOCUMENT_FIELDS, Archive, Failure, PendingAction
 
 ENTRY_POINT_GROUP = "archivista_mail.archives"
 
-__all__ = ["Archive", "Failure", "PendingAction", "open_archive", "ENTRY_POINT_GROUP"]
+__all__ = ["DOCUMENT_FIELDS", "Archive", "Failure", "PendingAction", "open_archive", "ENTRY_POINT_GROUP"]
 
 
 def open_archive(data_dir: Path, backend: str = "embedded") -> Archive:

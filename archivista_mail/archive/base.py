@@ -19,6 +19,14 @@ from typing import Any
 
 from ..model import DocumentPlan, RawMail, SaveResult
 
+# What a document is, for everyone reading the archive (CLI, WebAdmin, links): the keys of the dicts
+# ``get_document``, ``list_documents`` and ``search`` return. ``kind`` is "mail" or "attachment";
+# ``parent`` the number of the mail an attachment (or forwarded mail) belongs to, else None; ``inline``
+# a bool; ``defects`` a list of sentences; ``date`` and ``archived_at`` ISO 8601 strings or None.
+DOCUMENT_FIELDS = ("number", "kind", "parent", "title", "subject", "from_addr", "to_addr", "cc_addr", "date",
+                   "filename", "mime_type", "inline", "size", "sha256", "account", "folder", "message_id",
+                   "text_status", "text_error", "defects", "archived_at")
+
 
 @dataclass(frozen=True)
 class Failure:
@@ -111,7 +119,7 @@ class Archive(abc.ABC):
     # -- documents ----------------------------------------------------------------------
     @abc.abstractmethod
     def get_document(self, number: int) -> dict[str, Any]:
-        """One document's metadata; raises NotFoundError."""
+        """One document's metadata (the keys in ``DOCUMENT_FIELDS``); raises NotFoundError."""
 
     @abc.abstractmethod
     def list_documents(self, *, limit: int = 50, offset: int = 0, kind: str | None = None,

@@ -12,7 +12,7 @@ from typing import Any
 from ..db import now_iso, open_database
 from ..errors import ArchiveError, NotFoundError
 from ..model import Content, DocumentPlan, RawMail, SaveResult, SpooledData
-from .base import Archive, Failure, PendingAction
+from .base import DOCUMENT_FIELDS, Archive, Failure, PendingAction
 from .blobs import BlobStore, sha256_hex
 
 SCHEMA_VERSION = 3
@@ -26,9 +26,7 @@ DOCUMENT_COLUMNS = {
     "source_key": str, "archived_at": str,
 }
 FTS_COLUMNS = ["title", "subject", "from_addr", "to_addr", "cc_addr", "filename", "text"]
-PUBLIC_COLUMNS = ["number", "kind", "parent", "title", "subject", "from_addr", "to_addr", "cc_addr",
-                  "date", "filename", "mime_type", "inline", "size", "sha256", "account", "folder",
-                  "message_id", "text_status", "text_error", "defects", "archived_at"]
+PUBLIC_COLUMNS = list(DOCUMENT_FIELDS)
 
 
 _DOC_COLUMNS_SQL = ", ".join(

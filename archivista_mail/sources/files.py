@@ -78,15 +78,11 @@ def _file(path: Path, spool_dir: Path | None, spool_from: int) -> Iterator[RawMa
 
 
 def _spool_copy(path: Path, spool_dir: Path) -> SpooledData:
-    writer = SpoolWriter(spool_dir)
-    try:
+    with SpoolWriter(spool_dir) as writer:
         with open(path, "rb") as f:
             while chunk := f.read(1 << 20):
                 writer.write(chunk)
         return writer.close()
-    except BaseException:
-        writer.discard()
-        raise
 
 
 def _maildir(path: Path) -> Iterator[RawMail]:

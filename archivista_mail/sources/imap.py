@@ -245,24 +245,19 @@ class ImapSession(Session):
 
         Memory stays at one piece whatever the size. Returns None if the message is gone.
         """
-        writer = SpoolWriter(spool_dir)
-        try:
+        with SpoolWriter(spool_dir) as writer:
             offset = 0
             while True:
                 key = f"BODY[]<{offset}>".encode()
                 with self._guard(t("fetching a large mail")):
                     found = self.client.fetch([uid], [f"BODY.PEEK[]<{offset}.{chunk}>".encode()])
                 if uid not in found:
-                    writer.discard()
                     return None
                 piece = found[uid].get(key) or b""
                 writer.write(piece)
                 offset += len(piece)
                 if len(piece) < chunk:
                     return writer.close()
-        except BaseException:
-            writer.discard()
-            raise
 
     def apply(self, action: AfterAction, uids: list[int]) -> None:
         """Carry out an after-archive action on UIDs of the open folder (idempotent).

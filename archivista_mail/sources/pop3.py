@@ -164,8 +164,7 @@ class Pop3Session(Session):
 
         Reads the multi-line response as poplib's own ``_getlongresp`` does, without collecting it.
         """
-        writer = SpoolWriter(spool_dir)
-        try:
+        with SpoolWriter(spool_dir) as writer:
             with self._guard(t("fetching a large mail")):
                 self.client._putcmd(f"RETR {number}")
                 self.client._getresp()
@@ -177,9 +176,6 @@ class Pop3Session(Session):
                         line = line[1:]
                     writer.write(line + b"\r\n")
             return writer.close()
-        except BaseException:
-            writer.discard()
-            raise
 
     def delete(self, numbers: list[int]) -> None:
         """Mark messages for deletion; they go when quit() succeeds."""
