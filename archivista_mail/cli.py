@@ -20,6 +20,7 @@ from .archive import open_archive
 from .config import DEFAULT_CONFIG_FILE, DEFAULT_DATA_DIR, Config, load_config
 from .display import reveal_controls
 from .errors import ArchivistaMailError, ConfigError, SourceError
+from .runs import Progress
 from .state import State, current_actor
 from .vault import Vault, mask
 
@@ -273,7 +274,9 @@ def account_test(obj: Context, name: str) -> None:
 
 
 # -- import ---------------------------------------------------------------------------------
-class _TerminalProgress:
+class _TerminalProgress(Progress):
+    """A bar on standard error while the import runs on a terminal."""
+
     def __init__(self) -> None:
         self.total = 0
         self.done = 0
@@ -312,7 +315,7 @@ def import_cmd(obj: Context, account_name: str | None, from_path: Path | None, n
                scheduled: bool) -> None:
     """Fetch new mail and archive it. Quiet unless something failed (for cron)."""
     from .importer import Importer
-    from .runs import Progress, import_lock
+    from .runs import import_lock
     from .schedule import import_due
 
     obj.require_archive()
@@ -324,10 +327,10 @@ def import_cmd(obj: Context, account_name: str | None, from_path: Path | None, n
         if not locked:
             click.echo(f"Another import is running for {obj.config.data_dir}; this run does nothing.")
             return
-        progress = _TerminalProgress() if interactive else Progress()
+        progress: Progress = _TerminalProgress() if interactive else Progress()
         importer = Importer(obj.config, obj.archive, obj.state, progress)
         summary = importer.run(account_name, from_path, actor=current_actor())
-        if interactive:
+        if isinstance(progress, _TerminalProgress):
             progress.finish()
         extracted = 0
         if obj.config.extract_on_import and not no_extract:

@@ -11,6 +11,7 @@ import configparser
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from .errors import ConfigError
 
@@ -70,13 +71,13 @@ class Config:
         return self.extract_workers or (os.cpu_count() or 1)
 
 
-_TYPES = {"str": str, "int": int, "bool": bool}
-SETTINGS = [Setting(f.name, _TYPES[f.type], f.default, f.metadata["help"]) for f in fields(Config) if f.metadata]
+_TYPES: dict[str, type] = {"str": str, "int": int, "bool": bool}
+SETTINGS = [Setting(f.name, _TYPES[str(f.type)], f.default, f.metadata["help"]) for f in fields(Config) if f.metadata]
 
 
 def load_config(data_dir: str | Path | None, config_file: str | Path | None = None) -> Config:
     """Read the configuration file (if any) into a Config; raises ConfigError on a bad value."""
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     path = Path(config_file) if config_file else Path(DEFAULT_CONFIG_FILE)
     if config_file and not path.exists():
         raise ConfigError(f"The configuration file {path} does not exist. Check the --config option.")

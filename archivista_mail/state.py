@@ -114,10 +114,10 @@ class State:
                "enabled": int(account.enabled), "updated_at": now_iso()}
         with self.db.conn:
             if exists:
-                self.db["accounts"].update(account.name, row)
+                self.db.table("accounts").update(account.name, row)
             else:
                 row["created_at"] = row["updated_at"]
-                self.db["accounts"].insert(row)
+                self.db.table("accounts").insert(row)
             safe = {"kind": account.kind, "enabled": account.enabled, **account.settings}
             self.audit(actor, "account.add" if new else "account.change", account.name,
                        json.dumps(safe, ensure_ascii=False))
@@ -175,7 +175,7 @@ class State:
         row = dict(run)
         for name in ("errors", "warnings"):
             row[name] = json.dumps(row.get(name, []), ensure_ascii=False)
-        return self.db["runs"].insert(row).last_pk
+        return int(self.db.table("runs").insert(row).last_pk or 0)
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest import runs, newest first."""

@@ -247,7 +247,7 @@ def test(name: str):
         report = within(config.network_timeout, lambda: probe_account(acc, config, secret))
     except ArchivistaMailError as e:
         error = localized(e, public=True)
-    outcome = error or ("ok" if report.ok else "problems found")
+    outcome = error or ("ok" if report is not None and report.ok else "problems found")
     g.state.audit(g.user["name"], "account.test", name, outcome)
     return render_template("accounts/test.html", account=acc, report=report, error=error,
                            page_url=url_for("accounts.page", page=acc.source.page))
@@ -286,7 +286,7 @@ def refuse_own_address(acc: Account) -> None:
         mine = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
     except OSError:
         return  # not resolvable: the test itself will say so
-    if any(ipaddress.ip_address(a.split("%")[0]).is_loopback or a in mine for a in addresses):
+    if any(ipaddress.ip_address(str(a).split("%")[0]).is_loopback or a in mine for a in addresses):
         raise ConfigError(gettext("That is WebAdmin's own address and port; a mail account cannot be there."))
 
 

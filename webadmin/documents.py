@@ -152,7 +152,8 @@ class InlineImages:
             return None
         uri = self.uris.get(cid)
         if uri is None:
-            uri = self.uris[cid] = f"data:{part.content_type};base64,{base64.b64encode(part.data).decode()}"
+            data = part.data if isinstance(part.data, bytes) else b""  # spooled parts are too big to inline anyway
+            uri = self.uris[cid] = f"data:{part.content_type};base64,{base64.b64encode(data).decode()}"
         if len(uri) > self.left:
             return None
         self.left -= len(uri)
@@ -199,8 +200,7 @@ def preview(number: int):
     data = get_archive().read_blob(number)
     mime = doc["mime_type"] or "application/octet-stream"
     if mime.startswith("text/") or mime == "message/rfc822":
-        response = Response(data, mimetype="text/plain")
-        response.charset = "utf-8"
+        response = Response(data, mimetype="text/plain; charset=utf-8")
     elif mime in PREVIEW_TYPES:
         response = Response(data, mimetype=mime)
     else:

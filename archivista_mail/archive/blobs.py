@@ -17,19 +17,20 @@ from typing import BinaryIO
 
 from ..model import Content, SpooledData
 
-_libc = None
+_libc: ctypes.CDLL | None = None
+_NO_SYNCFS = False  # the C library has no syncfs: os.sync instead
 
 
 def _syncfs(directory: Path) -> None:
     """Flush the file system holding ``directory`` (Linux syncfs); fall back to os.sync."""
-    global _libc
-    if _libc is None:
+    global _libc, _NO_SYNCFS
+    if _libc is None and not _NO_SYNCFS:
         try:
             _libc = ctypes.CDLL(None, use_errno=True)
             _libc.syncfs  # noqa: B018 - probe for the symbol
         except (OSError, AttributeError):
-            _libc = False
-    if _libc:
+            _libc, _NO_SYNCFS = None, True
+    if _libc is not None:
         fd = os.open(directory, os.O_RDONLY)
         try:
             if _libc.syncfs(fd) != 0:

@@ -106,11 +106,11 @@ class Setting:
         if self.type == "list":
             items = raw.splitlines() if isinstance(raw, str) else list(raw)
             return tuple(item.strip() for item in items if item and item.strip())
-        value = str(raw).strip()
-        if self.type == "choice" and value not in self.choices:
+        text = str(raw).strip()
+        if self.type == "choice" and text not in self.choices:
             raise ConfigError(t("Account %(name)s: %(setting)s '%(value)s' is not known. Use one of: %(choices)s.",
-                                name=account, setting=label, value=escaped(value), choices=", ".join(self.choices)))
-        return value.lower() if self.lower else value
+                                name=account, setting=label, value=escaped(text), choices=", ".join(self.choices)))
+        return text.lower() if self.lower else text
 
 
 def after_setting(actions: tuple[str, ...], folder_names: bool = True) -> Setting:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from ..accounts import Account, AfterAction
@@ -125,7 +126,7 @@ class GraphSession:
         self._secret = secret
         self.timeout = timeout
         self.sleep = sleep
-        self.o365 = None
+        self.o365: Any = None  # the O365 library's Account (untyped)
         self.throttled = 0
         self._slots: dict[str, threading.Semaphore] = {}
         self._slots_lock = threading.Lock()

@@ -75,7 +75,6 @@ class ImapSession(Session):
 
     auth_errors = (LoginError,)
     protocol_errors = PROTOCOL_ERRORS
-    client: IMAPClient | None
 
     default_ports = {"ssl": 993, "starttls": 143}
 
@@ -352,8 +351,8 @@ class ImapSession(Session):
                 if typ != "OK":
                     raise IMAPClientError(f"MYRIGHTS failed: {data!r}")
             rights = _rights_of(data)
-            missing = [r for r in needed if r not in rights]
-            if rights is not None and missing:
+            missing = [r for r in needed if rights is not None and r not in rights]
+            if missing:
                 raise self._refused(action, t("the account's rights there are '%(rights)s'; it needs '%(missing)s' "
                                               "as well", rights=escaped(rights), missing=escaped("".join(missing))))
         self._rights_checked.add((folder.name, action.kind))
@@ -378,7 +377,8 @@ class ImapSession(Session):
             if not uids:
                 return None
             found = self.client.fetch([min(uids)], [b"BODY.PEEK[HEADER.FIELDS (SUBJECT)]"])
-        header = next(iter(found.values()), {}).get(b"BODY[HEADER.FIELDS (SUBJECT)]", b"")
+        item = next(iter(found.values()), None)
+        header: bytes = item.get(b"BODY[HEADER.FIELDS (SUBJECT)]", b"") if item else b""
         return header.decode("ascii", "surrogateescape")
 
     def count(self, folder: str) -> int:
@@ -525,8 +525,11 @@ class ImapSource(Source):
         """Small mails in one FETCH; mails above SPOOL_FROM each in pieces to a spool file."""
         unknown = [i.ref for i in items if i.size is None]  # retried failures: ask for their size first
         sizes = dict(self.session.sizes(unknown)) if unknown else {}
-        sized = [(i, i.size if i.size is not None else sizes.get(i.ref)) for i in items]
-        sized = [(i, size) for i, size in sized if size is not None]  # no size: the message is gone
+        sized: list[tuple[Item, int]] = []
+        for i in items:
+            size = i.size if i.size is not None else sizes.get(i.ref)
+            if size is not None:  # no size: the message is gone
+                sized.append((i, size))
         small = [i.ref for i, size in sized if size <= base.SPOOL_FROM]
         found = self.session.fetch(small) if small else {}
         raws = []

@@ -7,6 +7,7 @@ import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from ..accounts import Account
 from ..errors import ArchivistaMailError, AuthError, ConnectError, FetchError, Text, escaped, t
@@ -26,7 +27,7 @@ class Session:
         self.account = account
         self._password = password
         self.timeout = timeout
-        self.client = None
+        self.client: Any = None  # the library's connection (imapclient, poplib: untyped)
 
     def _guard(self, doing: str | Text):
         return translated(self.account, doing, self.timeout, auth_errors=self.auth_errors,
@@ -72,6 +73,7 @@ def translated(account: Account, doing: str | Text, timeout: int, auth_errors: t
     completes "while ...", so it is a Text to be translated with the sentence.
     """
     where = f"{account.host}:{account.port}"
+    broken: tuple[type[BaseException], ...] = (OSError, EOFError, *protocol_errors)
     try:
         yield
     except ArchivistaMailError:
@@ -118,7 +120,7 @@ def translated(account: Account, doing: str | Text, timeout: int, auth_errors: t
         raise ConnectError(t("Account %(name)s: %(where)s did not answer within %(timeout)s seconds while %(doing)s. "
                              "Check the network and the server; the next run continues where this one stopped.",
                              name=account.name, where=where, timeout=timeout, doing=doing)) from e
-    except (OSError, EOFError, *protocol_errors) as e:
+    except broken as e:
         # Translators: %(doing)s is what was under way, e.g. "fetching mail".
         raise FetchError(t("Account %(name)s: the connection to %(where)s failed while %(doing)s (%(reason)s). The "
                            "next run continues where this one stopped.", name=account.name, where=where, doing=doing,

@@ -30,7 +30,7 @@ from .mailserver import Session, plain_warning, server_settings, tls_context
 
 # poplib refuses lines over 2,048 bytes (its _MAXLINE guard); real HTML mail has longer ones.
 # RFC 1939 allows 512 octets a line but servers pass long message lines through unchanged.
-poplib._MAXLINE = 64 * 1024 * 1024
+poplib._MAXLINE = 64 * 1024 * 1024  # type: ignore[attr-defined]
 
 
 class _Pop3(poplib.POP3):
@@ -70,7 +70,6 @@ class Pop3Session(Session):
 
     auth_errors = (_PopAuthError,)
     protocol_errors = (poplib.error_proto,)
-    client: _Pop3 | None
 
     def _connect(self) -> None:
         acc = self.account
@@ -222,8 +221,8 @@ class Pop3Source(Source):
         self.numbers: dict[str, int] = {}
         return self
 
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.session.__exit__(exc_type, *exc)  # QUIT only when all went well; else the deletions are undone
+    def __exit__(self, *exc: object) -> None:
+        self.session.__exit__(*exc)  # QUIT only when all went well; else the deletions are undone
 
     @classmethod
     def warnings(cls, account: Account) -> list[str]:
