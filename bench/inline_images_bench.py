@@ -132,6 +132,8 @@ def main() -> None:
         raw = make_inline_images_mail(args.parts)
         (mails / "inline-images.eml").write_bytes(raw)
         env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data))
+        # import refuses a directory without an archive (since d6102ab): create it first
+        subprocess.run([sys.executable, "-m", "archivista_mail", "init"], env=env, check=True, capture_output=True)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "archivista_mail", "import", "--from", str(mails)], env=env,
                        check=True, capture_output=True)
