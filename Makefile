@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 RUNTIME_DEBS := python3-venv libmagic1
 TEST_DEBS := dovecot-imapd dovecot-pop3d openssl chromium
 
-.PHONY: demo test bench system-deps test-deps clean wheelhouse deb deb-check foreign-servers messages messages-compile
+.PHONY: demo test lint bench system-deps test-deps clean wheelhouse deb deb-check foreign-servers messages messages-compile
 
 define apt_install
 	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
@@ -41,7 +41,12 @@ demo: system-deps $(BIN)/archivista-mail
 	@$(BIN)/archivista-mail --data-dir $(DATA) docs list
 
 test: test-deps foreign-servers $(BIN)/archivista-mail
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
+
+# Static checks CI runs before the tests: ruff (pyflakes, import order) and mypy (the package is annotated).
+lint: $(BIN)/archivista-mail
+	$(BIN)/ruff check archivista_mail webadmin tests scripts bench debian
+	$(BIN)/mypy
 
 bench: test-deps $(BIN)/archivista-mail
 	$(BIN)/python bench/import_bench.py

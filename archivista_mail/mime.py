@@ -105,9 +105,10 @@ def _decode_iso2022jp_as_cp932(data: bytes) -> str | None:
     while i < len(data):
         if data[i] == 0x1B:
             seq = data[i + 1:i + 3]
-            mode = {b"(B": "ascii", b"(J": "ascii", b"$B": "jis", b"$@": "jis", b"(I": "kana"}.get(seq)
-            if mode is None:
+            switched = {b"(B": "ascii", b"(J": "ascii", b"$B": "jis", b"$@": "jis", b"(I": "kana"}.get(seq)
+            if switched is None:
                 return None
+            mode = switched
             i += 3
             continue
         if mode == "jis" and data[i] not in (0x0A, 0x0D):
@@ -334,7 +335,7 @@ def _lenient_base64(raw: str, defects: list[str]) -> bytes:
 
 def _payload(part: Message, raw: object, cte: str, defects: list[str], src: _Memory | None = None) -> Content:
     """The decoded body of a leaf part, from its ``get_payload()`` and Content-Transfer-Encoding (lower case)."""
-    if src is not None and src.marker and isinstance(raw, str) and raw.startswith(src.marker):
+    if isinstance(src, _Spool) and isinstance(raw, str) and raw.startswith(src.marker):
         start, end = src.skeleton.regions[int(raw[len(src.marker):].strip())]
         return decode_region(src.path, start, end, cte, src.spool_dir)
     if cte == "base64" and isinstance(raw, str):
@@ -349,9 +350,7 @@ def _payload(part: Message, raw: object, cte: str, defects: list[str], src: _Mem
         defects.append(f"body: could not decode transfer encoding ({type(e).__name__})")
         raw = part.get_payload()
         data = raw.encode("ascii", "surrogateescape") if isinstance(raw, str) else b""
-    if data is None:
-        return b""
-    return data
+    return data if isinstance(data, bytes) else b""
 
 
 _UU_BEGIN = re.compile(rb"^begin [0-7]{3,4} (.+?)\r?$", re.M)
@@ -418,7 +417,7 @@ class _Message(Message):
         header list or the list is replaced, so its identity and length tell a changed header;
         replace_header (the one change in place) and set_default_type forget the memo.
         """
-        headers = self._headers
+        headers: list = self._headers  # type: ignore[attr-defined]  # Message's own list of (name, value)
         if self._memo_type is None or self._memo_headers is not headers or self._memo_length != len(headers):
             self._memo_type = super().get_content_type()
             self._memo_headers, self._memo_length = headers, len(headers)
@@ -432,7 +431,7 @@ class _Message(Message):
         self._memo_type = None
         super().set_default_type(ctype)
 
-    def get_boundary(self, failobj: str | None = None) -> str | None:
+    def get_boundary(self, failobj: str | None = None) -> str | None:  # type: ignore[override]
         boundary = super().get_boundary(failobj)
         if not isinstance(boundary, str) or "\n" not in boundary:
             return boundary
@@ -449,7 +448,7 @@ def _has_delimiter(data: bytes, boundary: str) -> bool:
 def _boundary_fold_dropped(msg: Message) -> bool:
     """True if the boundary was folded inside its quotes and its delimiter lines lack the folding whitespace."""
     declared = Message.get_boundary(msg)  # as written, line break included
-    return bool(declared) and "\n" in declared and msg.get_boundary() != boundary_forms(declared)[0]
+    return declared is not None and "\n" in declared and msg.get_boundary() != boundary_forms(declared)[0]
 
 
 def _walk(msg: Message, mail: ParsedMail, depth: int, in_related: bool = False, src: _Memory | None = None) -> None:
@@ -480,7 +479,7 @@ def _add_leaf(msg: Message, ctype: str, payload: object, mail: ParsedMail, depth
         report = "\n".join(block.as_string() for block in payload).encode("utf-8", "surrogateescape")
         mail.parts.append(Part(filename, ctype, report, inline=disposition == "inline"))
         return
-    if _is_nested(ctype, payload):
+    if _is_nested(ctype, payload) and isinstance(payload, list):
         _add_message_part(msg, payload, header.transfer_encoding, mail, depth, filename, disposition, src)
         return
     data = _payload(msg, payload, header.transfer_encoding, mail.defects, src)
@@ -534,11 +533,14 @@ def _add_message_part(msg: Message, payload: list, cte: str, mail: ParsedMail, d
                       disposition: str | None, src: _Memory | None = None) -> None:
     inner = payload[0] if isinstance(payload, list) and payload else None
     if inner is None or not isinstance(inner, Message):
-        data = _payload(msg, payload, cte, mail.defects, src)
-        mail.parts.append(Part(filename, "message/rfc822", data, inline=disposition == "inline"))
+        mail.parts.append(Part(filename, "message/rfc822", _payload(msg, payload, cte, mail.defects, src),
+                               inline=disposition == "inline"))
         return
-    data = src.message_data() if src is not None else None  # the forwarded mail's own bytes
-    if data is None:
+    found = src.message_data() if src is not None else None  # the forwarded mail's own bytes
+    data: Content
+    if found is not None:
+        data = found
+    else:
         try:  # the scan and Python's parser disagree on a broken structure: serialise what was parsed
             data = inner.as_bytes(policy=policy.compat32.clone(linesep="\r\n", max_line_length=0))
             mail.defects.append("forwarded message: stored as parsed, not byte for byte")
@@ -610,10 +612,11 @@ class _Memory:
         """The bytes of the next message/* part in document order (None if the scan found fewer)."""
         if self._regions is None:
             self._regions = message_regions(self.raw)
+        regions = self._regions
         index = self.next_message()
-        if index >= len(self._regions):
+        if index >= len(regions):
             return None
-        start, end = self._regions[index]
+        start, end = regions[index]
         return self.raw[start:end]
 
 
@@ -629,10 +632,11 @@ class _Spool(_Memory):
         self._regions = skeleton.messages
 
     def message_data(self) -> Content | None:
+        regions = self._regions or []
         index = self.next_message()
-        if index >= len(self._regions):
+        if index >= len(regions):
             return None
-        start, end = self._regions[index]
+        start, end = regions[index]
         return copy_region(self.path, start, end, self.spool_dir)
 
 

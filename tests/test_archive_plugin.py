@@ -71,9 +71,8 @@ def mail_text_of(archive: MemoryArchive, number: int) -> str:
 def test_cli_commands_speak_only_the_interface(tmp_path):
     """The CLI on an archive that is only the Archive interface (the "memory" plugin): every document command
     works, and nothing of the embedded archive is created."""
-    from conftest import invoke_cli
-
     from archivista_memarchive import open_memory_archive
+    from conftest import invoke_cli
 
     data = tmp_path / "data"
     config = tmp_path / "memory.conf"
