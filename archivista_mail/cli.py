@@ -213,7 +213,7 @@ def _add_command(source) -> click.Command:
                               "encrypted, sealed with the server they are for.")
 
 
-account.add_command(_AddCommands("add", help="Add an account of a kind (imap, pop3, o365, or an installed plugin's)."))
+account.add_command(_AddCommands("add", help="Add an account of one of the installed kinds (listed below)."))
 
 
 @account.command("list")
@@ -226,7 +226,8 @@ def account_list(obj: Context, as_json: bool) -> None:
         click.echo(json.dumps([_account_json(a) for a in accounts], indent=2, ensure_ascii=False))
         return
     if not accounts:
-        click.echo("No accounts yet. Add one with 'archivista-mail account add imap NAME ...'.")
+        click.echo("No accounts yet. Add one with 'archivista-mail account add KIND NAME ...' (the kinds: "
+                   "'archivista-mail account add --help').")
     for a in accounts:
         click.echo(a.describe())
 

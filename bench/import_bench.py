@@ -63,13 +63,13 @@ def run_cli_rss(data_dir: Path, *args: str) -> tuple[float, float]:
     return result["seconds"], result["peak_rss_mb"]
 
 
-def add_account(data_dir: Path, server: Dovecot, user: str) -> None:
+def add_account(data_dir: Path, server: Dovecot, user: str, kind: str = "imap") -> None:
     env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir))
     subprocess.run([sys.executable, "-m", "archivista_mail", "init"], env=env, check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "archivista_mail", "account", "add", "imap", user, "--host", "127.0.0.1",
-                    "--port", str(server.ports["imaps"]), "--user", user, "--password-stdin",
-                    "--ca-file", str(server.cert)], input=PASSWORD + "\n", text=True, env=env, check=True,
-                   capture_output=True)
+    subprocess.run([sys.executable, "-m", "archivista_mail", "account", "add", kind, user, "--host", "127.0.0.1",
+                    "--port", str(server.ports["imaps" if kind == "imap" else "pop3s"]), "--user", user,
+                    "--password-stdin", "--ca-file", str(server.cert)], input=PASSWORD + "\n", text=True, env=env,
+                   check=True, capture_output=True)
 
 
 def raw_fetch(server: Dovecot, user: str, batch: int = 50) -> tuple[float, int, int]:
@@ -89,6 +89,23 @@ def raw_fetch(server: Dovecot, user: str, batch: int = 50) -> tuple[float, int, 
             for item in c.fetch(uids[i:i + batch], [b"BODY.PEEK[]"]).values():
                 total += len(item[b"BODY[]"])
     return time.perf_counter() - start, len(uids), total
+
+
+def raw_pop3(server: Dovecot, user: str) -> tuple[float, int]:
+    """The POP3 ceiling: poplib alone retrieving every message over POP3S. Returns (seconds, mails)."""
+    import poplib
+    import ssl
+
+    start = time.perf_counter()
+    client = poplib.POP3_SSL("127.0.0.1", server.ports["pop3s"], context=ssl.create_default_context(
+        cafile=str(server.cert)))
+    client.user(user)
+    client.pass_(PASSWORD)
+    count = client.stat()[0]
+    for number in range(1, count + 1):
+        client.retr(number)
+    client.quit()
+    return time.perf_counter() - start, count
 
 
 def count(data_dir: Path, sql: str) -> int:
@@ -113,11 +130,12 @@ def main() -> None:
     parser.add_argument("--mails", type=int, default=10_000)
     parser.add_argument("--big-mailbox", type=int, default=100_000, help="0 skips the scaling check")
     parser.add_argument("--big-attachment-mb", type=int, default=100, help="0 skips the large-attachment check")
+    parser.add_argument("--pop3", type=int, default=1, help="0 skips the POP3 import of the same mails")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
     figures: dict[str, object] = {"mails": args.mails}
-    server = Dovecot({"bench": PASSWORD, "scale": PASSWORD, "big": PASSWORD}).start()
+    server = Dovecot({"bench": PASSWORD, "scale": PASSWORD, "big": PASSWORD, "pop": PASSWORD}).start()
     work = Path(tempfile.mkdtemp(prefix="amb-"))
     try:
         t = time.perf_counter()
@@ -154,6 +172,20 @@ def main() -> None:
         figures["extract_peak_rss_mb"] = round(rss)
         print(f"attachment text: {pending} documents ({pdfs} PDFs) in {seconds:.1f} s = {pending / seconds:.0f}/s "
               f"on {os.cpu_count()} cores, peak RSS {rss:.0f} MB (largest process)", flush=True)
+
+        if args.pop3:  # the same mails through POP3: since the one loop, the same fetch/parse/save pipeline
+            server.write_maildir("pop", [bench_mail(i) for i in range(args.mails)])
+            raw_pop3(server, "pop")  # warm the index, as for IMAP
+            seconds, mails = raw_pop3(server, "pop")
+            figures["raw_pop3_mails_per_s"] = round(mails / seconds)
+            pop = work / "pop"
+            add_account(pop, server, "pop", kind="pop3")
+            seconds, rss = run_cli_rss(pop, "import", "--no-extract")
+            figures["pop3_import_mails_per_s"] = round(args.mails / seconds)
+            figures["pop3_import_vs_raw"] = round(args.mails / seconds / figures["raw_pop3_mails_per_s"], 2)
+            figures["pop3_import_peak_rss_mb"] = round(rss)
+            print(f"POP3: raw poplib RETR {figures['raw_pop3_mails_per_s']} mails/s; import {args.mails / seconds:.0f} "
+                  f"mails/s ({figures['pop3_import_vs_raw']:.2f} of raw), peak RSS {rss:.0f} MB", flush=True)
 
         if args.big_mailbox:
             scale = work / "scale"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Connectivity test an installer runs by hand: log in and show the inbox, change nothing.
 
-    python3 mailtest.py                       the importer's accounts (Microsoft 365 first), from its data dir
+    python3 mailtest.py                       the importer's accounts, from its data dir
     python3 mailtest.py --account NAME        one account
     python3 mailtest.py --tenant T --client-id C --mailbox M    Microsoft 365 settings given here
                                               (the client secret is asked for, or read with --client-secret-stdin)
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             if not accounts:
                 raise ConfigError("No accounts are configured yet. Add one in WebAdmin or with "
                                   "'archivista-mail account add'.")
-            kinds = list(registry())  # in the order of WebAdmin's pages: Microsoft 365 before files, as installers test
-            accounts.sort(key=lambda a: (a.kind != "o365", kinds.index(a.kind) if a.kind in kinds else len(kinds)))
+            kinds = list(registry())  # in the order of WebAdmin's account pages
+            accounts.sort(key=lambda a: (kinds.index(a.kind) if a.kind in kinds else len(kinds), a.name))
             tests = [(a, None) for a in accounts]
     except ArchivistaMailError as e:
         print(f"Error: {e}", file=sys.stderr)

@@ -31,7 +31,7 @@ def app(run, data_dir):
     return create_app(Config(data_dir=data_dir, network_timeout=2))
 
 
-def urls(app) -> list[tuple[str, str]]:
+def urls(app, values: list[str] = HOSTILE_VALUES) -> list[tuple[str, str]]:
     """(method, url) for every route, each variable filled with each hostile value (URL-quoted)."""
     from urllib.parse import quote
 
@@ -40,7 +40,7 @@ def urls(app) -> list[tuple[str, str]]:
         if rule.endpoint in ("static", "imports.run"):  # run-now starts real imports: tested in test_webadmin
             continue
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
-            for value in HOSTILE_VALUES if rule.arguments else [None]:
+            for value in values if rule.arguments else [None]:
                 path = rule.rule
                 for arg in rule.arguments:
                     path = re.sub(rf"<(?:\w+:)?{arg}>", quote(value, safe=""), path)
@@ -55,8 +55,11 @@ def test_no_route_answers_with_a_server_error_whatever_it_is_sent(app, who):
         assert login(client, who, f"{who}-password").status_code == 302
     token = csrf(client.get("/login").data)
     failures = []
-    for method, path in urls(app):
-        for value in HOSTILE_VALUES:
+    # A viewer and a stranger are turned away before parameters are read: a few values show that for
+    # every route; the admin, who gets the pages themselves, gets every hostile value on every route.
+    values = HOSTILE_VALUES if who == "anna" else HOSTILE_VALUES[:4] + HOSTILE_VALUES[-3:]
+    for method, path in urls(app, values):
+        for value in values:
             if method == "GET":
                 response = client.get(path, query_string={k: value for k in QUERY_KEYS})
             else:
