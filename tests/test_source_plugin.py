@@ -21,7 +21,7 @@ from mailfactory import make_mail
 from test_webadmin import csrf, login
 
 from archivista_mail.config import Config
-from archivista_mail.sources import registry
+from archivista_mail.sources import forget_installed
 from webadmin import create_app
 
 PLUGINS = Path(__file__).parent / "plugins" / "dirsource"
@@ -34,9 +34,9 @@ def plugin(monkeypatch):
     """The plugin installed for this process (and, through PYTHONPATH, for the processes it starts)."""
     monkeypatch.syspath_prepend(str(PLUGINS))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(PLUGINS), os.environ.get("PYTHONPATH", "")]))
-    registry.cache_clear()
+    forget_installed()
     yield
-    registry.cache_clear()
+    forget_installed()
 
 
 @pytest.fixture
@@ -145,3 +145,12 @@ def test_import_archives_it_exactly_once_through_kill_9_and_a_rerun(plugin, run,
     assert result.returncode == 0, result.stderr
     assert sorted(archived(data_dir)) == sorted(sent.values())  # each exactly once
     assert list(directory.glob("*.eml")) == []
+
+
+def test_the_built_in_kinds_are_registered_under_the_entry_point_group_as_found_without_it():
+    from importlib.metadata import entry_points
+
+    from archivista_mail.sources import BUILT_IN, GROUP
+
+    ours = {ep.name: ep.value for ep in entry_points(group=GROUP) if ep.value.startswith("archivista_mail.")}
+    assert ours == BUILT_IN
