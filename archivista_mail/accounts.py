@@ -19,26 +19,38 @@ if TYPE_CHECKING:
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 
 
+# After-archive actions: plain ones, and those with a target (``move:FOLDER``, ``label:NAME``).
+PLAIN_ACTIONS = ("none", "read", "trash", "delete", "delete-hard")
+TARGET_ACTIONS = {"move": "FOLDER", "label": "NAME"}
+
+
 @dataclass(frozen=True)
 class AfterAction:
-    """What happens to a mail at its source once its archive copy is durable: none, read, move:FOLDER, delete."""
+    """What happens to a mail at its source once its archive copy is durable: none, read, move:FOLDER,
+    label:NAME (Gmail), trash (Gmail), delete, delete-hard (EWS). Each source says which it supports."""
 
-    kind: str  # none | read | move | delete
-    target: str = ""  # the folder of a move, as the user wrote it
+    kind: str  # one of PLAIN_ACTIONS or TARGET_ACTIONS
+    target: str = ""  # the folder of a move or the label to add, as the user wrote it
 
     @classmethod
     def parse(cls, value: str | None) -> AfterAction:
-        """``none``, ``read``, ``delete`` or ``move:FOLDER``; raises ConfigError for anything else."""
+        """``none``, ``read``, ``move:FOLDER`` ...; raises ConfigError for anything else."""
         value = (value or "none").strip()
-        if value in ("none", "read", "delete"):
+        if value in PLAIN_ACTIONS:
             return cls(value)
-        if value.startswith("move:") and value[5:].strip():
-            return cls("move", value[5:].strip())
+        kind, colon, target = value.partition(":")
+        if colon and kind in TARGET_ACTIONS and target.strip():
+            return cls(kind, target.strip())
         raise ConfigError(t("The after-archive action '%(action)s' is not known. Use none, read, move:FOLDER or "
-                            "delete.", action=escaped(value)))
+                            "delete (Gmail: label:NAME or trash; EWS: delete-hard).", action=escaped(value)))
+
+    @staticmethod
+    def spelled(kind: str) -> str:
+        """How an action kind is written in options and messages (move:FOLDER for move)."""
+        return f"{kind}:{TARGET_ACTIONS[kind]}" if kind in TARGET_ACTIONS else kind
 
     def __str__(self) -> str:
-        return f"move:{self.target}" if self.kind == "move" else self.kind
+        return f"{self.kind}:{self.target}" if self.kind in TARGET_ACTIONS else self.kind
 
 
 @dataclass(frozen=True)

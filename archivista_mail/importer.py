@@ -9,7 +9,9 @@ Nothing here knows a protocol: sources (sources/) declare and do the protocol pa
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from .db import now_iso
 from .errors import FolderError, FolderSkippedError, SecretError, SourceError
 from .ledger import FolderActions, FolderLedger
 from .pipeline import ArchiveWriter, Preparer, extract_pending
-from .runs import RUN_STATUS, Progress, RunSummary
+from .runs import RUN_STATUS, Progress, RunSummary, SharedProgress
 from .sources.base import Batch, Folder, Item, Source
 from .state import State
 from .vault import Vault
@@ -36,6 +38,7 @@ class Importer:
         self.vault = Vault(config.key_path)
         self.progress = progress or Progress()
         self.actor = "cron"
+        self._state_lock = threading.Lock()
 
     # -- whole runs ---------------------------------------------------------------------
     def run(self, account: str | None = None, from_path: Path | None = None, actor: str = "cron") -> RunSummary:
@@ -74,39 +77,85 @@ class Importer:
             summary.errors.append(str(e))
 
     def run_source(self, source: Source, summary: RunSummary) -> None:
-        """Every folder of a source, each behind its own bulkhead. Raises SourceError if it cannot connect."""
+        """Every folder of a source, each behind its own bulkhead. Raises SourceError if it cannot connect.
+
+        A source that allows it (``parallel_groups``) has its mailboxes imported side by side, each on a
+        thread with its own archive handle, writer and parse worker: the same loop, several times.
+        """
         done_at_close: list[str] = []  # actions that take effect when the session ends well (POP3 QUIT)
         with source:
+            groups: dict[object, list[Folder]] = {}
             for folder in source.folders():
-                try:
-                    self.import_folder(source, folder, summary, done_at_close)
-                except FolderSkippedError as e:
-                    summary.warnings.append(str(e))
-                except FolderError as e:
-                    summary.folder_failed(e)
+                groups.setdefault(folder.group if folder.group is not None else object(), []).append(folder)
+            workers = min(source.parallel_groups, len(groups))
+            side_by_side = type(self.archive).open_again is not Archive.open_again  # the backend has more handles
+            if workers > 1 and side_by_side and not source.actions_at_close:
+                self._run_groups(source, list(groups.values()), workers, summary)
+            else:
+                for folder in source.folders():
+                    self._folder(source, folder, summary, done_at_close, self.archive, self.progress)
         if done_at_close:
             self.archive.actions_done(done_at_close)
         summary.accounts_ok += 1
 
+    def _folder(self, source: Source, folder: Folder, summary: RunSummary, done_at_close: list[str],
+                archive: Archive, progress: Progress) -> None:
+        """One folder behind its bulkhead: its errors are recorded and the account's next folder runs."""
+        try:
+            self.import_folder(source, folder, summary, done_at_close, archive, progress)
+        except FolderSkippedError as e:
+            summary.warnings.append(str(e))
+        except FolderError as e:
+            summary.folder_failed(e)
+
+    def _run_groups(self, source: Source, groups: list[list[Folder]], workers: int, summary: RunSummary) -> None:
+        """Groups of folders (mailboxes) side by side; an account-wide error is raised once all have stopped."""
+        progress = SharedProgress(self.progress)
+        parts = [RunSummary() for _ in groups]
+
+        def run(group: list[Folder], part: RunSummary) -> None:
+            archive = self.archive.open_again()
+            assert archive is not None
+            try:
+                for folder in group:
+                    self._folder(source, folder, part, [], archive, progress)
+            finally:
+                archive.close()
+
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="mailbox") as pool:
+                futures = [pool.submit(run, group, part) for group, part in zip(groups, parts)]
+                for future in futures:
+                    future.exception()  # wait for every mailbox before raising any error
+                for future in futures:
+                    future.result()
+        finally:
+            for part in parts:
+                summary.merge(part)
+
     # -- one folder ----------------------------------------------------------------------------------
-    def import_folder(self, source: Source, folder: Folder, summary: RunSummary, done_at_close: list[str]) -> None:
+    def import_folder(self, source: Source, folder: Folder, summary: RunSummary, done_at_close: list[str],
+                      archive: Archive | None = None, progress: Progress | None = None) -> None:
         """Owed actions, earlier failures, then what is new: fetched here, parsed in a worker process,
         saved on the writer thread, acted on after each batch's commit."""
+        archive = archive or self.archive
+        progress = progress or self.progress
         acc = source.account
-        ledger = FolderLedger(self.archive, acc.name, folder, summary, self.progress)
+        ledger = FolderLedger(archive, acc.name, folder, summary, progress)
         source.open(folder, ledger)
         actions = FolderActions(acc.action, lambda action, refs: source.apply(folder, action, refs), summary)
         forget = done_at_close.extend if source.actions_at_close else None
-        self._replay_owed(source, folder, actions, forget)
-        retry = [Item(f.key, source.ref_of(folder, f.key)) for f in self.archive.failures(acc.name, folder.label)]
+        self._replay_owed(source, folder, actions, forget, archive)
+        retry = [Item(f.key, source.ref_of(folder, f.key)) for f in archive.failures(acc.name, folder.label)]
         batches = chain([Batch(retry)] if retry else [], source.batches(folder, ledger))
-        with Preparer() as preparer, ArchiveWriter(self.archive) as writer:
+        with Preparer() as preparer, ArchiveWriter(archive) as writer:
             done = forget or writer.actions_done
             waiting = None  # the batch being parsed while the next one is fetched
             try:
                 for number, batch in enumerate(batches):
-                    self._act_on_committed(writer, summary, actions, source, folder, done)
-                    raws = self._fetch(source, folder, batch, ledger, summary, retried=bool(retry) and number == 0)
+                    self._act_on_committed(writer, summary, actions, source, folder, done, progress)
+                    raws = self._fetch(source, folder, batch, ledger, summary, retried=bool(retry) and number == 0,
+                                       archive=archive, progress=progress)
                     parsing = preparer.submit(raws)
                     if waiting is not None:
                         previous, waiting = waiting, None
@@ -117,10 +166,10 @@ class Importer:
                 if waiting is not None:
                     self._hand_over(writer, acc, waiting, summary)
             writer.flush()
-            self._act_on_committed(writer, summary, actions, source, folder, done)
+            self._act_on_committed(writer, summary, actions, source, folder, done, progress)
 
     def _fetch(self, source: Source, folder: Folder, batch: Batch, ledger: FolderLedger, summary: RunSummary,
-               retried: bool) -> list:
+               retried: bool, archive: Archive, progress: Progress) -> list:
         """The batch's messages not archived yet, as original bytes (known ones count as duplicates skipped)."""
         keys = list(dict.fromkeys(i.key for i in batch.items))  # the same file twice in one batch: once
         known = ledger.known(keys) if keys and not retried else set()
@@ -131,12 +180,12 @@ class Importer:
         summary.duplicates += len(known)  # archived before: skipped, and not even fetched (files were read)
         summary.fetched += sum(1 for i in batch.items if i.key in known and i.raw is not None)
         if retried or not ledger.expected:  # the source did not say up front how many were coming
-            self.progress.add_total(len(batch.items))
-        self.progress.advance(len(batch.items) - len(fresh))
-        raws = source.fetch(folder, fresh, self.archive.spool_dir) if fresh else []
+            progress.add_total(len(batch.items))
+        progress.advance(len(batch.items) - len(fresh))
+        raws = source.fetch(folder, fresh, archive.spool_dir) if fresh else []
         if retried:  # failures of messages gone from the server meanwhile: nothing left to archive
             got = {r.key for r in raws}
-            self.archive.forget_failures(i.key for i in fresh if i.key not in got)
+            archive.forget_failures(i.key for i in fresh if i.key not in got)
         summary.fetched += len(raws)
         return raws
 
@@ -147,33 +196,35 @@ class Importer:
         writer.save(good, failed=bad, action=acc.after, state=state)
 
     def _act_on_committed(self, writer: ArchiveWriter, summary: RunSummary, actions: FolderActions, source: Source,
-                          folder: Folder, done: Callable) -> None:
+                          folder: Folder, done: Callable, progress: Progress) -> None:
         """Count batches the writer committed and carry out their server action (never before)."""
         for good, results, failed in writer.committed():
             summary.count(results, failed)
             if results and actions.carry_out([source.ref_of(folder, r.key) for r in results]):
                 done([r.key for r in results])
-            self.progress.advance(len(results) + failed)
+            progress.advance(len(results) + failed)
 
-    def _replay_owed(self, source: Source, folder: Folder, actions: FolderActions, done_at_close) -> None:
+    def _replay_owed(self, source: Source, folder: Folder, actions: FolderActions, done_at_close,
+                     archive: Archive) -> None:
         """Actions owed from earlier runs (stopped after the commit, or refused by the server).
 
         They are carried out with the action configured now, whatever it was when they were
         recorded, so editing an account loses none; with 'none' they are dropped, and audited.
         """
         acc = source.account
-        owed = self.archive.pending_actions(acc.name, folder.label)
+        owed = archive.pending_actions(acc.name, folder.label)
         if not owed:
             return
         keys = [p.key for p in owed]
         if actions.action.kind == "none":
-            self.archive.actions_done(keys)
+            archive.actions_done(keys)
             recorded = ", ".join(sorted({p.action for p in owed}))
-            self.state.audit(self.actor, "actions.dropped", f"{acc.name}/{folder.label}",
-                             f"{len(owed)} owed after-archive actions ({recorded}) dropped: the account's "
-                             "after-archive action is now 'none'")
+            with self._state_lock:  # mailboxes side by side share the state database's connection
+                self.state.audit(self.actor, "actions.dropped", f"{acc.name}/{folder.label}",
+                                 f"{len(owed)} owed after-archive actions ({recorded}) dropped: the account's "
+                                 "after-archive action is now 'none'")
         elif actions.carry_out([source.ref_of(folder, k) for k in keys]):
-            (done_at_close or self.archive.actions_done)(keys)
+            (done_at_close or archive.actions_done)(keys)
 
     def extract_pending(self, workers: int | None = None) -> int:
         """Extract the text of documents still waiting for it, on all cores; resumable. Returns how many."""

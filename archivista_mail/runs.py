@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +24,22 @@ class Progress:
 
     def advance(self, n: int) -> None:
         """``n`` more messages were handled."""
+
+
+class SharedProgress(Progress):
+    """A progress display told from several threads (mailboxes imported side by side)."""
+
+    def __init__(self, inner: Progress) -> None:
+        self.inner = inner
+        self.lock = threading.Lock()
+
+    def add_total(self, n: int) -> None:
+        with self.lock:
+            self.inner.add_total(n)
+
+    def advance(self, n: int) -> None:
+        with self.lock:
+            self.inner.advance(n)
 
 
 @dataclass
@@ -59,6 +76,13 @@ class RunSummary:
         self.duplicates += sum(r.duplicate for r in results)
         self.archived += sum(not r.duplicate for r in results)
         self.failed += failed
+
+    def merge(self, other: RunSummary) -> None:
+        """Add the counts, errors and warnings of a part of this run (a mailbox imported on its own thread)."""
+        for name in ("fetched", "archived", "duplicates", "failed", "folders_failed"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors.extend(other.errors)
+        self.warnings.extend(other.warnings)
 
     def line(self) -> str:
         """One line for people and logs."""

@@ -50,6 +50,7 @@ class Vault:
 
     def seal(self, account: Account, secret: str) -> Account:
         """The account with ``secret`` stored in it, bound to the account's endpoint."""
+        secret = account.source.check_secret(account, secret)
         return replace(account, secret=self.encrypt(secret, account.endpoint))
 
     def secret_of(self, account: Account) -> str:

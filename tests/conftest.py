@@ -222,3 +222,79 @@ def tenant(graph_server, monkeypatch) -> Tenant:
     graph_server.expire_delta_tokens, graph_server.after_delta_page = False, None
     graph_server.fail_next.clear()
     return Tenant(graph_server, next(_graph_tenants))
+
+
+# -- Google Workspace (Gmail API emulator) -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def gmail_server():
+    """The Gmail API emulator (an HTTPS proxy on 127.0.0.1 for Google's hosts), for the whole session."""
+    from gmail_emulator import GmailEmulator
+
+    server = GmailEmulator().start()
+    yield server
+    server.stop()
+
+
+_workspaces = iter(range(1, 10_000))
+
+
+class Workspace:
+    """A fresh Google Workspace domain in the emulator: a service account, its key file, a mailbox."""
+
+    def __init__(self, server, n: int, tmp_path: Path) -> None:
+        from gmail_emulator import SCOPE_READONLY
+
+        self.server = server
+        self.mailbox = f"anna{n}@kanzlei{n}.example"
+        server.add_mailbox(self.mailbox)
+        self.info = server.add_service_account(f"archivista{n}@project-{n}.iam.gserviceaccount.com")
+        self.client_id = self.info["client_id"]
+        self.key_file = tmp_path / f"sa-{n}.json"
+        self.key_file.write_text(__import__("json").dumps(self.info))
+        self.authorize(SCOPE_READONLY)
+
+    def authorize(self, *scopes: str) -> None:
+        self.server.authorize(self.client_id, list(scopes))
+
+    def add_mailbox(self, name: str) -> str:
+        address = f"{name}@{self.mailbox.split('@')[1]}"
+        self.server.add_mailbox(address)
+        return address
+
+    def deliver(self, mimes, mailbox: str | None = None, **kw):
+        return self.server.deliver(mailbox or self.mailbox, mimes, **kw)
+
+    @property
+    def box(self):
+        return self.server.mailbox(self.mailbox)
+
+    def labelled(self, label: str, mailbox: str | None = None) -> dict:
+        """The raw bytes of the mailbox's messages with the label (an id such as INBOX, or a user label's name)."""
+        box = self.server.mailbox(mailbox or self.mailbox)
+        ids = {label} | {lb.id for lb in box.labels.values() if lb.name == label}
+        return {m.id: m.raw for m in box.messages.values() if ids & set(m.label_ids)}
+
+    def add_account(self, run, *extra, name="workspace", mailbox=None):
+        result = run("account", "add", "gmail", name, "--service-account-file", str(self.key_file),
+                     "--mailbox", mailbox or self.mailbox, *extra)
+        assert result.exit_code == 0, result.output
+        return result
+
+
+@pytest.fixture
+def workspace(gmail_server, monkeypatch, tmp_path) -> Workspace:
+    """A fresh domain in the Gmail emulator, with this process's (and its children's) requests routed to it."""
+    import httplib2
+
+    for name in ("CURL_CA_BUNDLE", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in gmail_server.environ().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(httplib2, "CA_CERTS", str(gmail_server.ca_file))  # read once, at import, from the env
+    s = gmail_server
+    s.api_disabled, s.latency, s.throttle, s.drop_connection_after = False, 0.0, 0.0, None
+    s.quota_per_second, s.quota_burst = 250.0, 250.0
+    s.fail_next.clear()
+    return Workspace(s, next(_workspaces), tmp_path)

@@ -15,7 +15,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
-from archivista_mail.accounts import Account, account_from_input, check_secret_kept, validate
+from archivista_mail.accounts import TARGET_ACTIONS, Account, account_from_input, check_secret_kept, validate
 from archivista_mail.errors import ArchivistaMailError, ConfigError
 from archivista_mail.sources import registry, source_class
 from archivista_mail.vault import Vault
@@ -93,7 +93,8 @@ def account_from_form(form, kind: str, old: Account | None) -> Account:
             given[s.name] = bool(form.get(s.name))
         elif s.type == "after":
             action = form.get("after", "none")
-            given[s.name] = f"move:{form.get('move_to', '').strip()}" if action == "move" else action
+            target = form.get("move_to", "").strip()  # the folder of a move, or the label to add
+            given[s.name] = f"{action}:{target}" if action in TARGET_ACTIONS else action
         else:
             given[s.name] = form.get(s.name, "")
     acc = account_from_input(kind, name, given, old)

@@ -31,7 +31,9 @@ DATETIME_FORMATS = {"de": "dd.MM.yyyy HH:mm", "en": "medium"}
 # import run statuses, WebAdmin roles, document fields (for the direct link's title).
 LABELS = {
     "after": {"none": lazy_gettext("Leave as it is"), "read": lazy_gettext("Mark as read"),
-              "move": lazy_gettext("Move to a folder"), "delete": lazy_gettext("Delete")},
+              "move": lazy_gettext("Move to a folder"), "delete": lazy_gettext("Delete"),
+              "label": lazy_gettext("Add a label"), "trash": lazy_gettext("Move to the trash"),
+              "delete-hard": lazy_gettext("Delete permanently")},
     "security": {"ssl": lazy_gettext("SSL/TLS"), "starttls": lazy_gettext("STARTTLS"),
                  "plain": lazy_gettext("Unencrypted")},
     "kind": {"mail": lazy_gettext("Mail"), "attachment": lazy_gettext("Attachment")},
@@ -91,6 +93,8 @@ def option_label(value: str | None, group: str) -> str:
         return ""
     if group == "after" and value.startswith("move:"):
         return gettext("Move to %(folder)s", folder=value[5:])
+    if group == "after" and value.startswith("label:"):
+        return gettext("Add the label %(label)s", label=value[6:])
     label = LABELS[group].get(value)
     return str(label) if label is not None else value
 

@@ -63,6 +63,15 @@ class Archive(abc.ABC):
         """Remove files a killed run left in the spool; called under the import lock. Returns how many."""
         return 0
 
+    def open_again(self) -> Archive | None:
+        """Another handle on the same archive for another thread of the same import (its own connection),
+        so mailboxes can be imported side by side; None if the backend cannot (they then run one by one).
+        The importer closes it with ``close()``."""
+        return None
+
+    def close(self) -> None:
+        """Release what this handle holds (connections)."""
+
     @abc.abstractmethod
     def ensure_schema(self) -> None:
         """Create or migrate storage; idempotent, run at the start of every import."""

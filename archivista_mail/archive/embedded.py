@@ -75,6 +75,9 @@ class EmbeddedArchive(Archive):
         """Close the database connection."""
         self.db.conn.close()
 
+    def open_again(self) -> EmbeddedArchive:
+        return EmbeddedArchive(self.data_dir)
+
     @property
     def spool_dir(self) -> Path:
         return self.blobs.tmp  # same file system as the blobs: spooled files are renamed into place

@@ -20,7 +20,8 @@ GROUP = "archivista_mail.sources"
 # The built-in kinds, as pyproject.toml registers them: found without reading every installed package's
 # metadata (a cron run pays for that scan only when an account is of a plugin's kind), and from a checkout.
 BUILT_IN = {"imap": "archivista_mail.sources.imap:ImapSource", "pop3": "archivista_mail.sources.pop3:Pop3Source",
-            "o365": "archivista_mail.sources.graph:GraphSource"}
+            "o365": "archivista_mail.sources.graph:GraphSource", "gmail": "archivista_mail.sources.gmail:GmailSource",
+            "ews": "archivista_mail.sources.ews:EwsSource"}
 
 
 @functools.cache

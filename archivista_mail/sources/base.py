@@ -115,7 +115,7 @@ class Setting:
 
 def after_setting(actions: tuple[str, ...], folder_names: bool = True) -> Setting:
     """The after-archive action setting, for a source that supports ``actions``."""
-    listed = ", ".join("move:FOLDER" if a == "move" else a for a in actions)
+    listed = ", ".join(AfterAction.spelled(a) for a in actions)
     return Setting("after", "after", Lang("After archiving", "Nach dem Archivieren"),
                    Lang(f"What happens to a mail on the server once its archive copy is durable: {listed}.",
                         f"Was nach dem dauerhaften Archivieren mit der Mail auf dem Server geschieht: {listed}."),
@@ -141,6 +141,7 @@ class Folder:
     label: str
     state_key: str | None = None
     data: Any = None
+    group: str | None = None  # folders of different groups (mailboxes) may be imported side by side
 
 
 @dataclass
@@ -237,6 +238,10 @@ class Source:
     settings: ClassVar[tuple[Setting, ...]]
     actions: ClassVar[tuple[str, ...]] = ("none",)
     actions_at_close: ClassVar[bool] = False  # True: an action takes effect when the session ends (POP3 QUIT)
+    # How many groups of folders (Folder.group: a mailbox) the importer may run at once, each on its own
+    # thread: for sources limited per mailbox (Gmail's quota). Their calls for different groups must then
+    # be safe on different threads.
+    parallel_groups: ClassVar[int] = 1
 
     def __init__(self, account: Account, secret: str, config: Config) -> None:
         self.account = account
@@ -285,6 +290,11 @@ class Source:
         return f"{account.name}: {cls.kind}, {', '.join(shown)}{'' if account.enabled else ', disabled'}"
 
     @classmethod
+    def check_secret(cls, account: Account, secret: str) -> str:
+        """The secret as it is to be stored (e.g. a key file's content checked and compacted); raises ConfigError."""
+        return secret
+
+    @classmethod
     def warnings(cls, account: Account) -> list[str]:
         """What to tell whoever saves this account (e.g. that it is unencrypted)."""
         return []
@@ -300,7 +310,7 @@ class Source:
         if action.kind not in cls.actions:
             raise ConfigError(t("Account %(name)s: %(kind)s accounts cannot '%(action)s' after archiving; they can: "
                                 "%(actions)s.", name=account.name, kind=cls.title, action=escaped(str(action)),
-                                actions=", ".join("move:FOLDER" if a == "move" else a for a in cls.actions)))
+                                actions=", ".join(AfterAction.spelled(a) for a in cls.actions)))
         folders = account.settings.get("folders", ())
         if action.kind == "move" and action.target in folders:
             raise ConfigError(t("Account %(name)s: mail would be moved into '%(folder)s', which is archived itself, "
