@@ -298,3 +298,43 @@ def workspace(gmail_server, monkeypatch, tmp_path) -> Workspace:
     s.quota_per_second, s.quota_burst = 250.0, 250.0
     s.fail_next.clear()
     return Workspace(s, next(_workspaces), tmp_path)
+
+
+# -- Exchange on-premises (EWS emulator) -----------------------------------------------------------------
+
+
+class Exchange:
+    """An EWS emulator of its own for one test: a service account with impersonation, a German mailbox."""
+
+    SERVICE, PASSWORD = "EXAMPLE\\svc-archiv", "Dienst-Pa55 ö"
+
+    def __init__(self, emulator) -> None:
+        self.server = emulator
+        self.mailbox = "anna@example.test"
+        emulator.add_mailbox(self.mailbox, language="de")
+        emulator.add_user(self.SERVICE, self.PASSWORD)
+        emulator.grant_impersonation(self.SERVICE, "all")
+
+    def deliver(self, mimes, mailbox: str | None = None, **kw):
+        return self.server.deliver(mailbox or self.mailbox, mimes, **kw)
+
+    def items(self, folder: str = "inbox", mailbox: str | None = None) -> list:
+        return self.server.items(mailbox or self.mailbox, folder)
+
+    def add_account(self, run, *extra, name="exchange", password=None, mailbox=None):
+        result = run("account", "add", "ews", name, "--url", self.server.url, "--user", self.SERVICE,
+                     "--password-stdin", "--mailbox", mailbox or self.mailbox, "--ca-file", str(self.server.ca_file),
+                     *extra, input=(password or self.PASSWORD) + "\n")
+        assert result.exit_code == 0, result.output
+        return result
+
+
+@pytest.fixture
+def exchange():
+    """An EWS emulator on 127.0.0.1 (HTTPS with its own CA) for one test, stopped at its end."""
+    from ews_emulator import EwsEmulator
+
+    emulator = EwsEmulator().start()
+    yield Exchange(emulator)
+    emulator.stop()
+    assert emulator.errors == []  # emulator bugs surface here, not as mysterious client errors

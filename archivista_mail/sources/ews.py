@@ -148,6 +148,7 @@ class EwsSession:
         """Run an exchangelib call, sitting out ErrorServerBusy as the server asks; raises SourceError."""
         from exchangelib.errors import ErrorServerBusy
 
+        reconnects = 0
         for attempt in range(MAX_ATTEMPTS):
             try:
                 return fn()
@@ -163,6 +164,9 @@ class EwsSession:
             except SourceError:
                 raise
             except Exception as e:  # noqa: BLE001 - translated here
+                if _dropped(e) and reconnects < 2:  # a new connection from exchangelib's pool
+                    reconnects += 1
+                    continue
                 raise self.translate(e, mailbox, acting) from e
         raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -172,6 +176,9 @@ class EwsSession:
 
         acc, name = self.account, self.account.name
         text = f"{type(e).__name__}: {e}"
+        if isinstance(e, x.ErrorInvalidSyncStateData):
+            return SyncStateError(t("Account %(name)s: Exchange no longer accepts the sync state of a folder in "
+                                    "%(mailbox)s.", name=name, mailbox=mailbox))
         if isinstance(e, x.UnauthorizedError):
             other = "basic" if acc.auth == "ntlm" else "ntlm"
             return AuthError(t("Account %(name)s: Exchange refused the login of %(user)s with %(auth)s authentication "
@@ -201,7 +208,15 @@ class EwsSession:
                                         "%(mailbox)s (%(reason)s). The mails are archived; the action is tried again "
                                         "on the next run.", name=name, action=escaped(acting), mailbox=mailbox,
                                         reason=escaped(text)))
+        if isinstance(e, x.ResponseMessageError) and not isinstance(e, x.ErrorTimeoutExpired):
+            # an answer from Exchange (exchangelib derives these from TransportError)
+            return FetchError(t("Account %(name)s: Exchange answered with an error for %(mailbox)s (%(reason)s). The "
+                                "next run tries again.", name=name, mailbox=mailbox or acc.url,
+                                reason=escaped(text[:300])))
         lowered = text.lower()
+        if isinstance(e, UnicodeEncodeError) and acc.auth == "basic":
+            return AuthError(t("Account %(name)s: the password has characters that basic authentication cannot "
+                               "carry. Use NTLM (--auth ntlm).", name=name))
         if "certificate" in lowered or "ssl" in lowered:
             return ConnectError(t("Account %(name)s: the certificate of %(url)s is not trusted (%(reason)s). If the "
                                   "server uses your own CA, give its certificate with --ca-file (PEM).", name=name,
@@ -323,6 +338,19 @@ class EwsSession:
                 raise self.translate(result, mailbox, action)
 
 
+class SyncStateError(FetchError):
+    """Exchange rejected a folder's sync state (ErrorInvalidSyncStateData): read the folder again."""
+
+
+def _dropped(e: Exception) -> bool:
+    """True for a connection that broke or timed out (retried on another), not for an answer."""
+    import requests
+    from exchangelib import errors as x
+
+    return isinstance(e, (x.ErrorTimeoutExpired, requests.exceptions.ConnectionError, ConnectionError)) and \
+        not isinstance(e, requests.exceptions.SSLError)
+
+
 class EwsSource(Source):
     """Exchange on-premises through EWS: one unit per mailbox and folder, the cursor its SyncFolderItems state."""
 
@@ -407,16 +435,14 @@ class EwsSource(Source):
         self._folder(folder)
 
     def batches(self, folder: Folder, ledger: Ledger) -> Iterator[Batch]:
-        from exchangelib.errors import ErrorInvalidSyncStateData
-
         mailbox, _ = folder.data
         ews_folder = self._folder(folder)
         state = ledger.cursor
         while True:
             try:
                 changes, new_state, last = self.session.sync_page(mailbox, ews_folder, state, ["is_read"])
-            except FetchError as e:
-                if not isinstance(e.__cause__, ErrorInvalidSyncStateData) or state is None:
+            except SyncStateError:
+                if state is None:
                     raise
                 ews_folder.item_sync_state = None
                 ledger.restart(t("Account %(name)s: Exchange no longer accepts the sync state of %(folder)s; the "
