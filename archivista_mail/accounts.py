@@ -147,9 +147,13 @@ def account_from_input(kind: str, name: str, given: Mapping[str, Any], old: Acco
 def check_secret_kept(old: Account, new: Account) -> None:
     """Refuse to keep a stored secret for a changed endpoint; raises ConfigError saying what to enter."""
     if new.secret == old.secret and (new.kind != old.kind or new.endpoint != old.endpoint):
-        raise ConfigError(t("Account %(name)s: the type, server, port, security, user, tenant or client ID changed, "
-                            "so enter the password or secret again. A stored secret is only ever sent to the server "
-                            "it was entered for.", name=new.name))
+        from .sources.base import Lang
+
+        bound = [s.label for s in new.source.settings if s.bound]
+        changed = Lang(", ".join(["type", *(b.en for b in bound)]), ", ".join(["Typ", *(b.de for b in bound)]))
+        raise ConfigError(t("Account %(name)s: one of %(settings)s changed, so enter the password or secret again. A "
+                            "stored secret is only ever sent to the server it was entered for.", name=new.name,
+                            settings=changed))
 
 
 def validate(account: Account) -> Account:

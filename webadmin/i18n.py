@@ -95,7 +95,7 @@ def option_label(value: str | None, group: str) -> str:
         return gettext("Move to %(folder)s", folder=value[5:])
     if group == "after" and value.startswith("label:"):
         return gettext("Add the label %(label)s", label=value[6:])
-    label = LABELS[group].get(value)
+    label = LABELS.get(group, {}).get(value)  # a plugin's choices are shown as declared
     return str(label) if label is not None else value
 
 
