@@ -90,13 +90,13 @@ deb: wheelhouse
 
 # Build the package twice (this version and a newer one, for the upgrade), run lintian, then
 # install both in a clean Debian 12 booted with systemd and check it (debian/tests/install_check.py).
-deb-check: deb
+deb-check: deb $(BIN)/archivista-mail
 	$(call apt_install,$(DEB_CHECK_DEBS))
 	lintian --fail-on error,warning build/deb/archivista-mail_*_amd64.deb
 	mkdir -p build/deb-old && mv build/deb/*.deb build/deb-old/
 	sed -i '1s/(\([^)]*\))/(\1+upgrade1)/' $(DEB_BUILD)/debian/changelog
 	cd $(DEB_BUILD) && dpkg-buildpackage -us -uc -b >/dev/null
-	$(PYTHON) debian/tests/install_check.py build/deb-old/*.deb build/deb/*.deb
+	$(BIN)/python debian/tests/install_check.py build/deb-old/*.deb build/deb/*.deb  # the emulators need the venv
 
 # Courier (IMAP, POP3) and Cyrus (IMAP, POP3) for tests/test_foreign_servers.py. Their packages
 # conflict with dovecot-imapd, so they are downloaded and unpacked into build/foreign-servers/root,

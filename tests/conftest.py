@@ -293,6 +293,7 @@ def workspace(gmail_server, monkeypatch, tmp_path) -> Workspace:
     for name, value in gmail_server.environ().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr(httplib2, "CA_CERTS", str(gmail_server.ca_file))  # read once, at import, from the env
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # the other test servers are reached directly
     s = gmail_server
     s.api_disabled, s.latency, s.throttle, s.drop_connection_after = False, 0.0, 0.0, None
     s.quota_per_second, s.quota_burst = 250.0, 250.0

@@ -287,3 +287,38 @@ def test_account_test_and_mailtest_show_the_inbox_and_never_the_password(run, ex
     assert "First message: Rechnung 2024-117 für Beratung" in lines
     assert exchange.PASSWORD not in proc.stdout + proc.stderr + result.output
     assert len(exchange.items()) == 2  # a test changes nothing
+
+
+def test_the_password_is_stored_encrypted_and_never_shown_or_logged(run, exchange, data_dir, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)  # exchangelib logs requests at debug level
+    exchange.deliver([make_mail(2300)])
+    exchange.server.auth = {"basic"}  # the password itself crosses the wire (base64), not only an NTLM hash
+    exchange.add_account(run, "--auth", "basic")
+    assert run("import").exit_code == 0
+    listed = json.loads(run("account", "list", "--json").output)[0]
+    assert listed["password"] == "********"
+    shown = run("account", "list").output + run("runs").output + run("account", "test", "exchange").output
+    assert exchange.PASSWORD not in shown
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            assert exchange.PASSWORD.encode() not in path.read_bytes(), path
+    import base64
+
+    basic = base64.b64encode(f"{exchange.SERVICE}:{exchange.PASSWORD}".encode("latin-1")).decode()
+    assert exchange.PASSWORD not in caplog.text and basic not in caplog.text
+
+
+def test_without_mailboxes_the_users_own_mailbox_is_archived_without_impersonation(run, exchange):
+    exchange.server.add_mailbox("Bert@example.test")
+    exchange.server.add_user("Bert@example.test", "bert-Pa55", mailbox="Bert@example.test")
+    exchange.deliver([make_mail(2400)], mailbox="Bert@example.test")
+    result = run("account", "add", "ews", "own", "--url", exchange.server.url, "--user", "Bert@example.test",
+                 "--password-stdin", "--ca-file", str(exchange.server.ca_file), input="bert-Pa55\n")
+    assert result.exit_code == 0, result.output
+    assert run("import").exit_code == 0
+    assert [d["folder"] for d in docs(run)] == ["bert@example.test/inbox"]
+    refused = run("account", "add", "ews", "nobody", "--url", exchange.server.url, "--user", "EXAMPLE\\bert",
+                  "--password-stdin", input="x\n")
+    assert refused.exit_code != 0 and "name the mailbox to archive with --mailbox" in refused.output

@@ -148,3 +148,55 @@ def test_the_language_switch_works_with_and_without_javascript(webadmin, browser
     assert page.url == f"{webadmin}/documents?q=Rechnung"  # back on the same page, now in German
     assert page.inner_text("h1") == "Dokumente" and page.get_attribute("html", "lang") == "de"
     context.close()
+
+
+def test_partner_adds_google_workspace_and_exchange_accounts_and_tests_them(workspace, exchange, webadmin, browser):
+    """The pages built from the Gmail and EWS declarations: the key file pasted, the CA pasted, each tested."""
+    from gmail_emulator import SCOPE_MODIFY
+
+    workspace.authorize(SCOPE_MODIFY)
+    workspace.deliver([make_mail(60)])
+    exchange.deliver([make_mail(61), make_mail(62)])
+    page = browser.new_context(locale="de-DE").new_page()
+    page.goto(f"{webadmin}/login")
+    page.fill("input[name=username]", "anna")
+    page.fill("input[name=password]", "anna-password")
+    with page.expect_navigation():
+        page.click("#login")
+
+    with page.expect_navigation():
+        page.click("text=Google Workspace")
+    with page.expect_navigation():
+        page.click("#add-account")
+    page.fill("input[name=name]", "workspace")
+    page.fill("textarea[name=service_account]", workspace.key_file.read_text())
+    page.fill("textarea[name=mailboxes]", workspace.mailbox)
+    page.select_option("select[name=after]", "label")
+    page.fill("input[name=move_to]", "Archiviert")
+    with page.expect_navigation():
+        page.click("#save")
+    assert "Gespeichert." in page.content()
+    assert workspace.info["private_key_id"] not in page.content()
+    with page.expect_navigation():
+        page.click("button.test[data-account=workspace]")
+    assert "Anmeldung erfolgreich" in page.inner_text("#test-result")
+    assert f"{workspace.mailbox}/INBOX: 1 Nachricht" in page.content()
+
+    with page.expect_navigation():
+        page.click("text=Exchange (EWS)")
+    with page.expect_navigation():
+        page.click("#add-account")
+    page.fill("input[name=name]", "exchange")
+    page.fill("input[name=url]", exchange.server.url)
+    page.fill("input[name=user]", exchange.SERVICE)
+    page.fill("input[name=password]", exchange.PASSWORD)
+    page.fill("textarea[name=mailboxes]", exchange.mailbox)
+    page.fill("textarea[name=folders]", "Posteingang")
+    page.fill("textarea[name=ca_file_pem]", exchange.server.ca_file.read_text())
+    with page.expect_navigation():
+        page.click("#save")
+    assert "Gespeichert." in page.content() and exchange.PASSWORD not in page.content()
+    with page.expect_navigation():
+        page.click("button.test[data-account=exchange]")
+    assert "Anmeldung erfolgreich" in page.inner_text("#test-result")
+    assert f"{exchange.mailbox}/Posteingang: 2 Nachrichten" in page.content()

@@ -12,10 +12,12 @@ archive needs and the library leaves to its user (see ../shared/TESTING.md):
   invalid sync state reads the folder again (the ledger and content hashes skip what is archived);
 - the original bytes as ``MimeContent``, many items per ``GetItem``;
 - folder names as Outlook shows them, German well-known names included (Posteingang, ...).
+exchangelib logs request and response headers at debug level (Basic credentials): its loggers are kept quiet.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -52,6 +54,10 @@ from .base import (
     after_setting,
     check_folder_names,
 )
+
+for _name in ("exchangelib", "requests_ntlm", "spnego"):  # exchangelib logs request headers (Basic credentials)
+    logging.getLogger(_name).setLevel(logging.CRITICAL + 1)
+    logging.getLogger(_name).propagate = False
 
 SYNC_PAGE = 100  # changes per SyncFolderItems request
 FETCH_CHUNK = 50  # items per GetItem with their MIME content
@@ -140,7 +146,7 @@ class EwsSession:
 
     @property
     def own_address(self) -> str:
-        user = self.account.user
+        user = self.account.user.lower()
         return user if "@" in user and not self.account.mailboxes else ""
 
     # -- calls ---------------------------------------------------------------------------------

@@ -328,15 +328,21 @@ class GmailSession:
 
     def fetch_raw(self, ids: list[str]) -> dict[str, dict]:
         """``format=raw`` of each id, FETCH_BATCH per HTTP batch request; gone ones left out. Raises SourceError."""
-        out: dict[str, dict] = {}
+        return self.batched(ids, lambda i: self.users().messages().get(userId="me", id=i, format="raw"), "get")
+
+    def batched(self, ids: list[str], request: Callable[[str], Any], cost: str,
+                acting: AfterAction | None = None) -> dict[str, Any]:
+        """``request(id)`` for each id, FETCH_BATCH per HTTP batch request, parts that were rate limited asked
+        again with backoff; returns the answers by id (ids gone, 404, left out). Raises SourceError."""
+        out: dict[str, Any] = {}
         waiting = list(ids)
         attempt = 0
         while waiting:
             chunk, waiting = waiting[:FETCH_BATCH], waiting[FETCH_BATCH:]
-            again = self._fetch_chunk(chunk, out)
+            again = self._batch(chunk, request, cost, out, acting)
             if again:
                 if attempt >= MAX_ATTEMPTS - 1:
-                    raise self.error(429, "rateLimitExceeded", "", None)
+                    raise self.error(429, "rateLimitExceeded", "", acting)
                 self.retries += 1
                 self.sleep(self.backoff(attempt))
                 attempt += 1
@@ -345,8 +351,9 @@ class GmailSession:
                 attempt = 0
         return out
 
-    def _fetch_chunk(self, chunk: list[str], out: dict[str, dict]) -> list[str]:
-        """One batch request; returns the ids to ask for again (rate limited)."""
+    def _batch(self, chunk: list[str], request: Callable[[str], Any], cost: str, out: dict[str, Any],
+               acting: AfterAction | None) -> list[str]:
+        """One HTTP batch request; returns the ids to ask for again (rate limited, or the connection dropped)."""
         from googleapiclient.errors import HttpError
 
         again: list[str] = []
@@ -360,22 +367,22 @@ class GmailSession:
                 status, reason, message = _error_reason(exception)
                 if _retryable(status, reason):
                     again.append(request_id)
-                elif status != 404:  # 404: deleted since it was listed, nothing to archive
-                    problem.append(self.error(status, reason, message))
+                elif status != 404:  # 404: deleted since it was listed: nothing to archive, nothing to do
+                    problem.append(self.error(status, reason, message, acting))
             else:
                 problem.append(self.transport_error(exception))
 
         batch = self.service.new_batch_http_request(callback=done)
         for message_id in chunk:
-            batch.add(self.users().messages().get(userId="me", id=message_id, format="raw"), request_id=message_id)
-        self.quota.take(COST["get"] * len(chunk))
+            batch.add(request(message_id), request_id=message_id)
+        self.quota.take(COST[cost] * len(chunk))
         try:
             batch.execute()
         except HttpError as e:
             status, reason, message = _error_reason(e)
             if _retryable(status, reason):
                 return chunk
-            raise self.error(status, reason, message) from e
+            raise self.error(status, reason, message, acting) from e
         except Exception as e:  # noqa: BLE001 - translated
             if self.reconnect(e):
                 return chunk
@@ -399,9 +406,8 @@ class GmailSession:
             for i in range(0, len(ids), 1000):
                 body["ids"] = ids[i:i + 1000]
                 self.call(users.messages().batchModify(userId="me", body=dict(body)), "batchModify", acting=action)
-        elif action.kind == "trash":
-            for message_id in ids:  # a message gone already (404) is done
-                self.call(users.messages().trash(userId="me", id=message_id), "trash", acting=action, missing={})
+        elif action.kind == "trash":  # one call per message, so in HTTP batches; a message gone already is done
+            self.batched(ids, lambda i: users.messages().trash(userId="me", id=i), "trash", acting=action)
         elif action.kind == "delete":
             for i in range(0, len(ids), 1000):
                 self.call(users.messages().batchDelete(userId="me", body={"ids": ids[i:i + 1000]}), "batchDelete",

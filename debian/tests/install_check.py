@@ -6,13 +6,14 @@ Makes a minimal bookworm root with mmdebstrap (from this host's own apt sources)
 systemd-nspawn (sharing the host's network, so 127.0.0.1 is the host's loopback), and checks:
 the service runs and /healthz answers; the cron file is accepted and run by the real cron daemon,
 as the service user, importing from a Dovecot on the loopback; mailtest.py runs from its
-directory; a CLI-created admin can log in;
+directory, also for Google Workspace and Exchange (EWS) against their emulators; a CLI-created admin can log in;
 an upgrade keeps data, key and links; remove stops the service; purge leaves nothing behind.
 Prints one line per check and 'N passed, N failed'; exits 1 if any failed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -100,6 +101,50 @@ def http(container: Container, path: str, data: str | None = None) -> str:
     return container.run("python3", "-c", code, check=False).stdout
 
 
+def check_gmail_and_ews(container: Container, root: Path) -> None:
+    """mailtest.py with the Google Workspace and Exchange (EWS) settings on its command line, against the emulators
+    on the host's loopback (the installed libraries: google-auth, googleapiclient, exchangelib with NTLM)."""
+    from ews_emulator import EwsEmulator
+    from gmail_emulator import SCOPE_READONLY, GmailEmulator
+
+    subject = b"Subject: =?utf-8?q?Rechnung_2024-117_f=C3=BCr_Beratung?=\r\nFrom: a@example.com\r\n\r\nHallo\r\n"
+    gmail, ews = GmailEmulator().start(), EwsEmulator().start()
+    try:
+        gmail.add_mailbox("anna@kanzlei.example")
+        gmail.deliver("anna@kanzlei.example", [subject])
+        info = gmail.add_service_account("archivista@kanzlei.iam.gserviceaccount.com")
+        gmail.authorize(info["client_id"], [SCOPE_READONLY])
+        for name, data in (("sa.json", json.dumps(info).encode()), ("gmail-ca.pem", gmail.ca_file.read_bytes()),
+                           ("ews-ca.pem", ews.ca_file.read_bytes())):
+            (root / "opt" / name).write_bytes(data)
+            (root / "opt" / name).chmod(0o644)
+        tested = container.sh(f"cd /usr/share/archivista-mail && runuser -u archivista-mail -- env HTTPS_PROXY="
+                              f"http://127.0.0.1:{gmail.port} HTTPLIB2_CA_CERTS=/opt/gmail-ca.pem python3 mailtest.py "
+                              "--kind gmail --service-account-file /opt/sa.json --mailbox anna@kanzlei.example",
+                              check=False)
+        check(tested.stdout.splitlines() == ["Authenticated!", "Mailbox: anna@kanzlei.example",
+                                             "Inbox: INBOX (1 message, 1 unread)",
+                                             "First message: Rechnung 2024-117 für Beratung"],
+              "mailtest.py tests a Google Workspace mailbox (Gmail API emulator)"
+              + ("" if tested.returncode == 0 else f": {tested.stdout[-300:]} {tested.stderr[-500:]}"))
+        ews.add_mailbox("bert@example.test", language="de")
+        ews.add_user("EXAMPLE\\svc-archiv", "Dienst-Pa55")
+        ews.grant_impersonation("EXAMPLE\\svc-archiv", "all")
+        ews.deliver("bert@example.test", [subject])
+        tested = container.sh("cd /usr/share/archivista-mail && runuser -u archivista-mail -- python3 mailtest.py "
+                              f"--kind ews --url {ews.url} --user 'EXAMPLE\\svc-archiv' --password-stdin --mailbox "
+                              "bert@example.test --ca-file /opt/ews-ca.pem", check=False, input="Dienst-Pa55\n")
+        check(tested.stdout.splitlines()[-4:] == ["Authenticated!", "Mailbox: bert@example.test",
+                                                  "Inbox: Posteingang (1 message, 1 unread)",
+                                                  "First message: Rechnung 2024-117 für Beratung"]
+              and set(ews.auth_used) == {"ntlm"},
+              "mailtest.py tests an Exchange mailbox over EWS with NTLM (EWS emulator)"
+              + ("" if tested.returncode == 0 else f": {tested.stdout[-300:]} {tested.stderr[-500:]}"))
+    finally:
+        gmail.stop()
+        ews.stop()
+
+
 def main() -> int:
     old_deb, new_deb = (Path(p).resolve() for p in sys.argv[1:3])
     work = Path(tempfile.mkdtemp(prefix="amdeb-"))
@@ -158,6 +203,7 @@ def main() -> int:
         check(tested.stdout.startswith("Authenticated!\nMailbox: importer@127.0.0.1"),
               "python3 mailtest.py runs from its directory with the importer's settings"
               + ("" if tested.returncode == 0 else f": {tested.stdout[-300:]} {tested.stderr[-500:]}"))
+        check_gmail_and_ews(container, root)
         audit = container.sh("runuser -u archivista-mail -- archivista-mail audit --action import.run --json",
                              check=False).stdout
         check('"actor": "archivista-mail"' in audit, "the import ran as archivista-mail")
