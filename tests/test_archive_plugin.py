@@ -101,3 +101,33 @@ def test_cli_commands_speak_only_the_interface(tmp_path):
     assert cli("link", str(invoice["number"])).splitlines()[1] == f"https://archiv.example.ch/doc/{invoice['number']}"
     runs = json.loads(cli("runs", "--json"))["runs"]
     assert (runs[0]["archived"], runs[0]["failed"]) == (4, 0)
+
+
+def test_handles_opened_again_for_mailboxes_side_by_side_take_turns_at_writing(tmp_path):
+    """Four writers on four connections, as four mailboxes imported side by side: none may starve in SQLite's busy
+    wait (here cut to 50 ms, so that starving would fail fast) while the others commit."""
+    import threading
+
+    first = EmbeddedArchive(tmp_path)
+    first.ensure_schema()
+    handles = [first.open_again() for _ in range(4)]
+    errors: list[Exception] = []
+
+    def write(n: int, archive: EmbeddedArchive) -> None:
+        archive.db.conn.execute("PRAGMA busy_timeout=50")
+        try:
+            for i in range(150):
+                archive.set_state(f"k{n}-{i}", str(i))
+        except Exception as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(n, h)) for n, h in enumerate(handles)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert first.get_state("k3-149") == "149"
+    assert all(h.write_lock is first.write_lock for h in handles)
+    for handle in [first, *handles]:
+        handle.close()

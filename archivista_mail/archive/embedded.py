@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,7 @@ class EmbeddedArchive(Archive):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = open_database(self.data_dir / "archive.db")  # FULL: durable before any server action
+        self.write_lock = threading.RLock()
         self.blobs = BlobStore(self.data_dir / "blobs")
 
     def close(self) -> None:
@@ -76,7 +79,17 @@ class EmbeddedArchive(Archive):
         self.db.conn.close()
 
     def open_again(self) -> EmbeddedArchive:
-        return EmbeddedArchive(self.data_dir)
+        again = EmbeddedArchive(self.data_dir)
+        again.write_lock = self.write_lock  # our own threads take turns instead of starving in SQLite's busy wait
+        return again
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write transaction (BEGIN IMMEDIATE), one at a time among the handles of this process; other
+        processes (a second import, WebAdmin) wait in SQLite's busy handler."""
+        with self.write_lock, self.db.conn:
+            self.db.conn.execute("BEGIN IMMEDIATE")
+            yield
 
     @property
     def spool_dir(self) -> Path:
@@ -91,8 +104,7 @@ class EmbeddedArchive(Archive):
         conn = self.db.conn
         if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
             return
-        with conn:
-            conn.execute("BEGIN IMMEDIATE")
+        with self._writing():
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version < SCHEMA_VERSION:  # else another process won
                 for statement in SCHEMA:
@@ -120,8 +132,7 @@ class EmbeddedArchive(Archive):
         return row[0] if row else None
 
     def set_state(self, key: str, value: str | None) -> None:
-        with self.db.conn:
-            self.db.conn.execute("BEGIN IMMEDIATE")
+        with self._writing():
             _put_state(self.db.conn, key, value)
 
     def failures(self, account: str | None = None, folder: str | None = None) -> list[Failure]:
@@ -144,18 +155,15 @@ class EmbeddedArchive(Archive):
         return [PendingAction(*row) for row in self.db.execute(sql + " ORDER BY uid", args)]
 
     def actions_done(self, keys: Iterable[str]) -> None:
-        with self.db.conn:
-            self.db.conn.execute("BEGIN IMMEDIATE")
+        with self._writing():
             self.db.conn.executemany("DELETE FROM actions WHERE key=?", [(k,) for k in keys])
 
     def forget_failures(self, keys: Iterable[str]) -> None:
-        with self.db.conn:
-            self.db.conn.execute("BEGIN IMMEDIATE")
+        with self._writing():
             self.db.conn.executemany("DELETE FROM failures WHERE key=?", [(k,) for k in keys])
 
     def reset_folder(self, account: str, folder: str, state_key: str | None, forget_pending: bool) -> None:
-        with self.db.conn:
-            self.db.conn.execute("BEGIN IMMEDIATE")
+        with self._writing():
             if state_key is not None:
                 _put_state(self.db.conn, state_key, None)
             if forget_pending:
@@ -193,8 +201,7 @@ class EmbeddedArchive(Archive):
         conn = self.db.conn
         stamp = now_iso()
         results: list[SaveResult] = []
-        with conn:  # one transaction: documents, seen keys, failures, actions and the folder's cursor
-            conn.execute("BEGIN IMMEDIATE")
+        with self._writing():  # one transaction: documents, seen keys, failures, actions and the folder's cursor
             for (raw, plans), plan_shas in zip(mails, shas, strict=True):
                 row = conn.execute("SELECT number FROM documents WHERE sha256=? AND kind='mail' AND parent IS NULL",
                                    [plan_shas[0]]).fetchone()
@@ -297,8 +304,7 @@ class EmbeddedArchive(Archive):
 
     def save_texts(self, results: Iterable[tuple[int, str, str, str | None]]) -> None:
         conn = self.db.conn
-        with conn:  # status and index entry together: a document is indexed exactly once
-            conn.execute("BEGIN IMMEDIATE")
+        with self._writing():  # status and index entry together: a document is indexed exactly once
             for number, text, status, error in results:
                 row = conn.execute("SELECT title, filename FROM documents WHERE number=? AND text_status='pending'",
                                    [number]).fetchone()
