@@ -393,11 +393,14 @@ def docs() -> None:
 
 
 JSON_FIELDS = ["number", "kind", "parent", "title", "subject", "from", "to", "cc", "date", "filename", "mime_type",
-               "size", "sha256", "account", "folder", "message_id", "inline", "text_status", "text_error", "defects"]
+               "size", "sha256", "account", "folder", "message_id", "inline", "text_status", "text_error", "defects",
+               "fields", "tags"]
 
 
 def _public(doc: dict) -> dict:
     d = dict(doc, **{"from": doc["from_addr"], "to": doc["to_addr"], "cc": doc["cc_addr"]})
+    d.setdefault("fields", {})  # an archive plugin without metadata fields
+    d.setdefault("tags", [])
     return {k: d.get(k) for k in JSON_FIELDS}
 
 
@@ -426,15 +429,25 @@ def docs_list(obj: Context, limit: int, offset: int, kind: str | None, as_json: 
 
 
 @docs.command("search")
-@click.argument("query")
+@click.argument("query", default="")
+@click.option("--field", "fields", multiple=True, metavar="NAME=VALUE",
+              help="Only documents whose metadata field NAME has VALUE (repeatable; NAME:VALUE in QUERY does the "
+                   "same).")
 @click.option("--limit", default=50, show_default=True, help="How many results.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def docs_search(obj: Context, query: str, limit: int, as_json: bool) -> None:
-    """Full-text search over subjects, addresses, bodies and attachment text."""
-    if not query.strip():
-        raise click.UsageError("Give at least one word to search for.")
-    rows = obj.archive.search(query, limit=limit)
+def docs_search(obj: Context, query: str, fields: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Full-text search over subjects, addresses, bodies and attachment text, and metadata fields
+    (Kategorie:Kreditoren)."""
+    wanted = {}
+    for item in fields:
+        name, eq, value = item.partition("=")
+        if not eq or not name.strip():
+            raise click.UsageError(f"--field takes NAME=VALUE, not {item!r}.")
+        wanted[name.strip()] = value.strip()
+    if not query.strip() and not wanted:
+        raise click.UsageError("Give at least one word or --field to search for.")
+    rows = obj.archive.search(query, limit=limit, fields=wanted) if wanted else obj.archive.search(query, limit=limit)
     obj.state.audit(current_actor(), "docs.search", query, f"{len(rows)} results")
     _echo_docs(rows, as_json, f"No documents match {query!r}.")
 
@@ -457,7 +470,9 @@ def docs_show(obj: Context, number: int, as_json: bool, with_text: bool) -> None
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
     for key, value in out.items():
-        if key != "text" and value not in (None, "", []):
+        if key == "fields" and value:
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        if key != "text" and value not in (None, "", [], {}):
             click.echo(f"{key:>12}: {reveal_controls(str(value))}")
     if with_text:
         click.echo("")
@@ -593,6 +608,127 @@ def settings_set(obj: Context, key: str, value: str) -> None:
 
     stored = save_setting(obj.state, key, value, current_actor())
     click.echo(f"{key} = {stored}")
+
+
+@cli.group()
+def rules() -> None:
+    """Incoming rules: title, fields and tags for matching mail, or not archiving it (JSON format: README)."""
+
+
+def _rule_set(obj: Context):
+    from .rules import load_rules
+
+    return load_rules(obj.state.rules())
+
+
+@rules.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (the export format).")
+@click.pass_obj
+def rules_list(obj: Context, as_json: bool) -> None:
+    """List the rules in the order they are applied."""
+    stored = obj.state.rules()
+    if as_json:
+        click.echo(json.dumps(stored, indent=2, ensure_ascii=False))
+        return
+    if not stored:
+        click.echo("No rules: every mail is archived as it is. Load some with 'archivista-mail rules load FILE'.")
+    for n, rule in enumerate(_rule_set(obj), 1):
+        scope = ", ".join(rule.accounts) if rule.accounts is not None else "all accounts"
+        actions = "; ".join(f"{a.kind} {a.target} {a.value}".replace("  ", " ").strip() for a in rule.then)
+        click.echo(f"{n}. {rule.name} ({scope}): {actions}{'; stop' if rule.stop else ''}")
+
+
+@rules.command("export")
+@click.argument("file", required=False, type=click.Path(dir_okay=False, writable=True))
+@click.pass_obj
+def rules_export(obj: Context, file: str | None) -> None:
+    """Write the rules as JSON to FILE (or standard output)."""
+    text = json.dumps(obj.state.rules(), indent=2, ensure_ascii=False) + "\n"
+    if file:
+        Path(file).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+
+
+@rules.command("load")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.pass_obj
+def rules_load(obj: Context, file) -> None:
+    """Replace the rules with those in FILE (JSON; - reads standard input). An invalid file changes nothing."""
+    from .rules import dump_rules, load_rules
+
+    try:
+        data = json.load(file)
+    except ValueError as e:
+        raise ConfigError(f"{file.name} is not JSON ({e}); nothing was changed.") from None
+    loaded = load_rules(data)
+    obj.state.save_rules(dump_rules(loaded), current_actor(), file.name)
+    click.echo(f"Loaded {len(loaded)} rules.")
+
+
+@rules.command("remove")
+@click.argument("name")
+@click.pass_obj
+def rules_remove(obj: Context, name: str) -> None:
+    """Remove the rule NAME."""
+    stored = obj.state.rules()
+    kept = [r for r in stored if r["name"] != name]
+    if len(kept) == len(stored):
+        raise ConfigError(f"There is no rule {name}. 'archivista-mail rules list' shows them.")
+    obj.state.save_rules(kept, current_actor(), f"removed {name}")
+    click.echo(f"Rule {name} removed.")
+
+
+@rules.command("test")
+@click.option("--account", help="Only the archived mails of this account (with --last), or the account the "
+              "mails of --from count as (default: files).")
+@click.option("--last", type=click.IntRange(1, 10000), help="Simulate over the last N archived mails (default 20).")
+@click.option("--from", "from_path", type=click.Path(exists=True, path_type=Path),
+              help="Simulate over .eml files, a directory or an mbox file instead.")
+@click.option("--rules", "rules_file", type=click.File("r", encoding="utf-8"),
+              help="Rules to try (JSON) instead of the stored ones.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def rules_test(obj: Context, account: str | None, last: int | None, from_path: Path | None, rules_file,
+               as_json: bool) -> None:
+    """Show what the rules would do, changing nothing: for each mail which rule matched, each condition with the
+    value it saw, and the documents it would produce."""
+    from .rules import load_rules
+    from .simulate import simulate_archived, simulate_files
+
+    rule_set = load_rules(json.load(rules_file)) if rules_file else _rule_set(obj)
+    if from_path is not None:
+        results = simulate_files(rule_set, from_path, account or "files")
+    else:
+        obj.require_archive()
+        results = simulate_archived(rule_set, obj.archive, last or 20, account)
+    if as_json:
+        click.echo(json.dumps(results, indent=2, ensure_ascii=False))
+        return
+    if not results:
+        click.echo("No mails to test the rules on.")
+    for r in results:
+        click.echo(f"{r['source']}: {r['subject']!r} from {r['from']}")
+        for trace in r["rules"]:
+            if trace["skipped_for_account"]:
+                click.echo(f"  rule {trace['rule']}: not for account {r['account']}")
+                continue
+            verdict = "error: " + trace["error"] if trace["error"] else ("matched" if trace["matched"] else
+                                                                          "did not match")
+            click.echo(f"  rule {trace['rule']}: {verdict}")
+            for check in trace["checks"]:
+                click.echo(f"    {'yes' if check['result'] else 'no ':3}  {check['condition']}  (saw {check['seen']!r})")
+        if r["archive"] == "skip":
+            click.echo("  -> not archived (skipped by a rule); the mail stays on the server untouched")
+        for doc in r["documents"]:
+            extra = "".join([f", fields {doc['fields']}" if doc.get("fields") else "",
+                             f", tags {doc['tags']}" if doc.get("tags") else "",
+                             ", hidden from lists" if doc.get("hidden") else ""])
+            click.echo(f"  -> {doc['kind']}: {doc['title']!r}{extra}")
+        if r["after"]:
+            click.echo(f"  -> after archiving: {r['after']}")
+        for error in r["errors"]:
+            click.echo(f"  !! {error}")
 
 
 @cli.command("link")

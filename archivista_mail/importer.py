@@ -15,13 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from pathlib import Path
 
-from .accounts import Account
+from .accounts import Account, AfterAction
 from .archive import Archive
 from .config import Config
 from .db import now_iso
 from .errors import FolderError, FolderSkippedError, SecretError, SourceError
 from .ledger import FolderActions, FolderLedger
 from .pipeline import ArchiveWriter, Preparer, extract_pending
+from .rules import Rule, load_rules
 from .runs import RUN_STATUS, Progress, RunSummary, SharedProgress
 from .sources.base import Batch, Folder, Item, Source
 from .state import State
@@ -38,6 +39,7 @@ class Importer:
         self.vault = Vault(config.key_path)
         self.progress = progress or Progress()
         self.actor = "cron"
+        self.rules: list[Rule] = []
         self._state_lock = threading.Lock()
 
     # -- whole runs ---------------------------------------------------------------------
@@ -46,6 +48,7 @@ class Importer:
         from .sources.files import FilesSource
 
         self.actor = actor
+        self.rules = load_rules(self.state.rules())
         self.archive.ensure_schema()
         self.archive.clean_spool()  # what a killed run left in transit (we hold the import lock)
         summary = RunSummary()
@@ -62,6 +65,7 @@ class Importer:
                              "fetched": summary.fetched, "archived": summary.archived,
                              "duplicates": summary.duplicates, "failed": summary.failed,
                              "exit_code": summary.exit_code, "errors": summary.errors,
+                             "skipped_by_rules": summary.skipped_by_rules,
                              "warnings": summary.warnings})
         self.state.audit(actor, "import.run", source_name, summary.line())
         return summary
@@ -148,7 +152,7 @@ class Importer:
         self._replay_owed(source, folder, actions, forget, archive)
         retry = [Item(f.key, source.ref_of(folder, f.key)) for f in archive.failures(acc.name, folder.label)]
         batches = chain([Batch(retry)] if retry else [], source.batches(folder, ledger))
-        with Preparer() as preparer, ArchiveWriter(archive) as writer:
+        with Preparer(rules=self.rules) as preparer, ArchiveWriter(archive) as writer:
             done = forget or writer.actions_done
             waiting = None  # the batch being parsed while the next one is fetched
             try:
@@ -191,7 +195,10 @@ class Importer:
 
     def _hand_over(self, writer: ArchiveWriter, acc: Account, waiting, summary: RunSummary) -> None:
         parsing, cursor, folder = waiting
-        good, bad = parsing.result(summary.errors)
+        good, bad, skipped = parsing.result(summary.errors)
+        if skipped:  # a rule said not to archive them: no document, no after-archive action, left as they are
+            summary.skipped_by_rules += len(skipped)
+            self.progress.advance(len(skipped))
         state = (folder.state_key, cursor) if folder.state_key and cursor is not None else None
         writer.save(good, failed=bad, action=acc.after, state=state)
 
@@ -200,8 +207,15 @@ class Importer:
         """Count batches the writer committed and carry out their server action (never before)."""
         for good, results, failed in writer.committed():
             summary.count(results, failed)
-            if results and actions.carry_out([source.ref_of(folder, r.key) for r in results]):
-                done([r.key for r in results])
+            by_action: dict[str | None, list[str]] = {}  # None: the account's action; else a rule's
+            for (_, plans), result in zip(good, results, strict=True):
+                by_action.setdefault(plans[0].after, []).append(result.key)
+            for override, keys in by_action.items():
+                action = AfterAction.parse(override) if override else None
+                if action is not None and action.kind == "none":
+                    continue  # a rule said to leave these as they are: nothing was recorded
+                if actions.carry_out([source.ref_of(folder, k) for k in keys], action):
+                    done(keys)
             progress.advance(len(results) + failed)
 
     def _replay_owed(self, source: Source, folder: Folder, actions: FolderActions, done_at_close,
@@ -213,6 +227,14 @@ class Importer:
         """
         acc = source.account
         owed = archive.pending_actions(acc.name, folder.label)
+        by_rule: dict[str, list[str]] = {}  # rules' actions, recorded as rule:ACTION, are kept as they were
+        for p in owed:
+            if p.action.startswith("rule:"):
+                by_rule.setdefault(p.action[5:], []).append(p.key)
+        for recorded, rule_keys in by_rule.items():
+            if actions.carry_out([source.ref_of(folder, k) for k in rule_keys], AfterAction.parse(recorded)):
+                (done_at_close or archive.actions_done)(rule_keys)
+        owed = [p for p in owed if not p.action.startswith("rule:")]
         if not owed:
             return
         keys = [p.key for p in owed]

@@ -26,12 +26,14 @@ class FolderActions:
         self.summary = summary
         self.refused = False
 
-    def carry_out(self, refs: list) -> bool:
-        """Apply the action to ``refs``; True when done, so the caller forgets the owed actions."""
-        if self.action.kind == "none" or self.refused or not refs:
+    def carry_out(self, refs: list, action: AfterAction | None = None) -> bool:
+        """Apply the action (or a rule's ``action`` for these mails) to ``refs``; True when done, so the caller
+        forgets the owed actions."""
+        action = action or self.action
+        if action.kind == "none" or self.refused or not refs:
             return False
         try:
-            self.apply(self.action, refs)
+            self.apply(action, refs)
         except ActionRefusedError as e:
             self.refused = True
             self.summary.folder_failed(e)

@@ -96,6 +96,10 @@ class DocumentPlan:
     text_status: str = "done"  # done | pending | none | failed
     text_error: str | None = None
     defects: list[str] = field(default_factory=list)
+    fields: dict[str, str] = field(default_factory=dict)  # metadata fields set by rules (or by hand)
+    tags: list[str] = field(default_factory=list)
+    hidden: bool = False  # a mail kept only as the parent of its attachments (rule: attachments only)
+    after: str | None = None  # the mail's after-archive action when a rule overrides the account's
 
 
 @dataclass

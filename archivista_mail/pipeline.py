@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -27,8 +27,9 @@ from .extract import extract_text
 from .mime import parse_mail, parse_spooled
 from .model import DocumentPlan, RawMail, SaveResult
 from .plan import plan_documents
+from .rules import MailFacts, Outcome, Rule, apply_outcome, evaluate, facts_of
 
-Prepared = tuple[list[tuple[RawMail, list[DocumentPlan]]], list[tuple[RawMail, str]]]
+Prepared = tuple[list[tuple[RawMail, list[DocumentPlan]]], list[tuple[RawMail, str]], list[RawMail]]
 Committed = tuple[list[tuple[RawMail, list[DocumentPlan]]], list[SaveResult], int]
 
 
@@ -106,11 +107,28 @@ class ArchiveWriter:
                 self._jobs.task_done()
 
 
-def prepare(raw: RawMail) -> list[DocumentPlan]:
-    """Parse and plan one message. A mail whose parts cannot be planned is kept whole, with the defect.
+def prepare(raw: RawMail, rules: Sequence[Rule] = ()) -> list[DocumentPlan]:
+    """Parse and plan one message, the incoming rules applied ([] when a rule says not to archive it).
 
-    A spooled (large) mail is parsed from its file; its large parts are spooled beside it.
+    A mail whose parts cannot be planned is kept whole, with the defect. A spooled (large) mail is
+    parsed from its file; its large parts are spooled beside it.
     """
+    if not rules:
+        return _plan(raw)
+    return prepare_with_rules(raw, rules)[0]
+
+
+def prepare_with_rules(raw: RawMail, rules: Sequence[Rule]) -> tuple[list[DocumentPlan], Outcome, MailFacts]:
+    """Parse, plan and apply the rules; also what the rules decided and saw (the simulator shows it)."""
+    plans = _plan(raw)
+    facts = facts_of(raw, plans)
+    outcome = evaluate(rules, facts)
+    if outcome.errors:
+        plans[0].defects.extend(outcome.errors)  # the reason a rule did not apply is kept with the mail
+    return apply_outcome(plans, outcome), outcome, facts
+
+
+def _plan(raw: RawMail) -> list[DocumentPlan]:
     if raw.spool is not None:
         parsed = parse_spooled(raw.spool, raw.spool.path.parent)
     else:
@@ -123,16 +141,20 @@ def prepare(raw: RawMail) -> list[DocumentPlan]:
         return plans
 
 
-def prepare_all(raws: Iterable[RawMail], errors: list[str]) -> Prepared:
-    good, bad = [], []
+def prepare_all(raws: Iterable[RawMail], errors: list[str], rules: Sequence[Rule] = ()) -> Prepared:
+    good, bad, skipped = [], [], []
     for raw in raws:
         try:
-            good.append((raw, prepare(raw)))
+            plans = prepare(raw, rules)
+            if plans:
+                good.append((raw, plans))
+            else:
+                skipped.append(raw)
         except Exception as e:  # noqa: BLE001 - the message bulkhead
             reason = f"{type(e).__name__}: {e}"
             bad.append((raw, reason))
             errors.append(f"{raw.account}/{raw.folder} message {raw.uid or raw.key}: {reason}")
-    return good, bad
+    return good, bad, skipped
 
 
 PARALLEL_PARSE_FROM = 200  # below this many new mails a worker process costs more than it saves
@@ -141,26 +163,30 @@ PARALLEL_PARSE_FROM = 200  # below this many new mails a worker process costs mo
 class _Parsing:
     """A batch being parsed, in a worker process or (for small runs) already done here."""
 
-    def __init__(self, raws: list[RawMail], future=None) -> None:
+    def __init__(self, raws: list[RawMail], rules: Sequence[Rule], future=None) -> None:
         self.raws = raws
+        self.rules = rules
         self.future = future
 
     def result(self, errors: list[str]) -> Prepared:
+        """(mails with their plans, failed mails with the reason, mails a rule says not to archive)."""
         if self.future is None:
-            return prepare_all(self.raws, errors)
+            return prepare_all(self.raws, errors, self.rules)
         try:
             outcomes = self.future.result()
         except BrokenProcessPool:  # the worker died (memory?): parse here, nothing is lost
-            return prepare_all(self.raws, errors)
-        good, bad = [], []
+            return prepare_all(self.raws, errors, self.rules)
+        good, bad, skipped = [], [], []
         for raw, (plans, reason) in zip(self.raws, outcomes, strict=True):
             if plans is None:
                 bad.append((raw, reason))
                 errors.append(f"{raw.account}/{raw.folder} message {raw.uid or raw.key}: {reason}")
+            elif not plans:
+                skipped.append(raw)
             else:
                 plans[0].data = raw.content  # the worker leaves the original bytes out of the reply
                 good.append((raw, plans))
-        return good, bad
+        return good, bad, skipped
 
 
 class Preparer:
@@ -170,8 +196,9 @@ class Preparer:
     costs more than it saves); sources list lazily, so how many will come is not known up front.
     """
 
-    def __init__(self, parallel_from: int = PARALLEL_PARSE_FROM) -> None:
+    def __init__(self, parallel_from: int = PARALLEL_PARSE_FROM, rules: Sequence[Rule] = ()) -> None:
         self.parallel_from = parallel_from
+        self.rules = tuple(rules)
         self.submitted = 0
         self.pool: ProcessPoolExecutor | None = None
         self.broken = False
@@ -190,20 +217,21 @@ class Preparer:
             self.pool = ProcessPoolExecutor(1, mp_context=get_context("fork"), initializer=die_with_parent,
                                             initargs=(os.getpid(),))
         if self.pool is None or not raws:
-            return _Parsing(raws)
+            return _Parsing(raws, self.rules)
         try:
-            return _Parsing(raws, self.pool.submit(_prepare_in_worker, raws))
+            return _Parsing(raws, self.rules, self.pool.submit(_prepare_in_worker, raws, self.rules))
         except BrokenProcessPool:
             self.pool, self.broken = None, True
-            return _Parsing(raws)
+            return _Parsing(raws, self.rules)
 
 
-def _prepare_in_worker(raws: list[RawMail]) -> list[tuple[list[DocumentPlan] | None, str | None]]:
+def _prepare_in_worker(raws: list[RawMail], rules: Sequence[Rule] = ()
+                       ) -> list[tuple[list[DocumentPlan] | None, str | None]]:
     out: list[tuple[list[DocumentPlan] | None, str | None]] = []
     for raw in raws:
         try:
-            plans = prepare(raw)
-            if raw.spool is None:
+            plans = prepare(raw, rules)
+            if raw.spool is None and plans:
                 plans[0].data = b""  # the parent has the original bytes; don't send them back
             out.append((plans, None))
         except Exception as e:  # noqa: BLE001 - the message bulkhead

@@ -54,6 +54,7 @@ class RunSummary:
     accounts_ok: int = 0
     accounts_failed: int = 0
     folders_failed: int = 0
+    skipped_by_rules: int = 0  # mails a rule said not to archive (left on the server as they are)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # recorded and shown on a terminal; no effect on the exit code
 
@@ -79,7 +80,7 @@ class RunSummary:
 
     def merge(self, other: RunSummary) -> None:
         """Add the counts, errors and warnings of a part of this run (a mailbox imported on its own thread)."""
-        for name in ("fetched", "archived", "duplicates", "failed", "folders_failed"):
+        for name in ("fetched", "archived", "duplicates", "failed", "folders_failed", "skipped_by_rules"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors.extend(other.errors)
         self.warnings.extend(other.warnings)
@@ -87,7 +88,8 @@ class RunSummary:
     def line(self) -> str:
         """One line for people and logs."""
         return (f"fetched {self.fetched}, archived {self.archived}, duplicates skipped {self.duplicates}, "
-                f"failed {self.failed}")
+                f"failed {self.failed}" + (f", skipped by rules {self.skipped_by_rules}" if self.skipped_by_rules
+                                           else ""))
 
 
 @contextmanager

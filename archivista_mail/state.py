@@ -175,7 +175,7 @@ class State:
         row = dict(run)
         for name in ("errors", "warnings"):
             row[name] = json.dumps(row.get(name, []), ensure_ascii=False)
-        return int(self.db.table("runs").insert(row).last_pk or 0)
+        return int(self.db.table("runs").insert(row, alter=True).last_pk or 0)  # alter: columns added later
 
     def runs(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest import runs, newest first."""
@@ -274,6 +274,17 @@ class State:
         """Forget the failures of these keys."""
         with self.db.conn:
             self.db.conn.executemany("DELETE FROM login_failures WHERE key=?", [(k,) for k in keys])
+
+    def rules(self) -> list[dict[str, Any]]:
+        """The incoming rules in their JSON form, in order (rules.load_rules reads them)."""
+        return json.loads(self.setting("rules") or "[]")
+
+    def save_rules(self, rules: list[dict[str, Any]], actor: str, what: str) -> None:
+        """Store the whole rule set (checked by the caller) and audit the change."""
+        with self.db.conn:
+            self.db.execute("INSERT INTO settings (key, value) VALUES ('rules', ?) ON CONFLICT(key) DO UPDATE SET "
+                            "value=excluded.value", [json.dumps(rules, ensure_ascii=False)])
+            self.audit(actor, "rules.change", what, f"{len(rules)} rules: " + ", ".join(r["name"] for r in rules))
 
     def setting(self, key: str, default: str = "") -> str:
         """A setting edited in WebAdmin (link settings, ...)."""

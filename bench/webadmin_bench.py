@@ -54,7 +54,7 @@ def fill(data: Path, documents: int) -> int:
             raw = make_mail(n, body_words=150, attachment="pdf" if n % 10 < 3 else None, secret_word=f"needle{n}")
             raws.append(RawMail(raw, "bench", "INBOX", f"bench:{n}"))
             n += 1
-        good, _ = prepare_all(raws, [])
+        good, _, _ = prepare_all(raws, [])
         archive.save_batch(good)
         total += sum(len(plans) for _, plans in good)
     state = State(data)

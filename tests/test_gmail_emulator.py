@@ -459,7 +459,7 @@ def test_requests_path_throttle_quota_and_concurrency(domain, monkeypatch):
     assert codes == [429, 429] and server.over_quota == refused + 2
     server.quota_per_second, server.quota_burst = 250.0, 250.0
 
-    server.latency = 0.3
+    server.latency = 1.0  # long enough that the three overlap however slowly their threads start
     sessions = [AuthorizedSession(creds.with_subject(domain.mailbox)) for _ in range(3)]
     threads = [threading.Thread(target=s.get, args=(f"{base}/profile",), kwargs={"timeout": 10}) for s in sessions]
     for t in threads:

@@ -268,10 +268,10 @@ def test_a_failed_graph_message_is_retried_next_run(run, tenant, monkeypatch):
     tenant.add_account(run, "--after", "move:archive")
     real = pipeline.prepare
 
-    def failing(raw):
+    def failing(raw, rules=()):
         if b"<gen-1601@" in raw.raw:
             raise RuntimeError("simulated planner bug")
-        return real(raw)
+        return real(raw, rules)
 
     monkeypatch.setattr(pipeline, "prepare", failing)
     assert run("import").exit_code == 1

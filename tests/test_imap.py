@@ -186,10 +186,10 @@ def test_a_message_that_fails_is_recorded_with_its_reason_and_retried_next_run(r
     add_imap(run, mailbox, extra=["--after", "delete"])
     real_prepare = pipeline.prepare
 
-    def failing_prepare(raw):  # our own seam: the stage after the source
+    def failing_prepare(raw, rules=()):  # our own seam: the stage after the source
         if b"<gen-91@" in raw.raw:
             raise RuntimeError("simulated planner bug")
-        return real_prepare(raw)
+        return real_prepare(raw, rules)
 
     monkeypatch.setattr(pipeline, "prepare", failing_prepare)
     result = run("import")

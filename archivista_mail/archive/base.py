@@ -136,8 +136,10 @@ class Archive(abc.ABC):
         """Documents, newest first."""
 
     @abc.abstractmethod
-    def search(self, query: str, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        """Full-text search over subject, addresses, body and attachment text, newest first."""
+    def search(self, query: str, *, limit: int = 50, offset: int = 0,
+               fields: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """Full-text search over subject, addresses, body and attachment text, newest first; ``NAME:VALUE`` terms
+        in the query and ``fields`` keep documents whose metadata field NAME has that value."""
 
     @abc.abstractmethod
     def get_text(self, number: int) -> str:

@@ -17,7 +17,7 @@ from ..model import Content, DocumentPlan, RawMail, SaveResult, SpooledData
 from .base import DOCUMENT_FIELDS, Archive, Failure, PendingAction
 from .blobs import BlobStore, sha256_hex
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MAX_INTEGER = 2**63 - 1  # SQLite's INTEGER range: no number or offset beyond it names a row
 
 DOCUMENT_COLUMNS = {
@@ -25,7 +25,7 @@ DOCUMENT_COLUMNS = {
     "message_id": str, "from_addr": str, "to_addr": str, "cc_addr": str, "date": str,
     "subject": str, "filename": str, "mime_type": str, "inline": int, "size": int,
     "sha256": str, "text": str, "text_status": str, "text_error": str, "defects": str,
-    "source_key": str, "archived_at": str,
+    "source_key": str, "archived_at": str, "hidden": int,
 }
 FTS_COLUMNS = ["title", "subject", "from_addr", "to_addr", "cc_addr", "filename", "text"]
 PUBLIC_COLUMNS = list(DOCUMENT_FIELDS)
@@ -61,6 +61,10 @@ SCHEMA = [
     "action TEXT, created TEXT)",
     "CREATE INDEX IF NOT EXISTS actions_account_folder ON actions(account, folder)",
     "CREATE TABLE IF NOT EXISTS source_state ([key] TEXT PRIMARY KEY, value TEXT, updated_at TEXT)",
+    # Metadata fields and tags (rules set them; issue "incoming rules"); a document has each field once.
+    "CREATE TABLE IF NOT EXISTS fields (number INTEGER, name TEXT, value TEXT, PRIMARY KEY (number, name))",
+    "CREATE INDEX IF NOT EXISTS fields_name_value ON fields(name, value)",
+    "CREATE TABLE IF NOT EXISTS tags (number INTEGER, tag TEXT, PRIMARY KEY (number, tag))",
 ]
 
 
@@ -107,6 +111,9 @@ class EmbeddedArchive(Archive):
         with self._writing():
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version < SCHEMA_VERSION:  # else another process won
+                columns = {r[1] for r in conn.execute("PRAGMA table_info(documents)")}
+                if columns and "hidden" not in columns:  # version 3 and before: no hidden mails yet
+                    conn.execute("ALTER TABLE documents ADD COLUMN hidden INTEGER")
                 for statement in SCHEMA:
                     conn.execute(statement)
                 if 0 < version < 3:
@@ -211,9 +218,13 @@ class EmbeddedArchive(Archive):
                     number, duplicate = self._insert_documents(conn, raw, plans, plan_shas, stamp), False
                 conn.execute("INSERT OR IGNORE INTO seen (key, number, seen_at) VALUES (?, ?, ?)", [raw.key, number, stamp])
                 conn.execute("DELETE FROM failures WHERE key=?", [raw.key])
-                if action and action != "none":
+                # A rule's after-archive action is recorded as "rule:ACTION" and kept when owed actions are replayed.
+                effective = plans[0].after or action
+                if effective and effective != "none":
+                    recorded = f"rule:{effective}" if plans[0].after else effective
                     conn.execute("INSERT OR REPLACE INTO actions (key, account, folder, uid, action, created) "
-                                 "VALUES (?, ?, ?, ?, ?, ?)", [raw.key, raw.account, raw.folder, raw.uid, action, stamp])
+                                 "VALUES (?, ?, ?, ?, ?, ?)", [raw.key, raw.account, raw.folder, raw.uid, recorded,
+                                                               stamp])
                 results.append(SaveResult(raw.key, number, duplicate))
             for raw, reason in failed:
                 conn.execute(
@@ -232,13 +243,19 @@ class EmbeddedArchive(Archive):
             cur = conn.execute(
                 "INSERT INTO documents (kind, parent, title, account, folder, message_id, from_addr, to_addr, "
                 "cc_addr, date, subject, filename, mime_type, inline, size, sha256, text, text_status, text_error, "
-                "defects, source_key, archived_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "defects, source_key, archived_at, hidden) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [plan.kind, parent, plan.title, raw.account, raw.folder, plan.message_id, plan.from_,
                  plan.to, plan.cc, plan.date, plan.subject, plan.filename, plan.mime_type, int(plan.inline),
                  _size(plan.data), sha, None if plan.kind == "mail" else plan.text, plan.text_status, plan.text_error,
                  json.dumps(plan.defects, ensure_ascii=False) if plan.defects else None,
-                 raw.key if plan.parent is None else None, stamp])
+                 raw.key if plan.parent is None else None, stamp, 1 if plan.hidden else None])
             numbers.append(cur.lastrowid)
+            if plan.fields:
+                conn.executemany("INSERT OR REPLACE INTO fields (number, name, value) VALUES (?, ?, ?)",
+                                 [(cur.lastrowid, k, v) for k, v in plan.fields.items()])
+            if plan.tags:
+                conn.executemany("INSERT OR IGNORE INTO tags (number, tag) VALUES (?, ?)",
+                                 [(cur.lastrowid, tag) for tag in plan.tags])
             if plan.text_status != "pending":
                 conn.execute(_FTS_INSERT, [cur.lastrowid, plan.title, plan.subject, plan.from_, plan.to, plan.cc,
                                            plan.filename, plan.text or ""])
@@ -251,7 +268,35 @@ class EmbeddedArchive(Archive):
         row = self.db.execute(f"SELECT {', '.join(PUBLIC_COLUMNS)} FROM documents WHERE number=?", [number]).fetchone()
         if row is None:
             raise NotFoundError(f"There is no document number {number} in the archive.")
-        return _row(row)
+        return self._with_metadata([_row(row)])[0]
+
+    def _with_metadata(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each document with its fields (name -> value) and tags."""
+        numbers = [d["number"] for d in docs]
+        fields: dict[int, dict[str, str]] = {n: {} for n in numbers}
+        tags: dict[int, list[str]] = {n: [] for n in numbers}
+        for i in range(0, len(numbers), 500):
+            chunk = numbers[i:i + 500]
+            marks = ",".join("?" * len(chunk))
+            for n, name, value in self.db.execute(f"SELECT number, name, value FROM fields WHERE number IN ({marks}) "
+                                                  "ORDER BY name", chunk):
+                fields[n][name] = value
+            for n, tag in self.db.execute(f"SELECT number, tag FROM tags WHERE number IN ({marks}) ORDER BY tag",
+                                          chunk):
+                tags[n].append(tag)
+        for d in docs:
+            d["fields"], d["tags"] = fields[d["number"]], tags[d["number"]]
+        return docs
+
+    def set_field(self, number: int, name: str, value: str | None) -> None:
+        """Set (or, with None, remove) a metadata field of a document by hand."""
+        self.get_document(number)
+        with self._writing():
+            if value is None:
+                self.db.conn.execute("DELETE FROM fields WHERE number=? AND name=?", [number, name])
+            else:
+                self.db.conn.execute("INSERT OR REPLACE INTO fields (number, name, value) VALUES (?, ?, ?)",
+                                     [number, name, value])
 
     def get_text(self, number: int) -> str:
         # A mail's body is parsed again from its blob (not stored twice); an attachment's is stored.
@@ -279,20 +324,35 @@ class EmbeddedArchive(Archive):
         if parent is not None:
             sql += " AND parent=?"
             args.append(parent)
+        else:
+            sql += " AND hidden IS NULL"  # a mail kept only as its attachments' parent is not listed
         sql += " ORDER BY number DESC LIMIT ? OFFSET ?"
-        return [_row(r) for r in self.db.execute(sql, args + [limit, offset])]
+        return self._with_metadata([_row(r) for r in self.db.execute(sql, args + [limit, offset])])
 
-    def search(self, query: str, *, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        q = fts_query(query)
-        if q is None or offset > MAX_INTEGER:
-            return []  # no word to look for, or beyond any result
+    def search(self, query: str, *, limit: int = 50, offset: int = 0,
+               fields: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        words, wanted = field_terms(query)
+        wanted.update(fields or {})
+        q = fts_query(words)
+        if (q is None and not wanted) or offset > MAX_INTEGER:
+            return []  # no word or field to look for, or beyond any result
         limit = min(limit, MAX_INTEGER)
         cols = ", ".join(f"d.{c}" for c in PUBLIC_COLUMNS)
+        where, args = [], []
+        for name, value in wanted.items():  # Kategorie:Kreditoren, case-insensitive
+            where.append("d.number IN (SELECT number FROM fields WHERE name=? COLLATE NOCASE AND "
+                         "value=? COLLATE NOCASE)")
+            args += [name, value]
+        if q is None:
+            sql = (f"SELECT {cols} FROM documents d WHERE {' AND '.join(where)} ORDER BY d.number DESC "
+                   "LIMIT ? OFFSET ?")
+            return self._with_metadata([_row(r) for r in self.db.execute(sql, args + [limit, offset])])
         # Newest first, like a mail client: FTS5 walks its index in rowid order and stops at the limit,
         # where ranking by relevance would score every match (slow for common words in a big archive).
         sql = (f"SELECT {cols} FROM documents_fts JOIN documents d ON d.number = documents_fts.rowid "
-               "WHERE documents_fts MATCH ? ORDER BY documents_fts.rowid DESC LIMIT ? OFFSET ?")
-        return [_row(r) for r in self.db.execute(sql, [q, limit, offset])]
+               f"WHERE documents_fts MATCH ? {''.join(' AND ' + w for w in where)} "
+               "ORDER BY documents_fts.rowid DESC LIMIT ? OFFSET ?")
+        return self._with_metadata([_row(r) for r in self.db.execute(sql, [q, *args, limit, offset])])
 
     def read_blob(self, number: int) -> bytes:
         return self.blobs.read(self.get_document(number)["sha256"])
@@ -317,6 +377,21 @@ class EmbeddedArchive(Archive):
 
 _FTS_TERMS = re.compile(r'"([^"]*)"?|([^\s"]+)')  # a "quoted phrase" (its closing quote optional), or a word
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+_FIELD_TERM = re.compile(r'(?:^|(?<=\s))([^\s:"]+):(?:"([^"]*)"|([^\s"]+))')
+
+
+def field_terms(text: str) -> tuple[str, dict[str, str]]:
+    """A search text split into its words and its field terms: ``Kategorie:Kreditoren`` or
+    ``Kunde:"Müller AG"`` (a metadata field with that value)."""
+    wanted: dict[str, str] = {}
+
+    def take(match: re.Match) -> str:
+        wanted[match.group(1)] = match.group(2) if match.group(2) is not None else match.group(3)
+        return " "
+
+    return _FIELD_TERM.sub(take, text), wanted
 
 
 def fts_query(text: str) -> str | None:
