@@ -45,5 +45,8 @@ def link_url(base_url: str, number: int) -> str:
 def link_title(document: dict[str, Any], title_field: str = "") -> str:
     """'Aktennummer: Titelinhalt' (number: title), or number and the configured field."""
     field = title_field or "title"
-    value = document.get({"from": "from_addr"}.get(field, field)) or document.get("title") or ""
+    if field.startswith("field:"):  # a metadata field (Aktennummer); the title where a document has none
+        value = (document.get("fields") or {}).get(field[6:]) or document.get("title") or ""
+    else:
+        value = document.get({"from": "from_addr"}.get(field, field)) or document.get("title") or ""
     return f"{document['number']}: {value}"

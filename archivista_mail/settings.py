@@ -26,9 +26,10 @@ class StoredSetting:
 
 def _title_field(value: str) -> str:
     value = value.strip()
-    if value and value not in TITLE_FIELDS:
-        raise ConfigError(t("The title field '%(field)s' is not a document field. Use one of: %(fields)s, or "
-                            "nothing for the title.", field=escaped(value), fields=", ".join(TITLE_FIELDS)))
+    if value and value not in TITLE_FIELDS and not (value.startswith("field:") and value[6:].strip()):
+        raise ConfigError(t("The title field '%(field)s' is not a document field. Use one of: %(fields)s, "
+                            "field:NAME for a metadata field, or nothing for the title.", field=escaped(value),
+                            fields=", ".join(TITLE_FIELDS)))
     return value
 
 
@@ -44,7 +45,8 @@ STORED_SETTINGS = {s.key: s for s in [
                   "e.g. archiv.example.ch (stored as https://archiv.example.ch) or https://archiv.example.ch:8443. "
                   "Empty: no direct links.", lambda v: check_base_url(v) if v.strip() else ""),
     StoredSetting(TITLE_FIELD_SETTING, "Direct links (\"Titelfeld für API-Link\"): the document field shown after the "
-                  f"number in a link's title, one of {', '.join(TITLE_FIELDS)}. Empty: the title "
+                  f"number in a link's title, one of {', '.join(TITLE_FIELDS)} or field:NAME (a metadata field such as "
+                  "field:Aktennummer). Empty: the title "
                   "(Aktennummer: Titelinhalt).", _title_field),
     StoredSetting(INTERVAL_SETTING, "Minutes between scheduled imports, 1-1440. Empty: import_interval_minutes of "
                   "the configuration file.", _interval),

@@ -200,3 +200,53 @@ def test_partner_adds_google_workspace_and_exchange_accounts_and_tests_them(work
         page.click("button.test[data-account=exchange]")
     assert "Anmeldung erfolgreich" in page.inner_text("#test-result")
     assert f"{exchange.mailbox}/Posteingang: 2 Nachrichten" in page.content()
+
+
+def test_partner_creates_a_rule_sees_the_simulator_saves_imports_and_finds_the_document_by_its_field(
+        webadmin, browser, mailbox, run):
+    """Create a rule in the form, see its verdict on recent mail before saving, save, import, find by the field."""
+    from test_imap import add_imap
+
+    old = (b"From: Lieferant AG <rechnung@lieferant.ch>\r\nSubject: Rechnung 2024-100\r\nMessage-ID: <old@x>\r\n\r\n"
+           b"Alt.\r\n")
+    mailbox.append([old])
+    add_imap(run, mailbox)
+    assert run("import").exit_code == 0
+    page = browser.new_context(locale="de-DE").new_page()
+    page.goto(f"{webadmin}/login")
+    page.fill("input[name=username]", "anna")
+    page.fill("input[name=password]", "anna-password")
+    with page.expect_navigation():
+        page.click("#login")
+    with page.expect_navigation():
+        page.click("nav >> text=Regeln")
+    with page.expect_navigation():
+        page.click("#add-rule")
+    page.fill("input[name=name]", "Kreditoren")
+    page.select_option("select[name=cond_field_0]", "from")
+    page.select_option("select[name=cond_op_0]", "ends_with")
+    page.fill("input[name=cond_value_0]", "@lieferant.ch")
+    page.select_option("select[name=cond_field_1]", "subject")
+    page.select_option("select[name=cond_op_1]", "regex")
+    page.fill("input[name=cond_value_1]", r"Rechnung (?P<nr>\d{4}-\d+)")
+    page.fill("input[name=title]", "Rechnung {nr}")
+    page.fill("input[name=field_name_0]", "Rechnungsnummer")
+    page.fill("input[name=field_value_0]", "{nr}")
+    page.fill("input[name=tags]", "Buchhaltung")
+    with page.expect_navigation():
+        page.click("#preview")
+    verdict = page.inner_text("#simulation")
+    assert "Kreditoren: trifft zu" in verdict and "Rechnungsnummer = 2024-100" in verdict
+    assert "«Rechnung 2024-100»" in verdict
+    assert run("rules", "list", "--json").output.strip() == "[]"  # not saved yet
+    with page.expect_navigation():
+        page.click("#save")
+    assert "Gespeichert." in page.content() and "Kreditoren" in page.inner_text("#rules")
+
+    mailbox.append([b"From: Lieferant AG <rechnung@lieferant.ch>\r\nSubject: Rechnung 2024-117\r\n"
+                    b"Message-ID: <new@x>\r\n\r\nNeu.\r\n"])
+    assert run("import").exit_code == 0
+    page.goto(f"{webadmin}/documents?q=Rechnungsnummer:2024-117")
+    with page.expect_navigation():
+        page.click("text=Rechnung 2024-117")
+    assert "2024-117" in page.inner_text("tr.field") and page.inner_text("#tags") == "Buchhaltung"

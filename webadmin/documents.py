@@ -9,7 +9,7 @@ from typing import NoReturn
 from urllib.parse import quote, unquote
 
 import nh3
-from flask import Blueprint, Response, abort, g, render_template, request
+from flask import Blueprint, Response, abort, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
 from archivista_mail.display import neutral_filename, reveal_controls
@@ -18,7 +18,7 @@ from archivista_mail.mime import parse_mail
 from archivista_mail.model import Part
 
 from . import get_archive
-from .auth import login_required
+from .auth import admin_required, login_required
 from .links import direct_link
 
 bp = Blueprint("documents", __name__)
@@ -123,6 +123,29 @@ def view(number: int):
     return render_template("documents/view.html", doc=doc, children=children, more_children=more_children,
                            parent=parent, body_text=body_text, has_html=has_html, link_url=url, link_title=title,
                            previewable=doc["mime_type"] in PREVIEW_TYPES or (doc["mime_type"] or "").startswith("text/"))
+
+
+FIELD_NAME_MAX, FIELD_VALUE_MAX = 100, 2000
+
+
+@bp.post("/documents/<int:number>/fields")
+@admin_required
+def set_field(number: int):
+    """Set (an empty value: remove) a metadata field of a document by hand; audited."""
+    _document(number)
+    name = request.form.get("name", "").strip()
+    value = request.form.get("value", "").strip()
+    if not name or len(name) > FIELD_NAME_MAX or len(value) > FIELD_VALUE_MAX or ":" in name:
+        flash(gettext("A field needs a name without ':' (up to %(name)s characters) and a value of up to %(value)s "
+                      "characters.", name=FIELD_NAME_MAX, value=FIELD_VALUE_MAX))
+        return redirect(url_for("documents.view", number=number))
+    archive = get_archive()
+    if not hasattr(archive, "set_field"):
+        abort(404)
+    archive.set_field(number, name, value or None)
+    g.state.audit(g.user["name"], "docs.field", str(number), f"{name}={value}" if value else f"{name} removed")
+    flash(gettext("Saved."))
+    return redirect(url_for("documents.view", number=number))
 
 
 class InlineImages:

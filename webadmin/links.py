@@ -15,6 +15,7 @@ from archivista_mail.links import (
 )
 from archivista_mail.settings import STORED_SETTINGS, save_setting
 
+from . import get_archive
 from .auth import admin_required, login_required
 from .i18n import localized
 
@@ -35,8 +36,11 @@ def settings():
             return redirect(url_for("links.settings"))
         except ArchivistaMailError as e:
             error = localized(e)
+    archive = get_archive()
+    metadata = archive.field_names() if hasattr(archive, "field_names") else []
     return render_template("links/settings.html", base_url=g.state.setting(BASE_URL_SETTING),
-                           title_field=g.state.setting(TITLE_FIELD_SETTING), fields=TITLE_FIELDS, error=error), \
+                           title_field=g.state.setting(TITLE_FIELD_SETTING), fields=TITLE_FIELDS, metadata=metadata,
+                           error=error), \
         400 if error else 200
 
 

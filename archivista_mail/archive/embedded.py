@@ -288,6 +288,10 @@ class EmbeddedArchive(Archive):
             d["fields"], d["tags"] = fields[d["number"]], tags[d["number"]]
         return docs
 
+    def field_names(self) -> list[str]:
+        """The names of the metadata fields documents have."""
+        return [r[0] for r in self.db.execute("SELECT DISTINCT name FROM fields ORDER BY name LIMIT 500")]
+
     def set_field(self, number: int, name: str, value: str | None) -> None:
         """Set (or, with None, remove) a metadata field of a document by hand."""
         self.get_document(number)
