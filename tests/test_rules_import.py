@@ -161,3 +161,38 @@ def test_the_simulator_over_archived_mail_shows_conditions_with_what_they_saw(ru
     assert "-> mail: 'Rechnung 2024-117 von Lieferant AG'" in shown and "Rechnungsnummer" in shown
     before = docs(run)
     assert docs(run) == before and before[0]["fields"] == {}  # the simulator changed nothing
+
+
+CASES = [  # every field and operator, each through a real import (import --from), each once true and once false
+    ("from", "ends_with", "@lieferant.ch"), ("from", "contains", "LIEFERANT AG"), ("to", "equals",
+                                                                                  "buchhaltung@kanzlei.example"),
+    ("cc", "contains", "@"), ("subject", "starts_with", "rechnung"), ("subject", "regex", r"\d{4}-\d+$"),
+    ("body", "contains", "bezahlen"), ("header:Message-ID", "ends_with", "@x>"), ("folder", "ends_with", "invoice.eml"),
+    ("account", "equals", "files"), ("size", "gt", 200), ("size", "lt", 200), ("size", "equals", 1),
+    ("has_attachment", "equals", True), ("attachment_name", "ends_with", ".pdf"),
+    ("attachment_type", "equals", "application/pdf"),
+]
+
+
+def test_every_condition_through_a_real_import(run, tmp_path):
+    from archivista_mail.mime import parse_mail
+    from archivista_mail.model import RawMail
+    from archivista_mail.plan import plan_documents
+    from archivista_mail.rules import evaluate, facts_of, load_rules
+
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "invoice.eml").write_bytes(INVOICE)
+    rules = [{"name": f"r{n}", "when": {"all": [{"field": f, "op": o, "value": v}]}, "then": [{"tag": f"t{n}"}]}
+             for n, (f, o, v) in enumerate(CASES)]
+    load(run, tmp_path, rules)
+    assert run("import", "--from", str(source)).exit_code == 0
+    archived = docs(run, "--kind", "mail")[0]
+    tags = set(archived["tags"])
+    raw = RawMail(INVOICE, archived["account"], archived["folder"], "k")
+    expected = set(evaluate(load_rules(rules), facts_of(raw, plan_documents(raw, parse_mail(INVOICE)))).tags)
+    assert tags == expected
+    held = {CASES[int(t[1:])][:2] for t in tags}
+    assert ("from", "ends_with") in held and ("has_attachment", "equals") in held and ("size", "gt") in held
+    assert ("cc", "contains") not in held and ("size", "lt") not in held  # and the false ones are false
+    assert len(held) == len(CASES) - 3, (sorted(held), archived["folder"], archived["account"])
