@@ -115,14 +115,15 @@ def prepare(raw: RawMail, rules: Sequence[Rule] = ()) -> list[DocumentPlan]:
     """
     if not rules:
         return _plan(raw)
-    return prepare_with_rules(raw, rules)[0]
+    return prepare_with_rules(raw, rules, trace=False)[0]
 
 
-def prepare_with_rules(raw: RawMail, rules: Sequence[Rule]) -> tuple[list[DocumentPlan], Outcome, MailFacts]:
-    """Parse, plan and apply the rules; also what the rules decided and saw (the simulator shows it)."""
+def prepare_with_rules(raw: RawMail, rules: Sequence[Rule], trace: bool = True
+                       ) -> tuple[list[DocumentPlan], Outcome, MailFacts]:
+    """Parse, plan and apply the rules; also what the rules decided and (``trace``) saw: the simulator shows it."""
     plans = _plan(raw)
     facts = facts_of(raw, plans)
-    outcome = evaluate(rules, facts)
+    outcome = evaluate(rules, facts, trace=trace)
     if outcome.errors:
         plans[0].defects.extend(outcome.errors)  # the reason a rule did not apply is kept with the mail
     return apply_outcome(plans, outcome), outcome, facts

@@ -20,6 +20,8 @@ reason recorded, so a rule can never lose a mail.
 
 from __future__ import annotations
 
+import functools
+import re
 import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ TEXT_FIELDS = ("from", "to", "cc", "subject", "body", "folder", "account", "atta
 NUMBER_FIELDS = ("size",)
 FLAG_FIELDS = ("has_attachment",)
 ADDRESS_FIELDS = ("from", "to", "cc")
+_ADDRESS = re.compile(r"[^\s<>,;:\"()\[\]]+@[^\s<>,;:\"()\[\]]+")  # the addresses in an address header
 OPS = ("contains", "equals", "starts_with", "ends_with", "regex", "gt", "lt")
 ARCHIVE_MODES = ("all", "attachments-only", "skip")
 REGEX_TIMEOUT = 0.05  # seconds per regular expression and mail: a pattern that backtracks forever cannot hang the import
@@ -250,6 +253,32 @@ class MailFacts:
             return "\n".join(ty for _, ty in self.attachments)
         return getattr(self, name)
 
+    def text(self, name: str) -> str:
+        """A text field's value, worked out once per mail."""
+        cache = self.__dict__.setdefault("_text_cache", {})
+        found = cache.get(name)
+        if found is None:
+            found = cache[name] = str(self.value(name))
+        return found
+
+    def lines(self, name: str) -> list[str]:
+        """What text operators compare, lower-cased, worked out once per mail and field: a multi-valued field
+        (attachment names) holds if one of its lines does, an address field if its whole text or one of its
+        addresses does (ends_with "@lieferant.ch")."""
+        cache = self.__dict__.setdefault("_lines_cache", {})
+        found = cache.get(name)
+        if found is None:
+            text = self.text(name)
+            if name.startswith("attachment_"):
+                found = text.lower().split("\n")
+            elif name in ADDRESS_FIELDS:
+                lowered = text.lower()
+                found = [lowered, *_ADDRESS.findall(lowered)]
+            else:
+                found = [text.lower()]
+            cache[name] = found
+        return found
+
     def _headers(self) -> Mapping[str, list[str]]:
         cached = self.__dict__.get("_header_cache")
         if cached is None:
@@ -283,20 +312,20 @@ def facts_of(raw: Any, plans: list[Any]) -> MailFacts:
     size = raw.spool.size if getattr(raw, "spool", None) is not None else len(raw.raw)
 
     def headers() -> dict[str, list[str]]:
-        from email.parser import BytesHeaderParser
-        from email.policy import compat32
-
+        """The header block, unfolded, by lower-case name; values decoded (RFC 2047, raw 8-bit) as mime does."""
         from .mime import decode_header_text
         from .spool import read_head
 
         head = read_head(raw.content, 262144)
         end = head.find(b"\r\n\r\n")
         end = end if end >= 0 else head.find(b"\n\n")
-        parsed = BytesHeaderParser(policy=compat32).parsebytes(head[:end] if end >= 0 else head)
+        text = (head[:end] if end >= 0 else head).decode("ascii", "surrogateescape")
         out: dict[str, list[str]] = {}
         defects: list[str] = []
-        for key, value in parsed.items():
-            out.setdefault(key.lower(), []).append(decode_header_text(str(value), defects, key))
+        for line in _FOLD.sub(" ", text).splitlines():
+            key, colon, value = line.partition(":")
+            if colon and key.strip():
+                out.setdefault(key.strip().lower(), []).append(decode_header_text(value.strip(), defects, key))
         return out
 
     return MailFacts(account=raw.account, folder=raw.folder, size=size, from_=mail.from_ or "", to=mail.to or "",
@@ -317,6 +346,9 @@ def apply_outcome(plans: list[Any], outcome: Outcome) -> list[Any]:
     mail.hidden = outcome.archive == "attachments-only"
     mail.after = outcome.after
     return plans
+
+
+_FOLD = re.compile(r"\r?\n(?=[ \t])")  # a header line's continuation
 
 
 # -- evaluation ---------------------------------------------------------------------------------------
@@ -391,39 +423,28 @@ def fill(template: str, values: Mapping[str, Any], groups: list[Any]) -> str:
         raise RuleFailed(f"the template '{template}' cannot be filled ({e})") from e
 
 
-def evaluate(rules: Iterable[Rule], facts: MailFacts, timeout: float = REGEX_TIMEOUT) -> Outcome:
-    """Run the rules over one mail, in order. Never raises."""
+def evaluate(rules: Iterable[Rule], facts: MailFacts, timeout: float = REGEX_TIMEOUT, trace: bool = True) -> Outcome:
+    """Run the rules over one mail, in order. Never raises. ``trace``: record each condition with the value it
+    saw (the simulator shows them; the import does without)."""
+    if not trace:
+        return _evaluate_fast(rules, facts, timeout)
     outcome = Outcome()
-    values = facts.placeholders()
     for rule in rules:
-        trace = RuleTrace(rule.name, False)
-        outcome.trace.append(trace)
+        traced = RuleTrace(rule.name, False)
+        if trace:
+            outcome.trace.append(traced)
         if rule.accounts is not None and facts.account not in rule.accounts:
-            trace.skipped_for_account = True
+            traced.skipped_for_account = True
             continue
         try:
             captured: dict[str, Any] = {}
             groups: list[Any] = []
-            trace.matched = _holds(rule.when, facts, trace.checks, captured, groups, timeout)
-            if not trace.matched:
+            traced.matched = _holds(rule.when, facts, traced.checks if trace else None, captured, groups, timeout)
+            if not traced.matched:
                 continue
-            filled = {**values, **captured}
-            for action in rule.then:
-                if action.kind == "set":
-                    text = fill(action.value, filled, groups)
-                    if action.target == "title":
-                        outcome.title = text
-                    else:
-                        outcome.fields[action.target[6:]] = text
-                elif action.kind == "tag":
-                    if action.value not in outcome.tags:
-                        outcome.tags.append(action.value)
-                elif action.kind == "archive":
-                    outcome.archive = action.value
-                elif action.kind == "after":
-                    outcome.after = action.value
+            _act(rule, outcome, facts, captured, groups)
         except RuleFailed as e:
-            trace.error = str(e)
+            traced.error = str(e)
             failed = Outcome(trace=outcome.trace, errors=[f"rule {rule.name}: {e}; the mail was filed as if no rule "
                                                           "had matched"])
             return failed
@@ -433,8 +454,117 @@ def evaluate(rules: Iterable[Rule], facts: MailFacts, timeout: float = REGEX_TIM
     return outcome
 
 
-def _holds(group: Group, facts: MailFacts, checks: list[Check], captured: dict[str, Any], groups: list[Any],
-           timeout: float) -> bool:
+def _act(rule: Rule, outcome: Outcome, facts: MailFacts, captured: dict[str, Any], groups: list[Any]) -> None:
+    """A matched rule's actions on the outcome; raises RuleFailed for a template that cannot be filled."""
+    filled = {**facts.placeholders(), **captured} if any(a.kind == "set" for a in rule.then) else {}
+    for action in rule.then:
+        if action.kind == "set":
+            text = fill(action.value, filled, groups)
+            if action.target == "title":
+                outcome.title = text
+            else:
+                outcome.fields[action.target[6:]] = text
+        elif action.kind == "tag":
+            if action.value not in outcome.tags:
+                outcome.tags.append(action.value)
+        elif action.kind == "archive":
+            outcome.archive = action.value
+        elif action.kind == "after":
+            outcome.after = action.value
+
+
+def _evaluate_fast(rules: Iterable[Rule], facts: MailFacts, timeout: float) -> Outcome:
+    """``evaluate`` for the import: the same decisions, from matchers compiled once per rule, with no trace."""
+    outcome = Outcome()
+    for rule in rules:
+        if rule.accounts is not None and facts.account not in rule.accounts:
+            continue
+        state: list[Any] = [None, None]  # a regular expression's named groups and groups, when one matched
+        try:
+            if not _matcher(rule, timeout)(facts, state):
+                continue
+            _act(rule, outcome, facts, state[0] or {}, state[1] or [])
+        except RuleFailed as e:
+            return Outcome(errors=[f"rule {rule.name}: {e}; the mail was filed as if no rule had matched"])
+        outcome.matched.append(rule.name)
+        if rule.stop:
+            break
+    return outcome
+
+
+_MATCHERS: dict[int, tuple[Rule, float, Callable[[MailFacts, list[Any]], bool]]] = {}
+
+
+def _matcher(rule: Rule, timeout: float) -> Callable[[MailFacts, list[Any]], bool]:
+    """The rule's condition tree as one function, compiled on first use (rules reach the parse worker pickled,
+    so the cache is by object, the rule kept in it so its id stays its own)."""
+    hit = _MATCHERS.get(id(rule))
+    if hit is not None and hit[0] is rule and hit[1] == timeout:
+        return hit[2]
+    if len(_MATCHERS) > 4096:
+        _MATCHERS.clear()
+    compiled = _compile_group(rule.when, timeout)
+    _MATCHERS[id(rule)] = (rule, timeout, compiled)
+    return compiled
+
+
+def _compile_group(group: Group, timeout: float) -> Callable[[MailFacts, list[Any]], bool]:
+    parts = [_compile_group(i, timeout) if isinstance(i, Group) else _compile_condition(i, timeout)
+             for i in group.items]
+    if len(parts) == 1:
+        return parts[0]
+    if group.mode == "all":
+        def every(f: MailFacts, st: list[Any]) -> bool:
+            for part in parts:
+                if not part(f, st):
+                    return False
+            return True
+        return every
+
+    def some(f: MailFacts, st: list[Any]) -> bool:
+        for part in parts:
+            if part(f, st):
+                return True
+        return False
+    return some
+
+
+def _compile_condition(c: Condition, timeout: float) -> Callable[[MailFacts, list[Any]], bool]:
+    name, op, wanted = c.field, c.op, c.value
+    if name in NUMBER_FIELDS or name in FLAG_FIELDS:
+        compare = {"equals": lambda v: v == wanted, "gt": lambda v: v > wanted, "lt": lambda v: v < wanted}[op]
+        return lambda f, st: compare(f.value(name))
+    if op == "regex":
+        pattern = _compiled(wanted)
+
+        def search(f: MailFacts, st: list[Any]) -> bool:
+            try:
+                match = pattern.search(f.text(name), timeout=timeout)
+            except TimeoutError:
+                raise RuleFailed(f"the regular expression {wanted!r} took longer than {timeout:g} s on "
+                                 f"{name}") from None
+            if match is None:
+                return False
+            st[0] = {**(st[0] or {}), **{k: v for k, v in match.groupdict().items() if v is not None}}
+            st[1] = list(match.groups())
+            return True
+        return search
+    w = str(wanted).lower()
+    ws = w.strip()
+    single = not (name in ADDRESS_FIELDS or name.startswith("attachment_"))
+    if op == "contains":
+        if single:
+            return lambda f, st: w in f.lines(name)[0]
+        return lambda f, st: any(w in line for line in f.lines(name))
+    if op == "equals":
+        return lambda f, st: any(line.strip() == ws for line in f.lines(name))
+    if op == "starts_with":
+        return lambda f, st: any(line.startswith(w) for line in f.lines(name))
+    return lambda f, st: any(line.rstrip().endswith(w) for line in f.lines(name))
+
+
+def _holds(group: Group, facts: MailFacts, checks: list[Check] | None, captured: dict[str, Any],
+           groups: list[Any], timeout: float) -> bool:
     results = []
     for item in group.items:
         if isinstance(item, Group):
@@ -449,20 +579,22 @@ def _holds(group: Group, facts: MailFacts, checks: list[Check], captured: dict[s
     return all(results) if group.mode == "all" else any(results)
 
 
-def _check(condition: Condition, facts: MailFacts, checks: list[Check], captured: dict[str, Any],
+def _check(condition: Condition, facts: MailFacts, checks: list[Check] | None, captured: dict[str, Any],
            groups: list[Any], timeout: float) -> bool:
-    seen = facts.value(condition.field)
     wanted = condition.value
     op = condition.op
-    if isinstance(seen, bool) or isinstance(seen, int):
+    name = condition.field
+    if name in NUMBER_FIELDS or name in FLAG_FIELDS:
+        seen = facts.value(name)
         ok = {"equals": seen == wanted, "gt": seen > wanted, "lt": seen < wanted}[op]
     elif op == "regex":
-        import regex
 
+        seen = facts.value(name)
         try:
-            match = regex.search(wanted, seen, flags=regex.IGNORECASE | regex.MULTILINE, timeout=timeout)
+            match = _compiled(wanted).search(seen, timeout=timeout)
         except TimeoutError:
-            checks.append(Check(condition.describe(), False, _shown(seen)))
+            if checks is not None:
+                checks.append(Check(condition.describe(), False, _shown(seen)))
             raise RuleFailed(f"the regular expression {wanted!r} took longer than {timeout:g} s on "
                              f"{condition.field}") from None
         ok = match is not None
@@ -470,20 +602,26 @@ def _check(condition: Condition, facts: MailFacts, checks: list[Check], captured
             captured.update({k: v for k, v in match.groupdict().items() if v is not None})
             groups[:] = list(match.groups())
     else:
-        # Text: case-insensitive; a multi-valued field (attachment names) holds if one of its lines does, an
-        # address field if its whole text or one of its addresses does (ends_with "@lieferant.ch").
-        if condition.field.startswith("attachment_"):
-            lines = seen.lower().split("\n")
-        elif condition.field in ADDRESS_FIELDS:
-            lines = [seen.lower(), *(a.lower() for _, a in getaddresses([seen]) if a)]
-        else:
-            lines = [seen.lower()]
         w = str(wanted).lower()
-        test = {"contains": lambda s: w in s, "equals": lambda s: s.strip() == w.strip(),
-                "starts_with": lambda s: s.startswith(w), "ends_with": lambda s: s.rstrip().endswith(w)}[op]
-        ok = any(test(line) for line in lines)
-    checks.append(Check(condition.describe(), ok, _shown(seen)))
+        lines = facts.lines(name)
+        if op == "contains":
+            ok = any(w in line for line in lines)
+        elif op == "equals":
+            ok = any(line.strip() == w.strip() for line in lines)
+        elif op == "starts_with":
+            ok = any(line.startswith(w) for line in lines)
+        else:
+            ok = any(line.rstrip().endswith(w) for line in lines)
+    if checks is not None:
+        checks.append(Check(condition.describe(), ok, _shown(facts.value(name))))
     return ok
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled(pattern: str) -> Any:
+    import regex
+
+    return regex.compile(pattern, flags=regex.IGNORECASE | regex.MULTILINE)
 
 
 def _shown(value: Any) -> str:
