@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -15,27 +14,18 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from archived import archived_count, archived_hashes, docs, last_run, sha
 from mailfactory import make_mail
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
-def docs(run, *args):
-    result = run("docs", "list", "--limit", "100000", "--json", *args)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output)
 
 
-def last_run(run):
-    return json.loads(run("runs", "--json").output)["runs"][0]
 
 
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
-def archived_hashes(run) -> list[str]:
-    return sorted(d["sha256"] for d in docs(run, "--kind", "mail"))
 
 
 def test_ews_mail_is_archived_byte_for_byte_over_ntlm_by_impersonation(run, exchange, tmp_path):
@@ -211,13 +201,6 @@ def test_mailboxes_are_archived_side_by_side_each_exactly_once(run, exchange):
     assert max(exchange.server.max_concurrent.values()) >= 1
 
 
-def _archived_count(data_dir: Path) -> int:
-    if not (data_dir / "archive.db").exists():
-        return 0
-    with closing(sqlite3.connect(f"file:{data_dir}/archive.db?mode=ro", uri=True)) as db:
-        if not db.execute("SELECT 1 FROM sqlite_master WHERE name='documents'").fetchone():
-            return 0
-        return db.execute("SELECT count(*) FROM documents WHERE parent IS NULL").fetchone()[0]
 
 
 def test_importer_killed_at_random_points_then_rerun_archives_each_mail_once(exchange, data_dir, run):
@@ -231,8 +214,8 @@ def test_importer_killed_at_random_points_then_rerun_archives_each_mail_once(exc
     for _ in range(4):
         proc = subprocess.Popen([sys.executable, "-m", "archivista_mail", "import"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        target = _archived_count(data_dir) + rng.randrange(20, 70)
-        while proc.poll() is None and _archived_count(data_dir) < target:
+        target = archived_count(data_dir) + rng.randrange(20, 70)
+        while proc.poll() is None and archived_count(data_dir) < target:
             time.sleep(0.003)
         time.sleep(rng.random() * 0.05)
         if proc.poll() is None:

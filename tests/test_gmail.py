@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 
 import pytest
+from archived import archived_count, archived_hashes, docs, kept, last_run, sha
 from gmail_emulator import SCOPE_FULL, SCOPE_MODIFY, SCOPE_READONLY
 from mailfactory import make_mail
 
@@ -22,22 +20,12 @@ from archivista_mail.sources.gmail import QuotaWindow
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
-def docs(run, *args):
-    result = run("docs", "list", "--limit", "100000", "--json", *args)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output)
 
 
-def last_run(run):
-    return json.loads(run("runs", "--json").output)["runs"][0]
 
 
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
-def archived_hashes(run) -> list[str]:
-    return sorted(d["sha256"] for d in docs(run, "--kind", "mail"))
 
 
 def test_gmail_mail_is_archived_byte_for_byte_and_searchable(run, workspace, tmp_path):
@@ -240,18 +228,8 @@ def test_mailboxes_are_archived_side_by_side_each_exactly_once(run, workspace, g
     assert last_run(run)["archived"] == 160
 
 
-def _archived_count(data_dir: Path) -> int:
-    if not (data_dir / "archive.db").exists():
-        return 0
-    with closing(sqlite3.connect(f"file:{data_dir}/archive.db?mode=ro", uri=True)) as db:
-        if not db.execute("SELECT 1 FROM sqlite_master WHERE name='documents'").fetchone():
-            return 0
-        return db.execute("SELECT count(*) FROM documents WHERE parent IS NULL").fetchone()[0]
 
 
-def _kept(data_dir: Path) -> set[str]:
-    with closing(sqlite3.connect(data_dir / "archive.db")) as db:
-        return {r[0] for r in db.execute("SELECT sha256 FROM documents WHERE parent IS NULL")}
 
 
 def test_importer_killed_at_random_points_then_rerun_archives_each_mail_once(workspace, gmail_server, data_dir,
@@ -269,8 +247,8 @@ def test_importer_killed_at_random_points_then_rerun_archives_each_mail_once(wor
     for _ in range(4):
         proc = subprocess.Popen([sys.executable, "-m", "archivista_mail", "import"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        target = _archived_count(data_dir) + rng.randrange(10, 60)
-        while proc.poll() is None and _archived_count(data_dir) < target:
+        target = archived_count(data_dir) + rng.randrange(10, 60)
+        while proc.poll() is None and archived_count(data_dir) < target:
             time.sleep(0.003)
         time.sleep(rng.random() * 0.05)  # somewhere between a commit and the next
         if proc.poll() is None:
@@ -278,7 +256,7 @@ def test_importer_killed_at_random_points_then_rerun_archives_each_mail_once(wor
             kills += 1
         proc.wait()
         trashed = {sha(m.raw) for m in workspace.box.messages.values() if "TRASH" in m.label_ids}
-        assert trashed <= _kept(data_dir)  # nothing left the inbox without its archive copy
+        assert trashed <= kept(data_dir)  # nothing left the inbox without its archive copy
     assert kills >= 2
     final = subprocess.run([sys.executable, "-m", "archivista_mail", "import"], env=env, capture_output=True,
                            text=True, timeout=180)
