@@ -20,14 +20,6 @@ from mailfactory import make_mail
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
-
-
-
-
-
-
-
-
 def test_ews_mail_is_archived_byte_for_byte_over_ntlm_by_impersonation(run, exchange, tmp_path):
     mails = [make_mail(i, attachment="pdf" if i == 1 else None, secret_word="wombat") for i in range(3)]
     exchange.deliver(mails)
@@ -199,8 +191,6 @@ def test_mailboxes_are_archived_side_by_side_each_exactly_once(run, exchange):
     for box, mails in sent.items():
         assert sorted(d["sha256"] for d in found if d["folder"] == f"{box}/inbox") == sorted(sha(m) for m in mails)
     assert max(exchange.server.max_concurrent.values()) >= 1
-
-
 
 
 def test_importer_killed_at_random_points_then_rerun_archives_each_mail_once(exchange, data_dir, run):

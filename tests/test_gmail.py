@@ -20,14 +20,6 @@ from archivista_mail.sources.gmail import QuotaWindow
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
-
-
-
-
-
-
-
-
 def test_gmail_mail_is_archived_byte_for_byte_and_searchable(run, workspace, tmp_path):
     mails = [make_mail(i, attachment="pdf" if i == 1 else None, secret_word="quokka") for i in range(3)]
     workspace.deliver(mails)
@@ -226,10 +218,6 @@ def test_mailboxes_are_archived_side_by_side_each_exactly_once(run, workspace, g
     for box, mails in sent.items():
         assert sorted(d["sha256"] for d in found if d["folder"] == f"{box}/INBOX") == sorted(sha(m) for m in mails)
     assert last_run(run)["archived"] == 160
-
-
-
-
 
 
 def test_importer_killed_at_random_points_then_rerun_archives_each_mail_once(workspace, gmail_server, data_dir,
