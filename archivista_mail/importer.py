@@ -163,12 +163,12 @@ class Importer:
                     parsing = preparer.submit(raws)
                     if waiting is not None:
                         previous, waiting = waiting, None
-                        self._hand_over(writer, acc, previous, summary)
+                        self._hand_over(writer, acc, previous, summary, progress)
                     waiting = (parsing, batch.cursor, folder)
             finally:
                 # Also when the link broke: what was fetched before is complete, so archive it.
                 if waiting is not None:
-                    self._hand_over(writer, acc, waiting, summary)
+                    self._hand_over(writer, acc, waiting, summary, progress)
             writer.flush()
             self._act_on_committed(writer, summary, actions, source, folder, done, progress)
 
@@ -193,12 +193,13 @@ class Importer:
         summary.fetched += len(raws)
         return raws
 
-    def _hand_over(self, writer: ArchiveWriter, acc: Account, waiting, summary: RunSummary) -> None:
+    def _hand_over(self, writer: ArchiveWriter, acc: Account, waiting, summary: RunSummary,
+                   progress: Progress) -> None:
         parsing, cursor, folder = waiting
         good, bad, skipped = parsing.result(summary.errors)
         if skipped:  # a rule said not to archive them: no document, no after-archive action, left as they are
             summary.skipped_by_rules += len(skipped)
-            self.progress.advance(len(skipped))
+            progress.advance(len(skipped))
         state = (folder.state_key, cursor) if folder.state_key and cursor is not None else None
         writer.save(good, failed=bad, action=acc.after, state=state)
 
