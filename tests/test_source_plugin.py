@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from archived import archived_count
 from mailfactory import make_mail
 from test_webadmin import csrf, login
 
@@ -132,7 +133,12 @@ def test_import_archives_it_exactly_once_through_kill_9_and_a_rerun(plugin, run,
     for _ in range(6):
         proc = subprocess.Popen([sys.executable, "-m", "archivista_mail", "import", "--no-extract"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 1.2))
+        # Kill it a random number of mails into its run (however slowly the machine starts it).
+        target = archived_count(data_dir) + rng.randrange(1, 25)
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and archived_count(data_dir) < target and time.monotonic() < deadline:
+            time.sleep(0.003)
+        time.sleep(rng.uniform(0, 0.05))  # somewhere between a commit and the next
         proc.send_signal(signal.SIGKILL)  # only the import we started
         proc.wait()
         left = {p.name for p in directory.glob("*.eml")}
