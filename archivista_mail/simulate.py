@@ -46,7 +46,7 @@ def simulate_files(rules: list[Rule], path: Path, account: str) -> list[dict[str
     from .sources.files import iter_files
 
     raws = [RawMail(r.raw, account, r.folder, r.key, received=r.received) for r in iter_files(path)]
-    return simulate(rules, raws, [r.key.split(":", 1)[-1] for r in raws])
+    return simulate(rules, raws, [r.folder for r in raws])  # the file (an mbox: the file and the message)
 
 
 def simulate_archived(rules: list[Rule], archive: Archive, last: int, account: str | None) -> list[dict[str, Any]]:
