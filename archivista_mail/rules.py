@@ -51,7 +51,8 @@ class Condition:
     value: Any
 
     def describe(self) -> str:
-        return f"{self.field} {self.op} {self.value!r}"
+        value = f"'{self.value}'" if isinstance(self.value, str) else str(self.value).lower()
+        return f"{self.field} {self.op} {value}"
 
 
 @dataclass(frozen=True)
