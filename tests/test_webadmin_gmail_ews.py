@@ -47,6 +47,10 @@ def test_a_google_workspace_account_is_added_tested_and_edited_in_webadmin(run, 
     tested = client.post("/accounts/gw/test", data={"csrf_token": csrf(page.encode())}).data.decode()
     assert f"{workspace.mailbox}/INBOX" in tested and "1" in tested
     assert "das Label «Archiviert» wird beim ersten archivierten Mail angelegt" in tested
+    assert 'name="folder" value="SENT" checked' in tested  # the picker shows the account's labels
+    picked = client.post("/accounts/gw/folders", data={"folder": ["INBOX"], "csrf_token": csrf(tested.encode())})
+    assert picked.status_code == 302
+    assert json.loads(run("account", "list", "--json").output)[0]["labels"] == ["INBOX"]
     edit = client.get("/accounts/gw/edit").data.decode()
     assert workspace.info["private_key"].splitlines()[5] not in edit and "Archiviert" in edit
     kept = client.post("/accounts/gw/edit", data={  # an empty key field keeps the stored key

@@ -297,8 +297,9 @@ def folders(name: str):
     """Save the folders picked from the server's list after a connection test."""
     acc = account_or_404(name)
     try:
-        g.state.save_account(validate(acc.with_settings(folders=tuple(request.form.getlist("folder")))),
-                             g.user["name"], new=False)
+        picked = tuple(request.form.getlist("folder"))
+        g.state.save_account(validate(acc.with_settings(**{acc.source.folder_setting: picked})), g.user["name"],
+                             new=False)
         flash(gettext("Saved."))
     except ArchivistaMailError as e:
         flash(localized(e))

@@ -242,6 +242,7 @@ class Source:
     # thread: for sources limited per mailbox (Gmail's quota). Their calls for different groups must then
     # be safe on different threads.
     parallel_groups: ClassVar[int] = 1
+    folder_setting: ClassVar[str] = "folders"  # the list setting WebAdmin's folder picker fills (Gmail: labels)
 
     def __init__(self, account: Account, secret: str, config: Config) -> None:
         self.account = account

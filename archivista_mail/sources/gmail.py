@@ -494,6 +494,7 @@ class GmailSource(Source):
     page = "gmail"
     actions = ("none", "read", "label", "trash", "delete")
     parallel_groups = 4  # mailboxes side by side: Gmail's quota is per mailbox
+    folder_setting = "labels"
     settings = (
         Setting("service_account", "secret", Lang("Service account key (JSON)", "Dienstkonto-Schlüssel (JSON)"),
                 Lang("The service account's JSON key file (stored encrypted; the file can be deleted afterwards).",
