@@ -427,8 +427,6 @@ def fill(template: str, values: Mapping[str, Any], groups: list[Any]) -> str:
 def evaluate(rules: Iterable[Rule], facts: MailFacts, timeout: float = REGEX_TIMEOUT, trace: bool = True) -> Outcome:
     """Run the rules over one mail, in order. Never raises. ``trace``: record each condition with the value it
     saw (the simulator shows them; the import does without)."""
-    if not trace:
-        return _evaluate_fast(rules, facts, timeout)
     outcome = Outcome()
     for rule in rules:
         traced = RuleTrace(rule.name, False)
@@ -437,18 +435,16 @@ def evaluate(rules: Iterable[Rule], facts: MailFacts, timeout: float = REGEX_TIM
         if rule.accounts is not None and facts.account not in rule.accounts:
             traced.skipped_for_account = True
             continue
+        state: list[Any] = [None, None]  # a regular expression's named groups and groups, when one matched
         try:
-            captured: dict[str, Any] = {}
-            groups: list[Any] = []
-            traced.matched = _holds(rule.when, facts, traced.checks if trace else None, captured, groups, timeout)
+            traced.matched = _matcher(rule, timeout)(facts, state, traced.checks if trace else None)
             if not traced.matched:
                 continue
-            _act(rule, outcome, facts, captured, groups)
+            _act(rule, outcome, facts, state[0] or {}, state[1] or [])
         except RuleFailed as e:
             traced.error = str(e)
-            failed = Outcome(trace=outcome.trace, errors=[f"rule {rule.name}: {e}; the mail was filed as if no rule "
-                                                          "had matched"])
-            return failed
+            return Outcome(trace=outcome.trace, errors=[f"rule {rule.name}: {e}; the mail was filed as if no rule "
+                                                        "had matched"])
         outcome.matched.append(rule.name)
         if rule.stop:
             break
@@ -474,29 +470,13 @@ def _act(rule: Rule, outcome: Outcome, facts: MailFacts, captured: dict[str, Any
             outcome.after = action.value
 
 
-def _evaluate_fast(rules: Iterable[Rule], facts: MailFacts, timeout: float) -> Outcome:
-    """``evaluate`` for the import: the same decisions, from matchers compiled once per rule, with no trace."""
-    outcome = Outcome()
-    for rule in rules:
-        if rule.accounts is not None and facts.account not in rule.accounts:
-            continue
-        state: list[Any] = [None, None]  # a regular expression's named groups and groups, when one matched
-        try:
-            if not _matcher(rule, timeout)(facts, state):
-                continue
-            _act(rule, outcome, facts, state[0] or {}, state[1] or [])
-        except RuleFailed as e:
-            return Outcome(errors=[f"rule {rule.name}: {e}; the mail was filed as if no rule had matched"])
-        outcome.matched.append(rule.name)
-        if rule.stop:
-            break
-    return outcome
+# A compiled condition tree: (facts, regex state, checks or None) -> whether it holds. With a checks list each
+# condition asked is recorded there with the value it saw (short-circuiting as the import does).
+Matcher = Callable[[MailFacts, list[Any], "list[Check] | None"], bool]
+_MATCHERS: dict[int, tuple[Rule, float, Matcher]] = {}
 
 
-_MATCHERS: dict[int, tuple[Rule, float, Callable[[MailFacts, list[Any]], bool]]] = {}
-
-
-def _matcher(rule: Rule, timeout: float) -> Callable[[MailFacts, list[Any]], bool]:
+def _matcher(rule: Rule, timeout: float) -> Matcher:
     """The rule's condition tree as one function, compiled on first use (rules reach the parse worker pickled,
     so the cache is by object, the rule kept in it so its id stays its own)."""
     hit = _MATCHERS.get(id(rule))
@@ -509,28 +489,45 @@ def _matcher(rule: Rule, timeout: float) -> Callable[[MailFacts, list[Any]], boo
     return compiled
 
 
-def _compile_group(group: Group, timeout: float) -> Callable[[MailFacts, list[Any]], bool]:
+def _compile_group(group: Group, timeout: float) -> Matcher:
     parts = [_compile_group(i, timeout) if isinstance(i, Group) else _compile_condition(i, timeout)
              for i in group.items]
     if len(parts) == 1:
         return parts[0]
     if group.mode == "all":
-        def every(f: MailFacts, st: list[Any]) -> bool:
+        def every(f: MailFacts, st: list[Any], checks: list[Check] | None) -> bool:
             for part in parts:
-                if not part(f, st):
+                if not part(f, st, checks):
                     return False
             return True
         return every
 
-    def some(f: MailFacts, st: list[Any]) -> bool:
+    def some(f: MailFacts, st: list[Any], checks: list[Check] | None) -> bool:
         for part in parts:
-            if part(f, st):
+            if part(f, st, checks):
                 return True
         return False
     return some
 
 
-def _compile_condition(c: Condition, timeout: float) -> Callable[[MailFacts, list[Any]], bool]:
+def _compile_condition(c: Condition, timeout: float) -> Matcher:
+    test = _compile_test(c, timeout)
+    name = c.field
+
+    def checked(f: MailFacts, st: list[Any], checks: list[Check] | None) -> bool:
+        if checks is None:
+            return test(f, st)
+        try:
+            ok = test(f, st)
+        except RuleFailed:
+            checks.append(Check(c.describe(), False, _shown(f.value(name))))
+            raise
+        checks.append(Check(c.describe(), ok, _shown(f.value(name))))
+        return ok
+    return checked
+
+
+def _compile_test(c: Condition, timeout: float) -> Callable[[MailFacts, list[Any]], bool]:
     name, op, wanted = c.field, c.op, c.value
     if name in NUMBER_FIELDS or name in FLAG_FIELDS:
         compare = {"equals": lambda v: v == wanted, "gt": lambda v: v > wanted, "lt": lambda v: v < wanted}[op]
@@ -562,60 +559,6 @@ def _compile_condition(c: Condition, timeout: float) -> Callable[[MailFacts, lis
     if op == "starts_with":
         return lambda f, st: any(line.startswith(w) for line in f.lines(name))
     return lambda f, st: any(line.rstrip().endswith(w) for line in f.lines(name))
-
-
-def _holds(group: Group, facts: MailFacts, checks: list[Check] | None, captured: dict[str, Any],
-           groups: list[Any], timeout: float) -> bool:
-    results = []
-    for item in group.items:
-        if isinstance(item, Group):
-            ok = _holds(item, facts, checks, captured, groups, timeout)
-        else:
-            ok = _check(item, facts, checks, captured, groups, timeout)
-        results.append(ok)
-        if group.mode == "all" and not ok:
-            return False
-        if group.mode == "any" and ok:
-            return True
-    return all(results) if group.mode == "all" else any(results)
-
-
-def _check(condition: Condition, facts: MailFacts, checks: list[Check] | None, captured: dict[str, Any],
-           groups: list[Any], timeout: float) -> bool:
-    wanted = condition.value
-    op = condition.op
-    name = condition.field
-    if name in NUMBER_FIELDS or name in FLAG_FIELDS:
-        seen = facts.value(name)
-        ok = {"equals": seen == wanted, "gt": seen > wanted, "lt": seen < wanted}[op]
-    elif op == "regex":
-
-        seen = facts.value(name)
-        try:
-            match = _compiled(wanted).search(seen, timeout=timeout)
-        except TimeoutError:
-            if checks is not None:
-                checks.append(Check(condition.describe(), False, _shown(seen)))
-            raise RuleFailed(f"the regular expression {wanted!r} took longer than {timeout:g} s on "
-                             f"{condition.field}") from None
-        ok = match is not None
-        if match is not None:
-            captured.update({k: v for k, v in match.groupdict().items() if v is not None})
-            groups[:] = list(match.groups())
-    else:
-        w = str(wanted).lower()
-        lines = facts.lines(name)
-        if op == "contains":
-            ok = any(w in line for line in lines)
-        elif op == "equals":
-            ok = any(line.strip() == w.strip() for line in lines)
-        elif op == "starts_with":
-            ok = any(line.startswith(w) for line in lines)
-        else:
-            ok = any(line.rstrip().endswith(w) for line in lines)
-    if checks is not None:
-        checks.append(Check(condition.describe(), ok, _shown(facts.value(name))))
-    return ok
 
 
 @functools.lru_cache(maxsize=512)
