@@ -6,26 +6,15 @@ import hashlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
 
 import pytest
+from archived import archived_count, docs, kept, last_run
 from mailfactory import make_mail
 
 from archivista_mail.sources.graph import parse_retry_after
-
-
-def docs(run, *args):
-    result = run("docs", "list", "--limit", "100000", "--json", *args)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output)
-
-
-def last_run(run):
-    return json.loads(run("runs", "--json").output)["runs"][0]
 
 
 def test_o365_mail_is_archived_byte_for_byte_and_searchable(run, tenant, tmp_path):
@@ -191,28 +180,18 @@ def test_importer_killed_mid_run_then_rerun_archives_each_mail_once(tenant, grap
     graph_server.latency = 0.005
     env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir))
 
-    def archived() -> int:
-        if not (data_dir / "archive.db").exists():
-            return 0
-        with closing(sqlite3.connect(f"file:{data_dir}/archive.db?mode=ro", uri=True)) as db:
-            if not db.execute("SELECT 1 FROM sqlite_master WHERE name='documents'").fetchone():
-                return 0
-            return db.execute("SELECT count(*) FROM documents WHERE parent IS NULL").fetchone()[0]
-
     kills = 0
     for target in (20, 60, 110, 150):
         proc = subprocess.Popen([sys.executable, "-m", "archivista_mail", "import"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        while proc.poll() is None and archived() < target:
+        while proc.poll() is None and archived_count(data_dir) < target:
             time.sleep(0.003)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait()
         gone = {hashlib.sha256(m.mime).hexdigest() for m in tenant.folder("deleteditems").messages.values()}
-        with closing(sqlite3.connect(data_dir / "archive.db")) as db:
-            kept = {r[0] for r in db.execute("SELECT sha256 FROM documents WHERE parent IS NULL")}
-        assert gone <= kept  # nothing left the inbox without its archive copy
+        assert gone <= kept(data_dir)  # nothing left the inbox without its archive copy
     assert kills >= 2
     final = subprocess.run([sys.executable, "-m", "archivista_mail", "import"], env=env, capture_output=True,
                            text=True, timeout=120)
