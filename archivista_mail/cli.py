@@ -266,6 +266,8 @@ def account_test(obj: Context, name: str) -> None:
             click.echo(f"  {folder.name}: {messages(folder.count)}")
         if folder.error:
             click.echo(f"  {folder.name}: {'skipped' if folder.skipped else 'problem'}: {folder.error}")
+    for note in report.notes:
+        click.echo(f"  {note}")
     if report.action:
         click.echo(f"  After archive ({acc.after}): {report.action}.")
     if report.action_error:
@@ -394,13 +396,14 @@ def docs() -> None:
 
 JSON_FIELDS = ["number", "kind", "parent", "title", "subject", "from", "to", "cc", "date", "filename", "mime_type",
                "size", "sha256", "account", "folder", "message_id", "inline", "text_status", "text_error", "defects",
-               "fields", "tags"]
+               "fields", "tags", "direction", "record"]
 
 
 def _public(doc: dict) -> dict:
     d = dict(doc, **{"from": doc["from_addr"], "to": doc["to_addr"], "cc": doc["cc_addr"]})
     d.setdefault("fields", {})  # an archive plugin without metadata fields
     d.setdefault("tags", [])
+    d.setdefault("direction", "in")  # an archive plugin without outgoing mail
     return {k: d.get(k) for k in JSON_FIELDS}
 
 
@@ -413,6 +416,8 @@ def _echo_docs(rows: list[dict], as_json: bool, empty: str = "No documents.") ->
     for r in rows:  # names and subjects with their hidden characters shown (terminal escapes, bidi overrides)
         indent = "  " if r["parent"] else ""
         who = f"  from {reveal_controls(r['from_addr'])}" if r["kind"] == "mail" and r["from_addr"] else ""
+        if r.get("direction") == "out":
+            who = f"  sent to {reveal_controls(r['to_addr'] or '')}"
         click.echo(f"{r['number']:>7} {indent}{r['kind']:<10} {reveal_controls(r['title'])}{who}  "
                    f"[{r['mime_type']}, {r['size']} bytes]")
 
@@ -421,11 +426,13 @@ def _echo_docs(rows: list[dict], as_json: bool, empty: str = "No documents.") ->
 @click.option("--limit", default=50, show_default=True, help="How many documents.")
 @click.option("--offset", default=0, help="Skip this many (for paging).")
 @click.option("--kind", type=click.Choice(["mail", "attachment"]), help="Only mails or only attachments.")
+@click.option("--direction", type=click.Choice(["in", "out"]), help="Only archived (in) or sent (out) mails.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def docs_list(obj: Context, limit: int, offset: int, kind: str | None, as_json: bool) -> None:
+def docs_list(obj: Context, limit: int, offset: int, kind: str | None, direction: str | None, as_json: bool) -> None:
     """List documents, newest first."""
-    _echo_docs(obj.archive.list_documents(limit=limit, offset=offset, kind=kind), as_json)
+    extra = {"direction": direction} if direction else {}
+    _echo_docs(obj.archive.list_documents(limit=limit, offset=offset, kind=kind, **extra), as_json)
 
 
 @docs.command("search")
@@ -433,10 +440,12 @@ def docs_list(obj: Context, limit: int, offset: int, kind: str | None, as_json: 
 @click.option("--field", "fields", multiple=True, metavar="NAME=VALUE",
               help="Only documents whose metadata field NAME has VALUE (repeatable; NAME:VALUE in QUERY does the "
                    "same).")
+@click.option("--direction", type=click.Choice(["in", "out"]), help="Only archived (in) or sent (out) mails.")
 @click.option("--limit", default=50, show_default=True, help="How many results.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
-def docs_search(obj: Context, query: str, fields: tuple[str, ...], limit: int, as_json: bool) -> None:
+def docs_search(obj: Context, query: str, fields: tuple[str, ...], direction: str | None, limit: int,
+                as_json: bool) -> None:
     """Full-text search over subjects, addresses, bodies and attachment text, and metadata fields
     (Kategorie:Kreditoren)."""
     wanted = {}
@@ -445,9 +454,12 @@ def docs_search(obj: Context, query: str, fields: tuple[str, ...], limit: int, a
         if not eq or not name.strip():
             raise click.UsageError(f"--field takes NAME=VALUE, not {item!r}.")
         wanted[name.strip()] = value.strip()
-    if not query.strip() and not wanted:
-        raise click.UsageError("Give at least one word or --field to search for.")
-    rows = obj.archive.search(query, limit=limit, fields=wanted) if wanted else obj.archive.search(query, limit=limit)
+    if not query.strip() and not wanted and not direction:
+        raise click.UsageError("Give at least one word, --field or --direction to search for.")
+    extra: dict = {"fields": wanted} if wanted else {}
+    if direction:
+        extra["direction"] = direction
+    rows = obj.archive.search(query, limit=limit, **extra)
     obj.state.audit(current_actor(), "docs.search", query, f"{len(rows)} results")
     _echo_docs(rows, as_json, f"No documents match {query!r}.")
 
@@ -464,6 +476,11 @@ def docs_show(obj: Context, number: int, as_json: bool, with_text: bool) -> None
     obj.state.audit(current_actor(), "docs.show", str(number), "")
     out = _public(doc)
     out["children"] = [c["number"] for c in reversed(children)]
+    if out["direction"] == "out":
+        sent = obj.archive.outbox(number=number)
+        row = next((r for r in sent if r["number"] == number), None)
+        if row is not None:
+            out["sending"] = {k: row[k] for k in ("status", "reply", "recipients", "account", "attempts")}
     if with_text:
         out["text"] = obj.archive.get_text(number)
     if as_json:
@@ -494,6 +511,116 @@ def docs_get(obj: Context, number: int, output: Path) -> None:
     else:
         output.write_bytes(data)
         click.echo(f"Wrote document {number} ({len(data)} bytes) to {output}.", err=True)
+
+
+@docs.command("thread")
+@click.argument("number", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def docs_thread(obj: Context, number: int, as_json: bool) -> None:
+    """Show the conversation of a record: the record, then every mail sent from it and every reply, in order,
+    with its direction."""
+    rows = obj.archive.conversation(number)
+    obj.state.audit(current_actor(), "docs.thread", str(number), f"{len(rows)} documents")
+    if as_json:
+        click.echo(json.dumps([dict(_public(r), sending=r.get("sending")) for r in rows], indent=2,
+                              ensure_ascii=False))
+        return
+    record = rows[0]["number"]
+    click.echo(f"Record {record}: {reveal_controls(rows[0]['title'])}")
+    for r in rows[1:]:
+        arrow = "->" if r["direction"] == "out" else "<-"
+        who = r["to_addr"] if r["direction"] == "out" else r["from_addr"]
+        status = f"  [{r['sending']['status']}]" if r.get("sending") else ""
+        click.echo(f"{r['number']:>7} {arrow} {(r['date'] or r['archived_at'] or '')[:16]}  "
+                   f"{reveal_controls(who or '')}: {reveal_controls(r['title'])}{status}")
+    if len(rows) == 1:
+        click.echo("No mail was sent from this record, and no reply has come in.")
+
+
+# -- sending ------------------------------------------------------------------------------------
+@cli.command("send")
+@click.argument("number", type=int)
+@click.option("--via", required=True, help="The SMTP account to send through.")
+@click.option("--to", "to", multiple=True, required=True, help="A recipient (repeatable).")
+@click.option("--cc", "cc", multiple=True, help="A copy recipient (repeatable).")
+@click.option("--subject", help="The subject (default: the template's, from the document's title).")
+@click.option("--template", default="document", show_default=True,
+              help="The mail template: document, acknowledgement, or one of DATA/mail-templates/NAME.LANG.txt.")
+@click.option("--text", default="", help="Your text, after the template's.")
+@click.option("--lang", type=click.Choice(["de", "en"]), default="de", show_default=True,
+              help="The template's language.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def send_cmd(obj: Context, number: int, via: str, to: tuple[str, ...], cc: tuple[str, ...], subject: str | None,
+             template: str, text: str, lang: str, as_json: bool) -> None:
+    """Send a document by mail: a mail as an attachment (message/rfc822), an attachment as itself. The sent mail
+    is archived on the document's record; replies to it are filed there too. Exit code 1 unless the server
+    accepted it (a deferred mail is sent again by 'outbox retry' and by cron)."""
+    from .sender import Sender
+
+    obj.require_archive()
+    result = Sender(obj.config, obj.state, obj.archive, current_actor()).send_document(
+        number, via, list(to), list(cc), subject, template, text, lang)
+    if as_json:
+        click.echo(json.dumps(result.__dict__, indent=2, ensure_ascii=False))
+    else:
+        click.echo(result.line())
+    if result.status != "sent":
+        sys.exit(EXIT_FAILED)
+
+
+@cli.group()
+def outbox() -> None:
+    """Mails sent from the archive that are not done: deferred, failed, unconfirmed."""
+
+
+@outbox.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Also the mails sent.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def outbox_list(obj: Context, show_all: bool, as_json: bool) -> None:
+    """List outgoing mails not sent yet (or all)."""
+    rows = obj.archive.outbox(None if show_all else ["owed", "reserved", "sending", "deferred", "failed",
+                                                      "unconfirmed"])
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("The outbox is empty: every mail was sent." if not show_all else "Nothing was sent yet.")
+    for r in rows:
+        click.echo(f"{r['status']:<11} document {r['number'] or '-'} record {r['record'] or r['answers'] or '-'} "
+                   f"via {r['account']} to {', '.join(r['recipients'])} <{r['message_id'] or '-'}>"
+                   + (f": {reveal_controls(r['reply'])}" if r["reply"] else ""))
+
+
+@outbox.command("retry")
+@click.option("--all", "retry_all", is_flag=True, help="Also deferred mails whose next attempt is not due yet.")
+@click.pass_obj
+def outbox_retry(obj: Context, retry_all: bool) -> None:
+    """Send owed automatic replies and deferred mails again (cron's import does this for the due ones)."""
+    from .sender import Sender
+
+    results = Sender(obj.config, obj.state, obj.archive, current_actor()).retry(due_only=not retry_all)
+    for r in results:
+        click.echo(r.line())
+    if not results:
+        click.echo("Nothing to send.")
+    if any(r.status in ("failed", "unconfirmed", "deferred") for r in results):
+        sys.exit(EXIT_FAILED)
+
+
+@outbox.command("resend")
+@click.argument("message_id")
+@click.pass_obj
+def outbox_resend(obj: Context, message_id: str) -> None:
+    """Send an unconfirmed, failed or deferred mail again: the same bytes, the same Message-ID."""
+    from .sender import Sender
+
+    result = Sender(obj.config, obj.state, obj.archive, current_actor()).resend(message_id)
+    click.echo(result.line())
+    if result.status != "sent":
+        sys.exit(EXIT_FAILED)
 
 
 @cli.command("audit")

@@ -18,12 +18,14 @@ from pathlib import Path
 from .accounts import Account, AfterAction
 from .archive import Archive
 from .config import Config
+from .conversation import token_in
 from .db import now_iso
 from .errors import FolderError, FolderSkippedError, SecretError, SourceError
 from .ledger import FolderActions, FolderLedger
 from .pipeline import ArchiveWriter, Preparer, extract_pending
 from .rules import Rule, load_rules
 from .runs import RUN_STATUS, Progress, RunSummary, SharedProgress
+from .sender import token_word
 from .sources.base import Batch, Folder, Item, Source
 from .state import State
 from .vault import Vault
@@ -49,6 +51,7 @@ class Importer:
 
         self.actor = actor
         self.rules = load_rules(self.state.rules())
+        self.token_word = token_word(self.state)
         self.archive.ensure_schema()
         self.archive.clean_spool()  # what a killed run left in transit (we hold the import lock)
         summary = RunSummary()
@@ -57,9 +60,11 @@ class Importer:
             self.run_source(FilesSource(Path(from_path), self.config, self.archive.spool_dir), summary)
         else:
             accounts = [self.state.account(account)] if account else [a for a in self.state.accounts() if a.enabled]
+            accounts = [a for a in accounts if not a.source.outgoing]  # SMTP accounts send; nothing to import
             for acc in accounts:
                 self.import_account(acc, summary)
             source_name = account or "all accounts"
+        self.send_owed(summary)
         self.state.save_run({"started": summary.started, "finished": now_iso(), "account": account,
                              "source": source_name, "status": RUN_STATUS[summary.exit_code],
                              "fetched": summary.fetched, "archived": summary.archived,
@@ -69,6 +74,20 @@ class Importer:
                              "warnings": summary.warnings})
         self.state.audit(actor, "import.run", source_name, summary.line())
         return summary
+
+    def send_owed(self, summary: RunSummary) -> None:
+        """After the commits: automatic replies rules owe, and mails waiting in the outbox for a retry."""
+        if type(self.archive).outbox is Archive.outbox:
+            return  # an archive plugin that keeps no outgoing mail
+        from .sender import Sender
+
+        for result in Sender(self.config, self.state, self.archive, self.actor).retry(due_only=True):
+            if result.status == "sent":
+                summary.sent += 1
+            elif result.status in ("failed", "unconfirmed"):
+                summary.sends_failed += 1
+                summary.errors.append(f"Outgoing mail <{result.message_id}> (record {result.record}): "
+                                      f"{result.status}: {result.reply}")
 
     def import_account(self, acc: Account, summary: RunSummary) -> None:
         """One account, behind its bulkhead: its errors are recorded and the run goes on."""
@@ -201,6 +220,8 @@ class Importer:
             summary.skipped_by_rules += len(skipped)
             progress.advance(len(skipped))
         state = (folder.state_key, cursor) if folder.state_key and cursor is not None else None
+        for _, plans in good:  # a subject token ("[Akte 1234]") may link a reply to its record (conversation.py)
+            plans[0].token = token_in(plans[0].subject, self.token_word)
         writer.save(good, failed=bad, action=acc.after, state=state)
 
     def _act_on_committed(self, writer: ArchiveWriter, summary: RunSummary, actions: FolderActions, source: Source,

@@ -570,6 +570,7 @@ def _from_message(msg: Message, depth: int, src: _Memory | None = None) -> Parse
     if mid:
         mid = _raw_to_str(mid, d, "message-id").strip()
         mail.message_id = re.sub(r"\s+", "", mid).strip("<>") or None
+    mail.references = _references(msg, d)
     try:
         _walk(msg, mail, depth, src=src)
     except RecursionError:
@@ -577,6 +578,22 @@ def _from_message(msg: Message, depth: int, src: _Memory | None = None) -> Parse
     except Exception as e:  # a parser bug must not lose the mail
         mail.defects.append(f"mime: structure unreadable ({type(e).__name__}: {e}); archived raw")
     return mail
+
+
+_MSG_ID = re.compile(r"<([^<>\s]{1,250})>")
+
+
+def _references(msg: Message, defects: list[str]) -> list[str]:
+    """The Message-IDs a mail answers (without <>): In-Reply-To's first, then References' from the newest."""
+    found: list[str] = []
+    for name in ("in-reply-to", "references"):
+        value = _header(msg, name, defects)
+        if value:
+            ids = _MSG_ID.findall(_raw_to_str(value, defects, name))
+            for mid in ids if name == "in-reply-to" else reversed(ids):
+                if mid not in found:
+                    found.append(mid)
+    return found[:50]
 
 
 def _parse_date(value: str | None, defects: list[str]) -> str | None:

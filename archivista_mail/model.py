@@ -66,6 +66,7 @@ class ParsedMail:
     cc: str = ""
     date: str | None = None
     message_id: str | None = None
+    references: list[str] = field(default_factory=list)  # In-Reply-To, then References newest first (no <>)
     text: str = ""
     html: str = ""
     parts: list[Part] = field(default_factory=list)
@@ -100,6 +101,9 @@ class DocumentPlan:
     tags: list[str] = field(default_factory=list)
     hidden: bool = False  # a mail kept only as the parent of its attachments (rule: attachments only)
     after: str | None = None  # the mail's after-archive action when a rule overrides the account's
+    references: list[str] = field(default_factory=list)  # the Message-IDs this mail answers (top mail only)
+    token: int | None = None  # the record number a subject token names ("[Akte 1234]"), not yet trusted
+    sends: list[dict] = field(default_factory=list)  # automatic mails a rule owes once this one is durable
 
 
 @dataclass

@@ -42,6 +42,7 @@ def _plan_mail(plans: list[DocumentPlan], data: Content, mail: ParsedMail, paren
             cc=mail.cc,
             date=mail.date or date_fallback,
             message_id=mail.message_id,
+            references=list(mail.references) if parent is None else [],
             mime_type="message/rfc822",
             text=mail_text(mail),
             text_status="done",

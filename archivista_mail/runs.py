@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ class RunSummary:
     accounts_failed: int = 0
     folders_failed: int = 0
     skipped_by_rules: int = 0  # mails a rule said not to archive (left on the server as they are)
+    sent: int = 0  # mails from the outbox the server accepted (automatic replies, retries)
+    sends_failed: int = 0  # outgoing mails refused for good, or handed over without an answer
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # recorded and shown on a terminal; no effect on the exit code
 
@@ -63,7 +66,7 @@ class RunSummary:
         """0 ok, 1 some messages, folders or accounts failed, 3 no account reachable."""
         if self.accounts_failed and not self.accounts_ok:
             return 3
-        if self.failed or self.accounts_failed or self.folders_failed:
+        if self.failed or self.accounts_failed or self.folders_failed or self.sends_failed:
             return 1
         return 0
 
@@ -89,21 +92,27 @@ class RunSummary:
         """One line for people and logs."""
         return (f"fetched {self.fetched}, archived {self.archived}, duplicates skipped {self.duplicates}, "
                 f"failed {self.failed}" + (f", skipped by rules {self.skipped_by_rules}" if self.skipped_by_rules
-                                           else ""))
+                                           else "") + (f", sent {self.sent}" if self.sent else ""))
 
 
 @contextmanager
-def import_lock(data_dir: Path) -> Iterator[bool]:
-    """Hold the import lock of a data directory; yields False if another run holds it."""
-    path = Path(data_dir) / "import.lock"
+def import_lock(data_dir: Path, name: str = "import.lock", wait: float = 0.0) -> Iterator[bool]:
+    """Hold the import lock (or another, ``name``) of a data directory, waiting up to ``wait`` seconds;
+    yields False if another process holds it."""
+    path = Path(data_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    deadline = time.monotonic() + wait
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.05)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield True

@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                                   "account's settings (e.g. --tenant, --client-id and --mailbox for Microsoft 365).")
             state = State(config.data_dir)
             state.ensure_schema()
-            accounts = [state.account(args.account)] if args.account else state.accounts()
+            accounts = [state.account(args.account)] if args.account else \
+                [a for a in state.accounts() if not a.source.outgoing]  # SMTP accounts have no inbox
             if not accounts:
                 raise ConfigError("No accounts are configured yet. Add one in WebAdmin or with "
                                   "'archivista-mail account add'.")

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from servers import Dovecot  # noqa: E402
+from servers import Dovecot, Postfix  # noqa: E402
 
 from archivista_mail.cli import cli  # noqa: E402
 
@@ -105,6 +105,98 @@ def mailbox(dovecot) -> Mailbox:
 def cyrus_box(dovecot_like_cyrus) -> Mailbox:
     """An empty mailbox of its own on the Cyrus-like Dovecot; folder names there start with "INBOX."."""
     return fresh_mailbox(dovecot_like_cyrus)
+
+
+# -- sending: Postfix in front of a Dovecot that takes its deliveries (LMTP) and its logins (SASL) ----------
+POSTFIX_PROGRAMS = {"/usr/lib/postfix/sbin/master": "postfix", "/usr/lib/dovecot/lmtp": "dovecot-lmtpd",
+                    "dovecot": "dovecot-imapd", "openssl": "openssl"}
+
+
+@pytest.fixture(scope="session")
+def mail_system():
+    """A private Dovecot (IMAP, LMTP, SASL) with users archiv000..., kunde000... and a Postfix delivering into it
+    (submission with STARTTLS, SMTPS), both on 127.0.0.1 high ports, stopped by their PIDs at the end."""
+    missing = sorted({pkg for prog, pkg in POSTFIX_PROGRAMS.items()
+                      if (shutil.which(prog) if "/" not in prog else (None if not os.path.exists(prog) else prog)) is None})
+    if missing:
+        pytest.fail(f"Postfix cannot be started: missing Debian packages {' '.join(missing)} (run 'make test', which "
+                    "installs them).", pytrace=False)
+    users = {f"{who}{i:03d}": PASSWORD for who in ("archiv", "kunde") for i in range(60)}
+    dovecot = Dovecot(users, lmtp=True).start()
+    try:
+        postfix = Postfix(dovecot).start()
+    except RuntimeError as e:
+        dovecot.stop()
+        pytest.fail(f"Postfix cannot be started: {str(e).splitlines()[0]}", pytrace=False)
+    yield dovecot, postfix
+    postfix.stop()
+    dovecot.stop()
+
+
+class Post:
+    """One test's view of the mail system: the archive's mailbox (imported, sends through SMTP) and a customer's."""
+
+    def __init__(self, dovecot: Dovecot, postfix: Postfix) -> None:
+        self.dovecot, self.postfix = dovecot, postfix
+        self.archive_box = fresh_mailbox(dovecot)
+        self.customer_box = fresh_mailbox(dovecot)
+        self.archive_address = f"{self.archive_box.user}@example.test"
+        self.customer_address = f"{self.customer_box.user}@example.test"
+        self.ca = str(dovecot.cert)
+
+    def add_accounts(self, run, *extra: str, name: str = "versand", security: str = "starttls") -> None:
+        """The SMTP account (as the archive's user) and an IMAP account importing the archive's inbox."""
+        port = self.postfix.ports["submission" if security == "starttls" else "smtps"]
+        result = run("account", "add", "smtp", name, "--host", "127.0.0.1", "--port", str(port), "--security",
+                     security, "--user", self.archive_box.user, "--from", self.archive_address, "--ca-file", self.ca,
+                     "--password-stdin", *extra, input=PASSWORD + "\n")
+        assert result.exit_code == 0, result.output
+        result = run("account", "add", "imap", "eingang", "--host", "127.0.0.1", "--port",
+                     str(self.dovecot.ports["imaps"]), "--user", self.archive_box.user, "--ca-file", self.ca,
+                     "--password-stdin", input=PASSWORD + "\n")
+        assert result.exit_code == 0, result.output
+
+    def received(self, box: Mailbox | None = None, wait: float = 5.0) -> list[bytes]:
+        """The mails in a mailbox's INBOX (the customer's by default), waiting up to ``wait`` s for a first one."""
+        import time
+
+        box = box or self.customer_box
+        deadline = time.monotonic() + wait
+        while True:
+            found = [raw for raw, _ in box.messages().values()]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+    def reply(self, original: bytes, text: str = "Danke, erhalten.", subject: str | None = None,
+              references: bool = True, sender: str | None = None) -> bytes:
+        """The customer answers ``original`` through Postfix (with In-Reply-To/References unless told not to)."""
+        import email
+        import smtplib
+        import ssl
+        from email.message import EmailMessage
+
+        parsed = email.message_from_bytes(original)
+        msg = EmailMessage()
+        msg["From"] = sender or self.customer_address
+        msg["To"] = self.archive_address
+        msg["Subject"] = subject if subject is not None else "Re: " + str(parsed["Subject"])
+        msg["Message-ID"] = email.utils.make_msgid(domain="example.test")
+        if references:
+            msg["In-Reply-To"] = parsed["Message-ID"]
+            msg["References"] = parsed["Message-ID"]
+        msg.set_content(text)
+        with smtplib.SMTP("127.0.0.1", self.postfix.ports["submission"], timeout=10) as s:
+            s.starttls(context=ssl.create_default_context(cafile=self.ca))
+            s.login(self.customer_box.user, PASSWORD)
+            s.send_message(msg, from_addr=self.customer_address, to_addrs=[self.archive_address])
+        return bytes(msg)
+
+
+@pytest.fixture
+def post(mail_system) -> Post:
+    """Mailboxes of their own for this test on the shared Dovecot + Postfix."""
+    return Post(*mail_system)
 
 
 def invoke_cli(*args, input=None):

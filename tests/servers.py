@@ -6,6 +6,7 @@ it is stopped by killing the process group of the master PID we started, nothing
 
 from __future__ import annotations
 
+import grp
 import os
 import pwd
 import shutil
@@ -123,10 +124,29 @@ plugin {{
 """
 
 
+# For a Postfix in front (class Postfix): delivery over LMTP and SASL authentication through Dovecot.
+WITH_LMTP = """\
+protocols = $protocols lmtp
+service auth {
+  unix_listener auth-postfix {
+    mode = 0666
+  }
+}
+service lmtp {
+  unix_listener lmtp-postfix {
+    mode = 0666
+  }
+}
+protocol lmtp {
+  auth_username_format = %Ln
+}
+"""
+
+
 class Dovecot:
     """A private Dovecot instance. ``users`` maps user name to password."""
 
-    def __init__(self, users: dict[str, str], like: str = "dovecot") -> None:
+    def __init__(self, users: dict[str, str], like: str = "dovecot", lmtp: bool = False) -> None:
         self.uid, self.gid = ensure_vmail_user()
         self.dir = Path(tempfile.mkdtemp(prefix="amd-", dir="/tmp"))  # short: socket paths < 108 bytes
         os.chmod(self.dir, 0o755)
@@ -137,6 +157,8 @@ class Dovecot:
         self.config = self.dir / "dovecot.conf"
         self.like = like
         extra = LIKE_CYRUS.format(d=self.dir) if like == "cyrus" else ""
+        if lmtp:  # Postfix delivers into it (LMTP) and asks it about SASL logins
+            extra += WITH_LMTP
         if like == "cyrus":
             self.set_acl({})
         self.config.write_text(CONFIG.format(d=self.dir, extra=extra, imap_plugins="imap_acl" if like == "cyrus" else "",
@@ -218,6 +240,153 @@ class Dovecot:
             path = base / "new" / f"{stamp}.M{i:08d}P1.test"
             path.write_bytes(raw)
             os.chown(path, self.uid, self.gid)
+
+
+POSTFIX_MAIN = """\
+compatibility_level = 3.6
+queue_directory = {d}/q
+data_directory = {d}/data
+maillog_file = {d}/postfix.log
+maillog_file_prefixes = {d}
+mail_owner = postfix
+setgid_group = postdrop
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = mail.example.test
+mydomain = example.test
+myorigin = example.test
+mydestination = example.test, localhost
+mynetworks = 127.0.0.0/8
+local_recipient_maps =
+local_transport = lmtp:unix:{dovecot}/run/lmtp-postfix
+default_transport = error:this test server relays nothing
+relay_transport = error:this test server relays nothing
+smtp_dns_support_level = disabled
+alias_maps =
+alias_database =
+biff = no
+smtputf8_enable = yes
+message_size_limit = {size_limit}
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = {dovecot}/run/auth-postfix
+smtpd_tls_cert_file = {dovecot}/cert.pem
+smtpd_tls_key_file = {dovecot}/key.pem
+smtpd_recipient_restrictions = check_recipient_access regexp:{d}/rcpt, permit_sasl_authenticated, reject
+header_checks = regexp:{d}/header_checks
+"""
+
+POSTFIX_MASTER = """\
+{submission} inet n - n - - smtpd
+  -o syslog_name=postfix/submission
+  -o smtpd_tls_security_level=encrypt
+  -o smtpd_tls_auth_only=yes
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+{smtps} inet n - n - - smtpd
+  -o syslog_name=postfix/smtps
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_client_restrictions=permit_sasl_authenticated,reject
+pickup unix n - n 60 1 pickup
+tlsmgr unix - - n 1000? 1 tlsmgr
+cleanup unix n - n - 0 cleanup
+qmgr unix n - n 300 1 qmgr
+rewrite unix - - n - - trivial-rewrite
+bounce unix - - n - 0 bounce
+defer unix - - n - 0 bounce
+trace unix - - n - 0 bounce
+verify unix - - n - 1 verify
+flush unix n - n 1000? 0 flush
+proxymap unix - - n - - proxymap
+smtp unix - - n - - smtp
+relay unix - - n - - smtp
+showq unix n - n - - showq
+error unix - - n - - error
+retry unix - - n - - error
+discard unix - - n - - discard
+local unix - n n - - local
+lmtp unix - - n - - lmtp
+anvil unix - - n - 1 anvil
+scache unix - - n - 1 scache
+postlog unix-dgram n - n - 1 postlogd
+"""
+
+# A recipient fail-NNN@... is refused with that reply code (tests of 4xx and 5xx at RCPT).
+POSTFIX_RCPT = "/^fail-([45][0-9][0-9])@/ $1 injected failure $1\n"
+
+
+class Postfix:
+    """A private Postfix (its own config directory and queue) on 127.0.0.1 high ports: submission with
+    STARTTLS and SMTPS, SASL through ``dovecot`` (started with ``lmtp=True``), delivering into that
+    Dovecot's mailboxes over LMTP. Stopped by killing the process group of the master we started."""
+
+    def __init__(self, dovecot: Dovecot, size_limit: int = 20 << 20) -> None:
+        self.dovecot = dovecot
+        self.dir = Path(tempfile.mkdtemp(prefix="pfx-", dir="/tmp"))
+        os.chmod(self.dir, 0o755)
+        self.ports = {name: free_port() for name in ("submission", "smtps")}
+        (self.dir / "main.cf").write_text(POSTFIX_MAIN.format(d=self.dir, dovecot=dovecot.dir, size_limit=size_limit))
+        (self.dir / "master.cf").write_text(POSTFIX_MASTER.format(**self.ports))
+        self.set_rejections({})
+        pw = pwd.getpwnam("postfix")
+        postdrop = grp.getgrnam("postdrop").gr_gid
+        q = self.dir / "q"
+        q.mkdir(mode=0o755)
+        for sub in ("active", "bounce", "corrupt", "defer", "deferred", "flush", "hold", "incoming", "private",
+                    "saved", "trace"):
+            (q / sub).mkdir()
+            os.chown(q / sub, pw.pw_uid, 0)
+            os.chmod(q / sub, 0o700)
+        for sub, mode in (("maildrop", 0o1730), ("public", 0o2710)):
+            (q / sub).mkdir()
+            os.chown(q / sub, pw.pw_uid, postdrop)
+            os.chmod(q / sub, mode)
+        (q / "pid").mkdir(mode=0o755)  # the master's lock lives here; without it, it exits 1 without a word
+        (self.dir / "data").mkdir()
+        os.chown(self.dir / "data", pw.pw_uid, pw.pw_gid)
+        os.chmod(self.dir / "data", 0o700)
+        self._backdate()
+        self.proc: subprocess.Popen | None = None
+
+    def _backdate(self) -> None:
+        # Postfix re-reads a main.cf younger than a second every 0.3 s, which slows the first start by 2 s.
+        old = time.time() - 60
+        for f in self.dir.iterdir():
+            if f.is_file():
+                os.utime(f, (old, old))
+
+    def set_rejections(self, headers: dict[str, str]) -> None:
+        """Refuse mails at DATA whose header matches: ``{regex: "REJECT 5.7.1 text"}`` (or 4.7.1); SIGHUP if running."""
+        (self.dir / "rcpt").write_text(POSTFIX_RCPT)
+        (self.dir / "header_checks").write_text("".join(f"/{k}/ {v}\n" for k, v in headers.items()))
+        if getattr(self, "proc", None) is not None:
+            os.kill(self.proc.pid, signal.SIGHUP)
+            time.sleep(0.3)
+
+    def start(self) -> Postfix:
+        self.proc = subprocess.Popen(["/usr/lib/postfix/sbin/master", "-c", str(self.dir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if all(Dovecot._listening(p) for p in self.ports.values()):
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        log = (self.dir / "postfix.log").read_text(errors="replace") if (self.dir / "postfix.log").exists() else ""
+        self.stop()
+        raise RuntimeError(f"Postfix did not start: {log[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)  # the master calls setsid: its PID is its group
+            except ProcessLookupError:
+                pass
+            self.proc.wait()
+            self.proc.stderr.close()
+            self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class CuttingProxy:

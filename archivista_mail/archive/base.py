@@ -22,10 +22,12 @@ from ..model import DocumentPlan, RawMail, SaveResult
 # What a document is, for everyone reading the archive (CLI, WebAdmin, links): the keys of the dicts
 # ``get_document``, ``list_documents`` and ``search`` return. ``kind`` is "mail" or "attachment";
 # ``parent`` the number of the mail an attachment (or forwarded mail) belongs to, else None; ``inline``
-# a bool; ``defects`` a list of sentences; ``date`` and ``archived_at`` ISO 8601 strings or None.
+# a bool; ``defects`` a list of sentences; ``date`` and ``archived_at`` ISO 8601 strings or None;
+# ``direction`` "in" (archived from a source) or "out" (sent from the archive); ``record`` the number of the
+# record whose conversation a mail belongs to (see conversation.py), else None.
 DOCUMENT_FIELDS = ("number", "kind", "parent", "title", "subject", "from_addr", "to_addr", "cc_addr", "date",
                    "filename", "mime_type", "inline", "size", "sha256", "account", "folder", "message_id",
-                   "text_status", "text_error", "defects", "archived_at")
+                   "text_status", "text_error", "defects", "archived_at", "direction", "record")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,13 @@ class PendingAction:
     folder: str
     uid: int | None
     action: str
+
+
+def _no_sending(archive: Archive) -> Exception:
+    from ..errors import ArchiveError
+
+    return ArchiveError(f"The archive {type(archive).__name__} keeps no outgoing mail or conversations, so "
+                        "nothing can be sent from it. Use an archive that does (the embedded one does).")
 
 
 class Archive(abc.ABC):
@@ -132,12 +141,12 @@ class Archive(abc.ABC):
 
     @abc.abstractmethod
     def list_documents(self, *, limit: int = 50, offset: int = 0, kind: str | None = None,
-                       parent: int | None = None) -> list[dict[str, Any]]:
-        """Documents, newest first."""
+                       parent: int | None = None, direction: str | None = None) -> list[dict[str, Any]]:
+        """Documents, newest first; ``direction`` "in" or "out" keeps mails of that direction."""
 
     @abc.abstractmethod
     def search(self, query: str, *, limit: int = 50, offset: int = 0,
-               fields: dict[str, str] | None = None) -> list[dict[str, Any]]:
+               fields: dict[str, str] | None = None, direction: str | None = None) -> list[dict[str, Any]]:
         """Full-text search over subject, addresses, body and attachment text, newest first; ``NAME:VALUE`` terms
         in the query and ``fields`` keep documents whose metadata field NAME has that value."""
 
@@ -148,6 +157,34 @@ class Archive(abc.ABC):
     @abc.abstractmethod
     def read_blob(self, number: int) -> bytes:
         """The stored bytes of a document (for a mail: the original message)."""
+
+    # -- sending and conversations (issue "sending from the archive") ---------------------------
+    # Not abstract: an archive plugin without them still imports; sending then says it needs them.
+    def reserve_outgoing(self, raw: RawMail, plan: DocumentPlan, send: dict[str, Any], owed: int | None = None) -> int:
+        """Store a mail about to be sent as an outgoing document on its record, with its outbox row (status
+        "reserved"), in one durable transaction, before the server sees it; returns its number. ``send``
+        holds the outbox columns (message_id, record, account, sender, recipients, actor, ...); ``owed``
+        is the id of the owed automatic reply it fulfils. Idempotent per Message-ID."""
+        raise _no_sending(self)
+
+    def update_outgoing(self, message_id: str, **changes: Any) -> None:
+        """Change an outbox row (status, reply, attempts, next_attempt), durably."""
+        raise _no_sending(self)
+
+    def outbox(self, statuses: Iterable[str] | None = None, number: int | None = None,
+               limit: int = 1_000_000, message_id: str | None = None) -> list[dict[str, Any]]:
+        """Outbox rows (the columns of the outbox, recipients as a list), oldest first: those with one of
+        ``statuses``, of a document or record ``number``, or of one ``message_id``."""
+        raise _no_sending(self)
+
+    def drop_owed(self, owed: int, reason: str) -> None:
+        """Record an owed automatic reply as failed without sending it (its SMTP account is gone)."""
+        raise _no_sending(self)
+
+    def conversation(self, number: int) -> list[dict[str, Any]]:
+        """The record a document belongs to (or is) and every mail of its conversation, oldest first; each a
+        document dict. Raises NotFoundError."""
+        raise _no_sending(self)
 
     # -- deferred text extraction ---------------------------------------------------------
     @abc.abstractmethod

@@ -11,13 +11,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..conversation import addresses, choose_record
 from ..db import now_iso, open_database
 from ..errors import ArchiveError, NotFoundError
 from ..model import Content, DocumentPlan, RawMail, SaveResult, SpooledData
 from .base import DOCUMENT_FIELDS, Archive, Failure, PendingAction
 from .blobs import BlobStore, sha256_hex
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MAX_INTEGER = 2**63 - 1  # SQLite's INTEGER range: no number or offset beyond it names a row
 
 DOCUMENT_COLUMNS = {
@@ -25,7 +26,7 @@ DOCUMENT_COLUMNS = {
     "message_id": str, "from_addr": str, "to_addr": str, "cc_addr": str, "date": str,
     "subject": str, "filename": str, "mime_type": str, "inline": int, "size": int,
     "sha256": str, "text": str, "text_status": str, "text_error": str, "defects": str,
-    "source_key": str, "archived_at": str, "hidden": int,
+    "source_key": str, "archived_at": str, "hidden": int, "direction": str, "record": int,
 }
 FTS_COLUMNS = ["title", "subject", "from_addr", "to_addr", "cc_addr", "filename", "text"]
 PUBLIC_COLUMNS = list(DOCUMENT_FIELDS)
@@ -65,6 +66,17 @@ SCHEMA = [
     "CREATE TABLE IF NOT EXISTS fields (number INTEGER, name TEXT, value TEXT, PRIMARY KEY (number, name))",
     "CREATE INDEX IF NOT EXISTS fields_name_value ON fields(name, value)",
     "CREATE TABLE IF NOT EXISTS tags (number INTEGER, tag TEXT, PRIMARY KEY (number, tag))",
+    # Conversations (issue "sending from the archive"): replies find their record by Message-ID.
+    "CREATE INDEX IF NOT EXISTS documents_message_id ON documents(message_id) WHERE parent IS NULL",
+    "CREATE INDEX IF NOT EXISTS documents_record ON documents(record)",
+    # Mails sent from the archive, and automatic replies owed by rules: one row each, from the reservation
+    # of its Message-ID (before the server sees it) to the server's final answer.
+    "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT UNIQUE, "
+    "number INTEGER, record INTEGER, account TEXT, sender TEXT, recipients TEXT, status TEXT, reply TEXT, "
+    "attempts INTEGER DEFAULT 0, actor TEXT, rule TEXT, template TEXT, lang TEXT, answers INTEGER, "
+    "created TEXT, updated TEXT, next_attempt TEXT, day TEXT)",
+    "CREATE INDEX IF NOT EXISTS outbox_status ON outbox(status)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS outbox_rule_once_a_day ON outbox(rule, recipients, day) WHERE rule IS NOT NULL",
 ]
 
 
@@ -114,6 +126,9 @@ class EmbeddedArchive(Archive):
                 columns = {r[1] for r in conn.execute("PRAGMA table_info(documents)")}
                 if columns and "hidden" not in columns:  # version 3 and before: no hidden mails yet
                     conn.execute("ALTER TABLE documents ADD COLUMN hidden INTEGER")
+                for column, kind in (("direction", "TEXT"), ("record", "INTEGER")):  # version 4 and before
+                    if columns and column not in columns:
+                        conn.execute(f"ALTER TABLE documents ADD COLUMN {column} {kind}")
                 for statement in SCHEMA:
                     conn.execute(statement)
                 if 0 < version < 3:
@@ -225,6 +240,13 @@ class EmbeddedArchive(Archive):
                     conn.execute("INSERT OR REPLACE INTO actions (key, account, folder, uid, action, created) "
                                  "VALUES (?, ?, ?, ?, ?, ?)", [raw.key, raw.account, raw.folder, raw.uid, recorded,
                                                                stamp])
+                if not duplicate:
+                    for send in plans[0].sends:  # automatic replies, owed from this commit on (at most one a day)
+                        conn.execute("INSERT OR IGNORE INTO outbox (number, account, recipients, status, rule, "
+                                     "template, lang, answers, created, updated, day, actor) VALUES "
+                                     "(NULL, ?, ?, 'owed', ?, ?, ?, ?, ?, ?, ?, 'rule')",
+                                     [send["via"], json.dumps([send["to"].lower()]), send["rule"], send["template"],
+                                      send.get("lang") or "de", number, stamp, stamp, stamp[:10]])
                 results.append(SaveResult(raw.key, number, duplicate))
             for raw, reason in failed:
                 conn.execute(
@@ -236,19 +258,25 @@ class EmbeddedArchive(Archive):
                 _put_state(conn, *state)
         return results
 
-    def _insert_documents(self, conn, raw: RawMail, plans: list[DocumentPlan], plan_shas: list[str], stamp: str) -> int:
+    def _insert_documents(self, conn, raw: RawMail, plans: list[DocumentPlan], plan_shas: list[str], stamp: str,
+                          direction: str | None = None, record: int | None = None) -> int:
         numbers: list[int] = []
+        if direction is None and (plans[0].references or plans[0].token is not None):
+            record, _ = choose_record(plans[0].references, plans[0].token, plans[0].from_,
+                                      lambda ids: _records_of(conn, ids), lambda n: _participants(conn, n))
         for plan, sha in zip(plans, plan_shas, strict=True):
             parent = numbers[plan.parent] if plan.parent is not None else None
             cur = conn.execute(
                 "INSERT INTO documents (kind, parent, title, account, folder, message_id, from_addr, to_addr, "
                 "cc_addr, date, subject, filename, mime_type, inline, size, sha256, text, text_status, text_error, "
-                "defects, source_key, archived_at, hidden) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "defects, source_key, archived_at, hidden, direction, record) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [plan.kind, parent, plan.title, raw.account, raw.folder, plan.message_id, plan.from_,
                  plan.to, plan.cc, plan.date, plan.subject, plan.filename, plan.mime_type, int(plan.inline),
                  _size(plan.data), sha, None if plan.kind == "mail" else plan.text, plan.text_status, plan.text_error,
                  json.dumps(plan.defects, ensure_ascii=False) if plan.defects else None,
-                 raw.key if plan.parent is None else None, stamp, 1 if plan.hidden else None])
+                 raw.key if plan.parent is None else None, stamp, 1 if plan.hidden else None,
+                 direction if plan.parent is None else None, record if plan.parent is None else None])
             numbers.append(cur.lastrowid)
             if plan.fields:
                 conn.executemany("INSERT OR REPLACE INTO fields (number, name, value) VALUES (?, ?, ?)",
@@ -316,7 +344,7 @@ class EmbeddedArchive(Archive):
         return text or ""
 
     def list_documents(self, *, limit: int = 50, offset: int = 0, kind: str | None = None,
-                       parent: int | None = None) -> list[dict[str, Any]]:
+                       parent: int | None = None, direction: str | None = None) -> list[dict[str, Any]]:
         if offset > MAX_INTEGER or (parent is not None and not 0 < parent <= MAX_INTEGER):
             return []
         limit = min(limit, MAX_INTEGER)
@@ -325,6 +353,8 @@ class EmbeddedArchive(Archive):
         if kind:
             sql += " AND kind=?"
             args.append(kind)
+        if direction:
+            sql += _DIRECTION_SQL[direction].replace("d.", "")
         if parent is not None:
             sql += " AND parent=?"
             args.append(parent)
@@ -334,11 +364,11 @@ class EmbeddedArchive(Archive):
         return self._with_metadata([_row(r) for r in self.db.execute(sql, args + [limit, offset])])
 
     def search(self, query: str, *, limit: int = 50, offset: int = 0,
-               fields: dict[str, str] | None = None) -> list[dict[str, Any]]:
+               fields: dict[str, str] | None = None, direction: str | None = None) -> list[dict[str, Any]]:
         words, wanted = field_terms(query)
         wanted.update(fields or {})
         q = fts_query(words)
-        if (q is None and not wanted) or offset > MAX_INTEGER:
+        if (q is None and not wanted and not direction) or offset > MAX_INTEGER:
             return []  # no word or field to look for, or beyond any result
         limit = min(limit, MAX_INTEGER)
         cols = ", ".join(f"d.{c}" for c in PUBLIC_COLUMNS)
@@ -347,6 +377,8 @@ class EmbeddedArchive(Archive):
             where.append("d.number IN (SELECT number FROM fields WHERE name=? COLLATE NOCASE AND "
                          "value=? COLLATE NOCASE)")
             args += [name, value]
+        if direction:
+            where.append(_DIRECTION_SQL[direction][5:])
         if q is None:
             sql = (f"SELECT {cols} FROM documents d WHERE {' AND '.join(where)} ORDER BY d.number DESC "
                    "LIMIT ? OFFSET ?")
@@ -357,6 +389,84 @@ class EmbeddedArchive(Archive):
                f"WHERE documents_fts MATCH ? {''.join(' AND ' + w for w in where)} "
                "ORDER BY documents_fts.rowid DESC LIMIT ? OFFSET ?")
         return self._with_metadata([_row(r) for r in self.db.execute(sql, [q, *args, limit, offset])])
+
+    # -- sending and conversations --------------------------------------------------------
+    def reserve_outgoing(self, raw: RawMail, plan: DocumentPlan, send: dict[str, Any], owed: int | None = None) -> int:
+        conn = self.db.conn
+        sha = _sha(plan.data)
+        try:
+            self.blobs.save_many({sha: plan.data})
+            with self._writing():
+                row = conn.execute("SELECT number FROM outbox WHERE message_id=?", [send["message_id"]]).fetchone()
+                if row:
+                    return row[0]
+                stamp = now_iso()
+                number = self._insert_documents(conn, raw, [plan], [sha], stamp, direction="out",
+                                                record=send["record"])
+                conn.execute("INSERT OR IGNORE INTO seen (key, number, seen_at) VALUES (?, ?, ?)",
+                             [raw.key, number, stamp])
+                values = {**send, "number": number, "status": "reserved", "recipients": json.dumps(send["recipients"]),
+                          "created": stamp, "updated": stamp, "day": stamp[:10]}
+                if owed is not None:
+                    sets = ", ".join(f"{k}=?" for k in values if k not in ("created", "day"))
+                    conn.execute(f"UPDATE outbox SET {sets} WHERE id=?",
+                                 [v for k, v in values.items() if k not in ("created", "day")] + [owed])
+                else:
+                    cols = ", ".join(values)
+                    conn.execute(f"INSERT INTO outbox ({cols}) VALUES ({', '.join('?' * len(values))})",
+                                 list(values.values()))
+                return number
+        except (OSError, sqlite3.Error) as e:
+            raise ArchiveError(f"The archive in {self.data_dir} could not store the mail to send: {e}. Check free "
+                               "disk space and permissions; nothing was sent.") from e
+
+    def update_outgoing(self, message_id: str, **changes: Any) -> None:
+        changes["updated"] = now_iso()
+        with self._writing():
+            self.db.conn.execute(f"UPDATE outbox SET {', '.join(f'{k}=?' for k in changes)} WHERE message_id=?",
+                                 [*changes.values(), message_id])
+
+    def drop_owed(self, owed: int, reason: str) -> None:
+        with self._writing():
+            self.db.conn.execute("UPDATE outbox SET status='failed', reply=?, updated=? WHERE id=? AND status='owed'",
+                                 [reason, now_iso(), owed])
+
+    def outbox(self, statuses: Iterable[str] | None = None, number: int | None = None,
+               limit: int = 1_000_000, message_id: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT * FROM outbox WHERE 1=1", list[Any]()
+        if message_id is not None:
+            sql += " AND message_id=?"
+            args.append(message_id)
+        statuses = list(statuses or [])
+        if statuses:
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            args += statuses
+        if number is not None:
+            sql += " AND (number=? OR record=?)"
+            args += [number, number]
+        cur = self.db.execute(sql + " ORDER BY id LIMIT ?", [*args, min(limit, MAX_INTEGER)])
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cur]
+        for r in rows:
+            r["recipients"] = json.loads(r["recipients"] or "[]")
+        return rows
+
+    def conversation(self, number: int) -> list[dict[str, Any]]:
+        doc = self.get_document(number)
+        record = doc["record"] or number
+        if doc["record"] is None and doc["parent"] is not None:
+            record = number  # an attachment sent on its own is its own record
+        cols = ", ".join(PUBLIC_COLUMNS)
+        rows = [_row(r) for r in self.db.execute(
+            f"SELECT {cols} FROM documents WHERE (number=? OR record=?) AND parent IS NULL OR number=? "
+            "ORDER BY number", [record, record, record])]
+        rows.sort(key=lambda d: (d["number"] != record, d["archived_at"] or "", d["number"]))
+        status = {r["number"]: r for r in self.outbox(number=record, limit=10_000)}
+        for d in rows:
+            sent = status.get(d["number"])
+            d["sending"] = {k: sent[k] for k in ("status", "reply", "recipients", "attempts", "account")} \
+                if sent else None
+        return self._with_metadata(rows)
 
     def read_blob(self, number: int) -> bytes:
         return self.blobs.read(self.get_document(number)["sha256"])
@@ -411,6 +521,28 @@ def fts_query(text: str) -> str | None:
     return " ".join('"' + term.replace('"', '""') + '"' for term in terms if term.strip()) or None
 
 
+_DIRECTION_SQL = {"in": " AND d.direction IS NULL", "out": " AND d.direction = 'out'"}
+
+
+def _records_of(conn, message_ids: list[str]) -> dict[str, int]:
+    """Archived mails among these Message-IDs: each one's record, or its own number (it becomes the record)."""
+    marks = ",".join("?" * len(message_ids))
+    found: dict[str, int] = {}
+    for mid, number, record in conn.execute(f"SELECT message_id, number, record FROM documents WHERE message_id IN "
+                                            f"({marks}) AND parent IS NULL ORDER BY number", message_ids):
+        found.setdefault(mid, record or number)
+    return found
+
+
+def _participants(conn, record: int) -> set[str]:
+    """Whoever sent or received a mail of the record's conversation (the record itself included)."""
+    found: set[str] = set()
+    for row in conn.execute("SELECT from_addr, to_addr, cc_addr FROM documents WHERE number=? OR (record=? AND "
+                            "parent IS NULL)", [record, record]):
+        found |= addresses(*row)
+    return found
+
+
 def _put_state(conn, key: str, value: str | None) -> None:
     if value is None:
         conn.execute("DELETE FROM source_state WHERE key=?", [key])
@@ -431,5 +563,6 @@ def _row(row) -> dict[str, Any]:
     d = dict(zip(PUBLIC_COLUMNS, row, strict=True))
     d["inline"] = bool(d["inline"])
     d["defects"] = json.loads(d["defects"]) if d["defects"] else []
+    d["direction"] = d["direction"] or "in"
     return d
 

@@ -21,7 +21,7 @@ GROUP = "archivista_mail.sources"
 # metadata (a cron run pays for that scan only when an account is of a plugin's kind), and from a checkout.
 BUILT_IN = {"imap": "archivista_mail.sources.imap:ImapSource", "pop3": "archivista_mail.sources.pop3:Pop3Source",
             "o365": "archivista_mail.sources.graph:GraphSource", "gmail": "archivista_mail.sources.gmail:GmailSource",
-            "ews": "archivista_mail.sources.ews:EwsSource"}
+            "ews": "archivista_mail.sources.ews:EwsSource", "smtp": "archivista_mail.sources.smtp:SmtpSource"}
 
 
 @functools.cache

@@ -204,6 +204,7 @@ class ProbeReport:
     action: str | Text | None = None  # e.g. "the folder 'Archiv/Alt' exists"
     action_error: ArchivistaMailError | None = None
     available: list[str] = field(default_factory=list)
+    notes: list[str | Text] = field(default_factory=list)  # what else the test found (SMTP: size limit, SMTPUTF8)
 
     @property
     def ok(self) -> bool:
@@ -242,6 +243,7 @@ class Source:
     # thread: for sources limited per mailbox (Gmail's quota). Their calls for different groups must then
     # be safe on different threads.
     parallel_groups: ClassVar[int] = 1
+    outgoing: ClassVar[bool] = False  # an account to send through (SMTP): the import loop passes it by
     folder_setting: ClassVar[str] = "folders"  # the list setting WebAdmin's folder picker fills (Gmail: labels)
 
     def __init__(self, account: Account, secret: str, config: Config) -> None:
