@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Iterable
 
 TOKEN_WORD = "Akte"  # the default word of the subject token: "[Akte 1234]"
+TOKEN_SETTING = "send_subject_token"  # the stored setting (settings.py) that renames it, or turns it off
 TOKEN_WORD_RE = re.compile(r"^[^\W\d_][\w.-]{0,19}$")  # one word: letters, digits, dots, dashes
 
 

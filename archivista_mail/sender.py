@@ -37,7 +37,7 @@ from .compose import (
     text_to_html,
 )
 from .config import Config
-from .conversation import TOKEN_WORD, with_token
+from .conversation import TOKEN_SETTING, TOKEN_WORD, with_token
 from .db import now_iso
 from .errors import ArchivistaMailError, ConfigError, SourceError, escaped, t
 from .links import BASE_URL_SETTING, link_url
@@ -47,7 +47,6 @@ from .runs import import_lock
 from .state import State
 from .vault import Vault
 
-TOKEN_SETTING = "send_subject_token"
 OUTBOX_LOCK = "outbox.lock"
 MAX_RECIPIENTS = 50
 RETRY_AFTER = (60, 300, 900, 3600, 4 * 3600)  # seconds before the 1st, 2nd, ... retry of a deferred mail

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .conversation import TOKEN_SETTING, TOKEN_WORD, TOKEN_WORD_RE
 from .errors import ConfigError, escaped, t
 from .links import BASE_URL_SETTING, TITLE_FIELD_SETTING, TITLE_FIELDS, check_base_url
 from .state import State
@@ -40,6 +41,14 @@ def _interval(value: str) -> str:
     return value
 
 
+def _token_word(value: str) -> str:
+    value = value.strip()
+    if value and value.lower() != "off" and not TOKEN_WORD_RE.match(value):
+        raise ConfigError(t("The subject token's word '%(value)s' is not usable: write one word of up to 20 letters "
+                            "or digits (Akte, Dossier), or off.", value=escaped(value)))
+    return value
+
+
 STORED_SETTINGS = {s.key: s for s in [
     StoredSetting(BASE_URL_SETTING, "Direct links (\"DNS-Name für API-Aufruf\"): the name WebAdmin is reached by, "
                   "e.g. archiv.example.ch (stored as https://archiv.example.ch) or https://archiv.example.ch:8443. "
@@ -48,6 +57,9 @@ STORED_SETTINGS = {s.key: s for s in [
                   f"number in a link's title, one of {', '.join(TITLE_FIELDS)} or field:NAME (a metadata field such as "
                   "field:Aktennummer). Empty: the title "
                   "(Aktennummer: Titelinhalt).", _title_field),
+    StoredSetting(TOKEN_SETTING, f"Sending: the word of the subject token that files replies onto their record "
+                  f"([{TOKEN_WORD} 1234]); off for no token (replies are then linked by their references only). Empty: "
+                  f"{TOKEN_WORD}.", _token_word),
     StoredSetting(INTERVAL_SETTING, "Minutes between scheduled imports, 1-1440. Empty: import_interval_minutes of "
                   "the configuration file.", _interval),
 ]}
