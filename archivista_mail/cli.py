@@ -854,6 +854,12 @@ def rules_test(obj: Context, account: str | None, last: int | None, from_path: P
             click.echo(f"  -> {doc['kind']}: {doc['title']!r}{extra}")
         if r["after"]:
             click.echo(f"  -> after archiving: {r['after']}")
+        for s in r["sends"]:
+            if s["would_send"]:
+                click.echo(f"  -> would send '{s['template']}' to {s['to']} via {s['via']} (at most once a day per "
+                           "sender and rule)")
+            else:
+                click.echo(f"  -> would not send '{s['template']}': {s['refused']}")
         for error in r["errors"]:
             click.echo(f"  !! {error}")
 

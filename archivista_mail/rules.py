@@ -65,11 +65,14 @@ class Group:
 
 @dataclass(frozen=True)
 class Action:
-    """``set`` title or field:NAME to a template, ``tag`` NAME, ``archive`` a mode, ``after`` an action."""
+    """``set`` title or field:NAME to a template, ``tag`` NAME, ``archive`` a mode, ``after`` an action, ``send``
+    a mail template to "sender" or an address through an SMTP account (``via``), in ``lang``."""
 
-    kind: str  # set | tag | archive | after
-    target: str = ""  # set: "title" or "field:NAME"
-    value: str = ""
+    kind: str  # set | tag | archive | after | send
+    target: str = ""  # set: "title" or "field:NAME"; send: "sender" or an address
+    value: str = ""  # send: the template
+    via: str = ""
+    lang: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,8 +190,25 @@ def _action(value: Any, where: str) -> Action:
         from .accounts import AfterAction
 
         return Action("after", value=str(AfterAction.parse(value["after"])))
+    if "send" in value:
+        return _send_action(value, where)
     raise ConfigError(t("Rule %(rule)s: the action %(action)s is not known. Use set, tag, archive (all, "
-                        "attachments-only, skip) or after.", rule=escaped(where), action=escaped(str(value))))
+                        "attachments-only, skip), after or send.", rule=escaped(where), action=escaped(str(value))))
+
+
+def _send_action(value: dict, where: str) -> Action:
+    """{"send": TEMPLATE, "to": "sender" or ADDRESS, "via": SMTPNAME, "lang": "de" or "en"}."""
+    from .compose import LANGS, TEMPLATE_NAME, check_address
+
+    if not set(value) <= {"send", "to", "via", "lang"} or not all(isinstance(value.get(k, ""), str) for k in value) \
+            or not TEMPLATE_NAME.match(value["send"]) or not value.get("via", "").strip() \
+            or value.get("lang", "de") not in LANGS:
+        raise ConfigError(t("Rule %(rule)s: send is {\"send\": TEMPLATE, \"to\": \"sender\" or an address, \"via\": "
+                            "SMTP account, \"lang\": \"de\" or \"en\"}.", rule=escaped(where)))
+    to = value.get("to", "sender").strip()
+    if to != "sender":
+        to = check_address(to, f"rule {where}")
+    return Action("send", target=to, value=value["send"], via=value["via"].strip(), lang=value.get("lang", "de"))
 
 
 def _check_template(template: str, where: str) -> None:
@@ -208,6 +228,8 @@ def dump_rules(rules: Iterable[Rule]) -> list[dict]:
     def action(a: Action) -> dict:
         if a.kind == "set":
             return {"set": a.target, "value": a.value}
+        if a.kind == "send":
+            return {"send": a.value, "to": a.target, "via": a.via, "lang": a.lang}
         return {a.kind: a.value}
 
     out = []
@@ -346,6 +368,7 @@ def apply_outcome(plans: list[Any], outcome: Outcome) -> list[Any]:
     mail.tags = list(outcome.tags)
     mail.hidden = outcome.archive == "attachments-only"
     mail.after = outcome.after
+    mail.sends = [s for s in outcome.sends if not s["refused"]]
     return plans
 
 
@@ -382,13 +405,15 @@ class Outcome:
     tags: list[str] = field(default_factory=list)
     archive: str = "all"
     after: str | None = None
+    # automatic mails: {"rule", "template", "to", "via", "lang", "refused": why not (loop protection) or None}
+    sends: list[dict[str, Any]] = field(default_factory=list)
     matched: list[str] = field(default_factory=list)
     trace: list[RuleTrace] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.title or self.fields or self.tags or self.archive != "all" or self.after)
+        return bool(self.title or self.fields or self.tags or self.archive != "all" or self.after or self.sends)
 
 
 class RuleFailed(Exception):
@@ -468,6 +493,22 @@ def _act(rule: Rule, outcome: Outcome, facts: MailFacts, captured: dict[str, Any
             outcome.archive = action.value
         elif action.kind == "after":
             outcome.after = action.value
+        elif action.kind == "send":
+            outcome.sends.append(_send(rule, action, facts))
+
+
+def _send(rule: Rule, action: Action, facts: MailFacts) -> dict[str, Any]:
+    """An automatic mail a rule asks for, with the reason it must not go out (RFC 3834 loop protection)."""
+    from .compose import NO_REPLY_LOCAL, auto_reply_refusal
+    from .conversation import addresses
+
+    found = addresses(facts.from_) if action.target == "sender" else {action.target.lower()}
+    to = next(iter(found)) if len(found) == 1 else ""
+    refused = auto_reply_refusal(facts._headers(), facts.from_)
+    if refused is None and to and NO_REPLY_LOCAL.match(to.partition("@")[0]):
+        refused = f"the recipient {to} is a no-reply or system address"
+    return {"rule": rule.name, "template": action.value, "to": to, "via": action.via, "lang": action.lang or "de",
+            "refused": refused}
 
 
 # A compiled condition tree: (facts, regex state, checks or None) -> whether it holds. With a checks list each

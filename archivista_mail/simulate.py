@@ -25,6 +25,7 @@ def simulate(rules: list[Rule], raws: Iterable[RawMail], sources: Iterable[str])
             "subject": facts.subject, "from": facts.from_,
             "matched": outcome.matched, "archive": outcome.archive, "after": outcome.after,
             "title": mail.title if mail else None, "fields": outcome.fields, "tags": outcome.tags,
+            "sends": [{"would_send": not s["refused"], **s} for s in outcome.sends],
             "rules": [{"rule": tr.rule, "matched": tr.matched, "error": tr.error,
                        "skipped_for_account": tr.skipped_for_account,
                        "checks": [asdict(c) for c in tr.checks]} for tr in outcome.trace],

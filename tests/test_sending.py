@@ -303,3 +303,64 @@ def test_an_attachment_document_is_sent_as_itself(run, post, tmp_path):
     assert [(p.get_filename(), p.get_content_type()) for p in parts] == [("offerte.pdf", "application/pdf")]
     assert parts[0].get_content() == b"%PDF-1.4\n% offerte"
     assert "Please find attached document" in got.get_body(("plain",)).get_content()
+
+
+# -- automatic replies from rules ------------------------------------------------------------------------------
+ACK_RULES = [{"name": "Eingang bestätigen", "when": {"all": [{"field": "subject", "op": "contains", "value": "Auftrag"}]},
+              "then": [{"send": "acknowledgement", "to": "sender", "via": "versand"}]}]
+
+
+def test_a_rule_acknowledges_a_mail_once_it_is_archived_and_never_loops(run, post, tmp_path):
+    post.add_accounts(run)
+    (tmp_path / "rules.json").write_text(json.dumps(ACK_RULES))
+    assert run("rules", "load", str(tmp_path / "rules.json")).exit_code == 0
+
+    def mail(subject: str, extra: str = "", sender: str | None = None) -> bytes:
+        return (f"From: {sender or post.customer_address}\r\nTo: {post.archive_address}\r\nSubject: {subject}\r\n"
+                f"Message-ID: <{time.time_ns()}@x.test>\r\n{extra}\r\nBitte liefern.\r\n").encode()
+
+    hostile = [mail("Auftrag 2", "Auto-Submitted: auto-replied\r\n"), mail("Auftrag 3", "Precedence: bulk\r\n"),
+               mail("Auftrag 4", "List-Id: <liste.example.test>\r\n"), mail("Auftrag 5", sender="noreply@example.test"),
+               mail("Auftrag 6", "Return-Path: <>\r\n")]
+    post.archive_box.append([mail("Auftrag 1"), *hostile, mail("Auftrag 7")])
+    # the simulator says what would happen, sending nothing
+    test = run("rules", "test", "--last", "1", "--json")
+    assert test.exit_code == 0
+    dry = tmp_path / "dry"
+    dry.mkdir()
+    for i, raw in enumerate([mail("Auftrag 1"), hostile[0]]):
+        (dry / f"{i}.eml").write_bytes(raw)
+    shown = run("rules", "test", "--from", str(dry)).output
+    assert f"would send 'acknowledgement' to {post.customer_address} via versand" in shown
+    assert "would not send 'acknowledgement': the mail is auto-submitted (auto-replied)" in shown
+    assert count_received(post, 0.3) == 0
+    result = run("import")
+    assert result.exit_code == 0, result.output
+    got = post.received()
+    # one acknowledgement: Auftrag 7 comes from the same sender on the same day; the five hostile mails get none
+    assert len(got) == 1
+    ack = email.message_from_bytes(got[0], policy=email.policy.default)
+    assert ack["Auto-Submitted"] == "auto-replied" and ack["Subject"].startswith("Eingangsbestätigung: Auftrag 1")
+    first = json.loads(run("docs", "search", "Auftrag 1", "--direction", "in", "--json").output)[0]
+    assert ack["In-Reply-To"] == f"<{first['message_id']}>"
+    thread = json.loads(run("docs", "thread", str(first["number"]), "--json").output)
+    assert [(d["direction"], d["sending"]["status"] if d["sending"] else None) for d in thread] == \
+        [("in", None), ("out", "sent")]
+    # the acknowledgement reaching the archive again (a copy, a bounce loop) is not acknowledged
+    post.archive_box.append([got[0]])
+    assert run("import").exit_code == 0
+    assert count_received(post, 0.5) == 1
+
+
+def test_an_acknowledgement_owed_when_the_importer_dies_is_sent_by_the_next_run(run, post, tmp_path, data_dir):
+    post.add_accounts(run)
+    (tmp_path / "rules.json").write_text(json.dumps(ACK_RULES))
+    assert run("rules", "load", str(tmp_path / "rules.json")).exit_code == 0
+    post.archive_box.append([(f"From: {post.customer_address}\r\nTo: {post.archive_address}\r\nSubject: Auftrag 9\r\n"
+                              f"Message-ID: <a9@x.test>\r\n\r\nBitte.\r\n").encode()])
+    kill_when_paused(send_process(data_dir, "import", pause="reserved"))  # archived, reply composed, then killed
+    assert count_received(post) == 0
+    assert [r["status"] for r in outbox(run)] == ["reserved"]
+    assert run("import").exit_code == 0
+    assert count_received(post) == 1
+    assert [r["status"] for r in outbox(run)] == ["sent"]
