@@ -650,8 +650,8 @@ def admin() -> None:
 @admin.command("create")
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
-@click.option("--role", type=click.Choice(["admin", "viewer"]), default="admin", show_default=True,
-              help="admin: everything; viewer: documents only.")
+@click.option("--role", type=click.Choice(["admin", "viewer", "sender"]), default="admin", show_default=True,
+              help="admin: everything; viewer: documents only; sender: documents, and sending them by mail.")
 @click.pass_obj
 def admin_create(obj: Context, name: str, password_stdin: bool, role: str) -> None:
     """Create a WebAdmin user, or set an existing user's password and role (their sessions end, a login lock is

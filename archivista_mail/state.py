@@ -34,7 +34,7 @@ SCHEMA = [
     "locked_until REAL)",
 ]
 STATE_FILE = "state.db"
-ROLES = ("admin", "viewer")
+ROLES = ("admin", "viewer", "sender")  # sender: a viewer who may also send documents by mail
 SECRETS_BOUND_SETTING = "secrets_bound_to_endpoints"
 # Columns added after the first release of a table: {table: [(name, SQL type)]}.
 COLUMNS_ADDED = {"accounts": [("tenant", "TEXT"), ("mailboxes", "TEXT"), ("batch_size", "INTEGER"),
@@ -187,7 +187,7 @@ class State:
     def save_user(self, name: str, password_hash: str, role: str, actor: str) -> None:
         """Create a WebAdmin user, or set an existing one's password and role (ending its sessions)."""
         if role not in ROLES:
-            raise ConfigError(t("The role '%(role)s' is not known. Use admin or viewer.", role=escaped(role)))
+            raise ConfigError(t("The role '%(role)s' is not known. Use admin, viewer or sender.", role=escaped(role)))
         if not NAME_RE.match(name):
             raise ConfigError(t("The user name '%(name)s' is not usable: letters, digits, dots, dashes, @.",
                                 name=escaped(name)))

@@ -250,3 +250,86 @@ def test_partner_creates_a_rule_sees_the_simulator_saves_imports_and_finds_the_d
     with page.expect_navigation():
         page.click("text=Rechnung 2024-117")
     assert "2024-117" in page.inner_text("tr.field") and page.inner_text("#tags") == "Buchhaltung"
+
+
+def test_partner_sends_a_document_sees_it_on_the_record_and_the_reply_in_the_conversation(
+        webadmin, browser, run, post, tmp_path):
+    """The SMTP account added on the mail page and tested, a document sent from its page through Postfix, the
+    customer's reply imported and shown in the record's conversation; a sender may send, a viewer may not."""
+    f = tmp_path / "rechnung.eml"
+    f.write_bytes(b"From: Lieferant <rechnung@lieferant.example>\r\nTo: buchhaltung@example.test\r\nSubject: Rechnung "
+                  b"4711\r\nMessage-ID: <r4711@lieferant.example>\r\n\r\nBitte bezahlen.\r\n")
+    assert run("import", "--from", str(f)).exit_code == 0
+    page = browser.new_context(locale="de-DE").new_page()
+    page.goto(f"{webadmin}/login")
+    page.fill("input[name=username]", "anna")
+    page.fill("input[name=password]", "anna-password")
+    with page.expect_navigation():
+        page.click("#login")
+
+    with page.expect_navigation():
+        page.click("text=Mail-Archivierung (IMAP/POP3)")
+    with page.expect_navigation():
+        page.click("#add-smtp")
+    page.fill("input[name=name]", "versand")
+    page.fill("input[name=host]", "127.0.0.1")
+    page.select_option("select[name=security]", "starttls")
+    page.fill("input[name=port]", str(post.postfix.ports["submission"]))
+    page.fill("input[name=user]", post.archive_box.user)
+    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=from_address]", post.archive_address)
+    page.fill("textarea[name=ca_file_pem]", post.dovecot.cert.read_text())
+    with page.expect_navigation():
+        page.click("#save")
+    assert "Gespeichert." in page.content() and PASSWORD not in page.content()
+    with page.expect_navigation():
+        page.click("button.test[data-account=versand]")
+    assert "Anmeldung erfolgreich" in page.inner_text("#test-result")
+    assert "Grössenbeschränkung 20.0 MB" in page.content() and "SMTPUTF8 angeboten" in page.content()
+
+    page.goto(f"{webadmin}/documents/1")
+    with page.expect_navigation():
+        page.click("#send-link")
+    page.fill("#to", "boese@example.test\r\nBcc: alle@evil.test")
+    with page.expect_navigation():
+        page.click("#send")
+    assert "keine Mailadresse" in page.inner_text("#send-error")
+    page.fill("#to", post.customer_address)
+    page.fill("#text", "Bitte prüfen Sie die Rechnung.")
+    with page.expect_navigation():
+        page.click("#send")
+    assert "Gesendet: Die Mail ist als Dokument 2 bei dieser Akte archiviert." in page.content()
+    rows = page.locator("#conversation tr").all_inner_texts()
+    assert len(rows) == 3 and "Akte" in rows[1] and "Gesendet" in rows[2] and post.customer_address in rows[2]
+    got = post.received()
+    assert len(got) == 1 and b"Bitte pr=C3=BCfen Sie die Rechnung." in got[0]
+
+    post.reply(got[0], "Die Rechnung ist bezahlt.")
+    result = run("account", "add", "imap", "eingang", "--host", "127.0.0.1", "--port",
+                 str(post.dovecot.ports["imaps"]), "--user", post.archive_box.user, "--ca-file", post.ca,
+                 "--password-stdin", input=PASSWORD + "\n")
+    assert result.exit_code == 0
+    assert run("import").exit_code == 0
+    page.goto(f"{webadmin}/documents/1")
+    rows = page.locator("#conversation tr").all_inner_texts()
+    assert len(rows) == 4 and "Empfangen" in rows[3] and post.customer_address in rows[3]
+    with page.expect_navigation():
+        page.click("#conversation tr:nth-child(4) a")
+    assert page.inner_text("#record") == "1" and "Die Rechnung ist bezahlt." in page.inner_text("#body-text")
+    page.goto(f"{webadmin}/documents?direction=out")
+    assert page.locator("table.results tr.out").count() == 1 and page.locator("table.results tr.in").count() == 0
+
+    # roles: a sender may send but not configure; a viewer may not send
+    for name, role in (("sina", "sender"), ("vera", "viewer")):
+        assert run("admin", "create", name, "--role", role, "--password-stdin", input=f"{name}-password\n").exit_code == 0
+    for name, may_send in (("sina", True), ("vera", False)):
+        other = browser.new_context(locale="de-DE").new_page()
+        other.goto(f"{webadmin}/login")
+        other.fill("input[name=username]", name)
+        other.fill("input[name=password]", f"{name}-password")
+        with other.expect_navigation():
+            other.click("#login")
+        other.goto(f"{webadmin}/documents/1")
+        assert (other.locator("#send-link").count() == 1) is may_send
+        assert (other.goto(f"{webadmin}/documents/1/send").status == 200) is may_send
+        assert other.goto(f"{webadmin}/sources/mail/").status == 403

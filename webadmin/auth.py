@@ -84,6 +84,17 @@ def admin_required(view):
     return wrapped
 
 
+def sender_required(view):
+    """Pages for those who may send documents by mail: administrators and senders; others get 403."""
+    @functools.wraps(view)
+    @login_required
+    def wrapped(*args, **kwargs):
+        if g.user["role"] not in ("admin", "sender"):
+            abort(403, gettext("Only administrators and senders may send documents."))
+        return view(*args, **kwargs)
+    return wrapped
+
+
 def _safe_next(target: str | None) -> str:
     """Only local paths: a login page must not send people to other sites."""
     if not target:

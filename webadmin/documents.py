@@ -13,7 +13,7 @@ from flask import Blueprint, Response, abort, flash, g, redirect, render_templat
 from flask_babel import gettext
 
 from archivista_mail.display import neutral_filename, reveal_controls
-from archivista_mail.errors import NotFoundError
+from archivista_mail.errors import ArchiveError, NotFoundError
 from archivista_mail.mime import parse_mail
 from archivista_mail.model import Part
 
@@ -93,16 +93,18 @@ def _page() -> int | None:
 @login_required
 def search():
     query = request.args.get("q", "").strip()
+    direction = request.args.get("direction", "")
+    extra = {"direction": direction} if direction in ("in", "out") else {}
     page = _page()
     archive = get_archive()
     if page is None:
         rows = []  # beyond the last page of any archive: nothing to ask the archive
     elif query:
-        rows = archive.search(query, limit=PAGE + 1, offset=(page - 1) * PAGE)
+        rows = archive.search(query, limit=PAGE + 1, offset=(page - 1) * PAGE, **extra)
     else:
-        rows = archive.list_documents(limit=PAGE + 1, offset=(page - 1) * PAGE)
+        rows = archive.list_documents(limit=PAGE + 1, offset=(page - 1) * PAGE, **extra)
     return render_template("documents/search.html", rows=rows[:PAGE], more=len(rows) > PAGE, query=query,
-                           page=page or MAX_PAGE + 1)
+                           page=page or MAX_PAGE + 1, direction=extra.get("direction", ""))
 
 
 @bp.get("/documents/<int:number>")
@@ -119,10 +121,25 @@ def view(number: int):
         parsed = parse_mail(archive.read_blob(number))
         body_text, has_html = parsed.text, bool(parsed.html)
     url, title = direct_link(doc)
+    conversation = _conversation(archive, doc)
     g.state.audit(g.user["name"], "webadmin.docs.view", str(number), "")
     return render_template("documents/view.html", doc=doc, children=children, more_children=more_children,
+                           conversation=conversation, sending=next((d["sending"] for d in conversation
+                                                                    if d["number"] == number), None),
                            parent=parent, body_text=body_text, has_html=has_html, link_url=url, link_title=title,
                            previewable=doc["mime_type"] in PREVIEW_TYPES or (doc["mime_type"] or "").startswith("text/"))
+
+
+def _conversation(archive, doc: dict) -> list[dict]:
+    """The record's conversation (the record first, then sent mails and replies in order), [] when there is
+    none or the archive keeps none."""
+    if doc["parent"] is not None and not doc.get("record"):
+        return []
+    try:
+        rows = archive.conversation(doc["number"])
+    except ArchiveError:  # an archive plugin without outgoing mail
+        return []
+    return rows if len(rows) > 1 else []
 
 
 FIELD_NAME_MAX, FIELD_VALUE_MAX = 100, 2000

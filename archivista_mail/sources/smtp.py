@@ -197,7 +197,7 @@ class SmtpSource(Source):
 
     def probe(self) -> ProbeReport:
         limits = self.session.limits()
-        size = t("size limit %(mb)s MB", mb=f"{limits.size / (1 << 20):.1f}") if limits.size else \
+        size = t("size limit %(mb)s MB", mb=round(limits.size / (1 << 20), 1)) if limits.size else \
             t("no size limit announced")
         utf8 = t("SMTPUTF8 offered") if limits.smtputf8 else t("no SMTPUTF8 (ASCII addresses only)")
         return ProbeReport(notes=[size, utf8])
