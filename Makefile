@@ -7,9 +7,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BIN := $(VENV)/bin
 
 # Debian packages: the runtime needs libmagic; the tests need Dovecot, openssl and Chromium
-# (driven by Playwright with executable_path; never "playwright install", which downloads a browser).
+# (driven by Playwright with executable_path; never "playwright install", which downloads a browser),
+# and Postfix with Dovecot's LMTP for sending (installed unconfigured, no daemon started: see test-deps).
 RUNTIME_DEBS := python3-venv libmagic1
-TEST_DEBS := dovecot-imapd dovecot-pop3d openssl chromium
+TEST_DEBS := dovecot-imapd dovecot-pop3d dovecot-lmtpd openssl chromium
 
 .PHONY: demo test lint bench system-deps test-deps clean wheelhouse deb deb-check foreign-servers messages messages-compile
 
@@ -26,6 +27,16 @@ system-deps:
 
 test-deps: system-deps
 	$(call apt_install,$(TEST_DEBS))
+	@# Postfix for the sending tests: "No configuration", and (where no policy-rc.d exists) a temporary one
+	@# keeps the package from starting the system's mail service; the tests run their own on high ports.
+	@if ! dpkg-query -W -f='$${Status}' postfix 2>/dev/null | grep -q 'ok installed'; then \
+		echo "Installing Debian packages: postfix (unconfigured)"; \
+		echo "postfix postfix/main_mailer_type select No configuration" | $(SUDO) debconf-set-selections; \
+		made=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; \
+			$(SUDO) chmod 755 /usr/sbin/policy-rc.d; made=1; fi; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			postfix >/dev/null; rc=$$?; [ -z "$$made" ] || $(SUDO) rm -f /usr/sbin/policy-rc.d; exit $$rc; \
+	fi
 
 # pip's and setuptools' chatter goes to build/pip.log and is shown only when the install fails.
 $(BIN)/archivista-mail: setup.cfg pyproject.toml

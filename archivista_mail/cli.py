@@ -132,7 +132,7 @@ def init_cmd(obj: Context) -> None:
 # -- accounts -------------------------------------------------------------------------------
 @cli.group()
 def account() -> None:
-    """Add, list, test and remove mail accounts (IMAP, POP3, Microsoft 365)."""
+    """Add, list, test and remove mail accounts (IMAP, POP3, Microsoft 365, Gmail, EWS) and SMTP accounts to send through."""
 
 
 def _read_password(from_stdin: bool, name: str, what: str = "password", flag: str = "--password-stdin") -> str:
