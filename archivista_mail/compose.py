@@ -93,11 +93,14 @@ def load_template(name: str, lang: str, directory: Path | None) -> Template:
 
 
 def render(text: str, values: Mapping[str, str], escape: bool = False) -> str:
-    """Fill in {number}, {title}, {link}, {sender_name} and {field:NAME} (a missing field: empty)."""
+    """Fill in {number}, {title}, {link}, {sender_name} and {field:NAME} (a missing field: empty). A line with
+    {link} is left out when there is no link (no DNS name is set for direct links)."""
     def fill(match: re.Match) -> str:
         value = values.get(match.group(1), "")
         return html.escape(value) if escape else value
 
+    if not values.get("link") and "{link}" in text:
+        text = "".join(line for line in text.splitlines(keepends=True) if "{link}" not in line)
     return PLACEHOLDER.sub(fill, text)
 
 

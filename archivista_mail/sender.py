@@ -280,7 +280,9 @@ class Sender:
         except ArchivistaMailError as e:
             self.archive.drop_owed(row["id"], str(e))
             return SendResult(row["answers"], "", "failed", str(e), answered.get("record") or row["answers"])
-        self.reserve(acc, out, row["template"], row.get("lang") or "de", owed=row["id"])
+        number, _ = self.reserve(acc, out, row["template"], row.get("lang") or "de", owed=row["id"], rule=row["rule"])
+        self.state.audit("rule", "mail.autoreply", str(row["answers"]), f"rule {row['rule']}: '{row['template']}' "
+                         f"to {to} via {acc.name} as document {number}, Message-ID <{out.message_id}>")
         return self._transmit(self._row(out.message_id))
 
 
