@@ -498,9 +498,13 @@ class WebAdmin:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir))
-        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config", "python:webadmin.gunicorn_conf",
-                                      "--bind", f"127.0.0.1:{self.port}", "webadmin:create_app()"], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its log beside the data directory (a pipe nobody reads would block a chatty server): a failing test
+        # finds the traceback of a 500 there.
+        self.log = Path(data_dir).parent / "gunicorn.log"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config",
+                                          "python:webadmin.gunicorn_conf", "--bind", f"127.0.0.1:{self.port}",
+                                          "webadmin:create_app()"], env=env, stdout=subprocess.DEVNULL, stderr=log)
         for _ in range(200):
             try:
                 urllib.request.urlopen(f"{self.base}/healthz", timeout=1).read()
@@ -508,7 +512,8 @@ class WebAdmin:
             except OSError:
                 time.sleep(0.05)
         self.proc.kill()
-        raise RuntimeError(f"gunicorn did not start: {self.proc.stderr.read().decode()}")
+        self.proc.wait()
+        raise RuntimeError(f"gunicorn did not start: {self.log.read_text(errors='replace')[-3000:]}")
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)  # only the gunicorn we started; it stops its workers
@@ -517,4 +522,3 @@ class WebAdmin:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self.proc.stderr.close()

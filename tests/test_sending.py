@@ -51,6 +51,14 @@ def test_a_sent_mail_reaches_its_recipient_and_the_reply_lands_on_the_record(run
     assert reply["record"] == number
     shown = json.loads(run("docs", "show", str(reply["number"]), "--json").output)
     assert shown["record"] == number
+    text = run("docs", "thread", str(reply["number"])).output.splitlines()  # any mail of the record shows it all
+    assert text[0] == f"Record {number}: Rechnung 4711"
+    assert "-> " in text[1] and post.customer_address in text[1] and text[1].endswith("[sent]")
+    assert "<- " in text[2] and post.customer_address in text[2] and "Re: Rechnung 4711" in text[2]
+    listed = run("outbox", "list", "--all").output
+    assert listed.startswith(f"sent        document {out[0]['number']} record {number} via versand to "
+                             f"{post.customer_address}") and "250 2.0.0 Ok: queued as" in listed
+    assert run("outbox", "list").output.strip() == "The outbox is empty: every mail was sent."
 
 
 # -- exactly once: kills, refusals, broken connections ------------------------------------------------------------
