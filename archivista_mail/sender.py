@@ -126,11 +126,13 @@ class Sender:
         tmpl = load_template(template, lang, self.config.data_dir / "mail-templates")
         body = render(tmpl.text, values).rstrip("\n") + "\n"
         html = render(tmpl.html, values, escape=True) if tmpl.html else None
-        if text.strip():
-            body += "\n" + text.strip().replace("\r\n", "\n") + "\n"
+        if text.strip():  # the user's text after the template's
+            text = text.strip().replace("\r\n", "\n")
+            body += "\n" + text + "\n"
             if html:
-                html = html.replace("</body>", text_to_html(text).split("<body>", 1)[1].split("</body>")[0]
-                                    + "</body>") if "</body>" in html else html + text_to_html(text)
+                paragraphs = text_to_html(text).partition("<body>")[2].partition("</body>")[0]
+                head, end, tail = html.rpartition("</body>")
+                html = head + paragraphs + end + tail if end else html + paragraphs
         subject = (subject or "").strip() or render(tmpl.subject, values)
         subject = " ".join(subject.split())[:300]
         attachment = None
@@ -160,8 +162,8 @@ class Sender:
         return number, data
 
     # -- sending -----------------------------------------------------------------------------------
-    def send_document(self, number: int, via: str, to: list[str], cc: tuple[str, ...] | list[str] = (), subject: str | None = None,
-                      template: str = "document", text: str = "", lang: str = "de",
+    def send_document(self, number: int, via: str, to: list[str], cc: tuple[str, ...] | list[str] = (),
+                      subject: str | None = None, template: str = "document", text: str = "", lang: str = "de",
                       sender_name: str = "") -> SendResult:
         """Compose, archive and send a document; the result says what the server answered."""
         acc = self.smtp_account(via)

@@ -372,3 +372,23 @@ def test_an_acknowledgement_owed_when_the_importer_dies_is_sent_by_the_next_run(
     assert run("import").exit_code == 0
     assert count_received(post) == 1
     assert [r["status"] for r in outbox(run)] == ["sent"]
+
+
+def test_a_template_of_ones_own_with_html_fields_and_the_direct_link(run, post, tmp_path, data_dir):
+    post.add_accounts(run)
+    number = archived(run, tmp_path)
+    assert run("settings", "set", "link_base_url", "archiv.example.test").exit_code == 0
+    templates = data_dir / "mail-templates"
+    templates.mkdir()
+    (templates / "mahnung.de.txt").write_text("Subject: Mahnung zu {title}\n\nSiehe {link}\nGruss {sender_name}\n")
+    (templates / "mahnung.de.html").write_text("<html><body><p>Siehe <a href=\"{link}\">{title}</a></p></body></html>")
+    result = run("send", str(number), "--via", "versand", "--to", post.customer_address, "--template", "mahnung",
+                 "--text", "Letzte <Frist>.")
+    assert result.exit_code == 0, result.output
+    got = email.message_from_bytes(post.received()[0], policy=email.policy.default)
+    assert got["Subject"] == f"Mahnung zu Rechnung 4711 [Akte {number}]"
+    plain = got.get_body(("plain",)).get_content()
+    assert f"Siehe https://archiv.example.test/doc/{number}" in plain and "Letzte <Frist>." in plain
+    html = got.get_body(("html",)).get_content()
+    assert f'<a href="https://archiv.example.test/doc/{number}">Rechnung 4711</a>' in html
+    assert "</p><p>Letzte &lt;Frist&gt;.</p>\r\n</body>" in html
