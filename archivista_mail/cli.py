@@ -354,6 +354,36 @@ def import_cmd(obj: Context, account_name: str | None, from_path: Path | None, n
     sys.exit(summary.exit_code)
 
 
+@cli.command("watch")
+@click.pass_obj
+def watch_cmd(obj: Context) -> None:
+    """Archive new mail within seconds, until stopped (the service archivista-mail-watch runs this): IMAP folders
+    with IDLE, other sources by polling, each through the normal import. Only while the setting watch_enabled
+    is 1 (WebAdmin's "Sofort archivieren (Push)"); cron's scheduled import stays the safety net."""
+    from .watch import watch_forever
+
+    obj.require_archive()
+    watch_forever(obj.config)
+
+
+@cli.command("watch-status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def watch_status_cmd(obj: Context, as_json: bool) -> None:
+    """How the watch service watches each folder (idle or polling), when it last heard from the server, and
+    the last latency from notice to commit."""
+    rows = obj.state.watch_status()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("Nothing is watched: the watch service is not running, or watch_enabled is not 1.")
+    for r in rows:
+        latency = f", last latency {r['last_latency']:.2f} s" if r["last_latency"] is not None else ""
+        click.echo(f"{r['account']}/{r['folder']}: {r['mode']}, last seen {r['last_seen'] or 'never'}{latency}"
+                   + (f"; problem: {r['error']}" if r["error"] else ""))
+
+
 @cli.command("extract")
 @click.pass_obj
 def extract_cmd(obj: Context) -> None:

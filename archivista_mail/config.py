@@ -55,6 +55,13 @@ class Config:
     import_interval_minutes: int = _setting(
         10, "Minutes between scheduled imports ('import --scheduled', run by cron every minute). WebAdmin's "
             "Import page can set it too; that value wins.")
+    watch_poll_seconds: int = _setting(
+        30, "Watch service: seconds between polls of sources and folders that are not watched with IMAP IDLE.")
+    watch_idle_folders: int = _setting(
+        10, "Watch service: IMAP folders watched with IDLE, one connection each; folders beyond are polled.")
+    watch_idle_renew_seconds: int = _setting(
+        1500, "Watch service: seconds after which an IMAP IDLE is ended and issued again (RFC 2177: under 29 "
+              "minutes); a connection that does not answer then is replaced.")
     webadmin_secure_cookies: bool = _setting(
         False, "WebAdmin: send the session cookie over HTTPS only. Set it when WebAdmin is reached through HTTPS.")
     webadmin_timezone: str = _setting(

@@ -43,10 +43,14 @@ class Importer:
         self.actor = "cron"
         self.rules: list[Rule] = []
         self._state_lock = threading.Lock()
+        self.folders: set[str] | None = None  # only these folders (the watcher's); None: every folder
+        self.should_stop: Callable[[], bool] = lambda: False  # checked before each batch (SIGTERM of the watcher)
 
     # -- whole runs ---------------------------------------------------------------------
-    def run(self, account: str | None = None, from_path: Path | None = None, actor: str = "cron") -> RunSummary:
-        """Import every enabled account (or one, or a path of files); the caller holds the lock."""
+    def run(self, account: str | None = None, from_path: Path | None = None, actor: str = "cron",
+            record_idle: bool = True) -> RunSummary:
+        """Import every enabled account (or one, or a path of files); the caller holds the lock. Without
+        ``record_idle`` a run that found nothing to do leaves no run record or audit entry (the watcher's)."""
         from .sources.files import FilesSource
 
         self.actor = actor
@@ -65,6 +69,8 @@ class Importer:
                 self.import_account(acc, summary)
             source_name = account or "all accounts"
         self.send_owed(summary)
+        if not record_idle and not (summary.fetched or summary.errors or summary.sent or summary.warnings):
+            return summary
         self.state.save_run({"started": summary.started, "finished": now_iso(), "account": account,
                              "source": source_name, "status": RUN_STATUS[summary.exit_code],
                              "fetched": summary.fetched, "archived": summary.archived,
@@ -108,18 +114,21 @@ class Importer:
         done_at_close: list[str] = []  # actions that take effect when the session ends well (POP3 QUIT)
         with source:
             groups: dict[object, list[Folder]] = {}
-            for folder in source.folders():
+            for folder in self._wanted(source):
                 groups.setdefault(folder.group if folder.group is not None else object(), []).append(folder)
             workers = min(source.parallel_groups, len(groups))
             side_by_side = type(self.archive).open_again is not Archive.open_again  # the backend has more handles
             if workers > 1 and side_by_side and not source.actions_at_close:
                 self._run_groups(source, list(groups.values()), workers, summary)
             else:
-                for folder in source.folders():
+                for folder in self._wanted(source):
                     self._folder(source, folder, summary, done_at_close, self.archive, self.progress)
         if done_at_close:
             self.archive.actions_done(done_at_close)
         summary.accounts_ok += 1
+
+    def _wanted(self, source: Source) -> list[Folder]:
+        return [f for f in source.folders() if self.folders is None or f.label in self.folders]
 
     def _folder(self, source: Source, folder: Folder, summary: RunSummary, done_at_close: list[str],
                 archive: Archive, progress: Progress) -> None:
@@ -176,6 +185,8 @@ class Importer:
             waiting = None  # the batch being parsed while the next one is fetched
             try:
                 for number, batch in enumerate(batches):
+                    if self.should_stop():
+                        break  # what was fetched is committed below, with its actions
                     self._act_on_committed(writer, summary, actions, source, folder, done, progress)
                     raws = self._fetch(source, folder, batch, ledger, summary, retried=bool(retry) and number == 0,
                                        archive=archive, progress=progress)

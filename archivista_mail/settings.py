@@ -34,6 +34,13 @@ def _title_field(value: str) -> str:
     return value
 
 
+def _switch(value: str) -> str:
+    value = value.strip().lower()
+    if value not in ("", "0", "1"):
+        raise ConfigError(t("Write 1 to switch it on, 0 (or nothing) to switch it off."))
+    return "1" if value == "1" else ""
+
+
 def _interval(value: str) -> str:
     value = value.strip()
     if value and not (value.isdigit() and 1 <= int(value) <= 1440):
@@ -60,6 +67,9 @@ STORED_SETTINGS = {s.key: s for s in [
     StoredSetting(TOKEN_SETTING, f"Sending: the word of the subject token that files replies onto their record "
                   f"([{TOKEN_WORD} 1234]); off for no token (replies are then linked by their references only). Empty: "
                   f"{TOKEN_WORD}.", _token_word),
+    StoredSetting("watch_enabled", "Watch service (\"Sofort archivieren (Push)\"): 1 lets 'archivista-mail watch' "
+                  "(the service archivista-mail-watch) archive new mail within seconds; 0 or empty: it waits, and "
+                  "cron's scheduled import alone archives.", _switch),
     StoredSetting(INTERVAL_SETTING, "Minutes between scheduled imports, 1-1440. Empty: import_interval_minutes of "
                   "the configuration file.", _interval),
 ]}

@@ -30,6 +30,9 @@ SCHEMA = [
     "CREATE INDEX IF NOT EXISTS audit_at ON audit(at)",
     "CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, password_hash TEXT, role TEXT, created_at TEXT)",
     "CREATE TABLE IF NOT EXISTS settings ([key] TEXT PRIMARY KEY, value TEXT)",
+    # The watch service's view of each folder (watch.py): how it is watched, when the server was last heard.
+    "CREATE TABLE IF NOT EXISTS watch (account TEXT, folder TEXT, mode TEXT, last_seen TEXT, last_latency REAL, "
+    "error TEXT, updated TEXT, PRIMARY KEY (account, folder))",
     "CREATE TABLE IF NOT EXISTS login_failures ([key] TEXT PRIMARY KEY, failures INTEGER, last REAL, "
     "locked_until REAL)",
 ]
@@ -297,6 +300,37 @@ class State:
             self.db.execute("INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
                             "value=excluded.value", [key, value])
             self.audit(actor, "setting.change", key, value)
+
+    # -- the watch service's status ---------------------------------------------------------
+    def clear_watch_status(self) -> None:
+        """Forget the watches (they are being started anew)."""
+        self.db.execute("DELETE FROM watch")
+
+    def save_watch_status(self, account: str, folder: str, mode: str, seen: bool = False,
+                          error: str | None = None) -> None:
+        """How a folder is watched; ``seen``: the server answered just now; ``error``: why the watch is down."""
+        stamp = now_iso()
+        self.db.execute("INSERT INTO watch (account, folder, mode, last_seen, error, updated) VALUES (?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT(account, folder) DO UPDATE SET mode=excluded.mode, last_seen=COALESCE("
+                        "excluded.last_seen, last_seen), error=excluded.error, updated=excluded.updated",
+                        [account, folder, mode, stamp if seen else None, _cut(error, 500) if error else None, stamp])
+
+    def save_watch_latency(self, account: str, folders: set[str] | None, seconds: float) -> None:
+        """How long the last new mail took from being noticed to its commit, for these folders (None: all)."""
+        if folders is None:
+            self.db.execute("UPDATE watch SET last_latency=?, last_seen=? WHERE account=?",
+                            [round(seconds, 3), now_iso(), account])
+        else:
+            for folder in folders:
+                self.db.execute("UPDATE watch SET last_latency=?, last_seen=? WHERE account=? AND folder IN (?, '*')",
+                                [round(seconds, 3), now_iso(), account, folder])
+
+    def watch_status(self) -> list[dict[str, Any]]:
+        """Every watched folder: account, folder, mode (idle or polling), last_seen, last_latency, error."""
+        cur = self.db.execute("SELECT account, folder, mode, last_seen, last_latency, error FROM watch "
+                              "ORDER BY account, folder")
+        return [dict(zip(("account", "folder", "mode", "last_seen", "last_latency", "error"), r, strict=True))
+                for r in cur]
 
     # -- audit ------------------------------------------------------------------------
     def audit(self, actor: str, action: str, target: str = "", detail: str = "") -> None:

@@ -210,13 +210,21 @@ class Dovecot:
         except OSError:
             return False
 
-    def stop(self) -> None:
+    def kill(self) -> None:
+        """Stop the server (its mail stays): a crashed or restarted mail server."""
         if self.master_pid:
             try:
                 os.killpg(self.master_pid, signal.SIGKILL)  # the daemonised master leads its own group
             except ProcessLookupError:
                 pass
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and self._listening(self.ports["imaps"]):
+                time.sleep(0.02)
             self.master_pid = None
+            (self.dir / "run" / "master.pid").unlink(missing_ok=True)  # a start afterwards waits for its own
+
+    def stop(self) -> None:
+        self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def doveadm(self, *args: str) -> str:

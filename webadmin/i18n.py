@@ -45,6 +45,7 @@ LABELS = {
     "source": {"all accounts": lazy_gettext("all accounts")},
     "role": {"admin": lazy_gettext("Administrator"), "viewer": lazy_gettext("Viewer"),
              "sender": lazy_gettext("Viewer who may send")},
+    "watch": {"idle": lazy_gettext("IMAP IDLE"), "polling": lazy_gettext("Polling")},
     "direction": {"in": lazy_gettext("Received"), "out": lazy_gettext("Sent")},
     "sending": {"reserved": lazy_gettext("Waiting to be sent"), "sending": lazy_gettext("Being sent"),
                 "sent": lazy_gettext("Sent"), "deferred": lazy_gettext("Deferred, tried again later"),

@@ -13,6 +13,7 @@ from archivista_mail.errors import ConfigError
 from archivista_mail.runs import import_lock
 from archivista_mail.schedule import interval_minutes
 from archivista_mail.settings import INTERVAL_SETTING, save_setting
+from archivista_mail.watch import WATCH_SETTING
 
 from . import get_archive
 from .auth import admin_required
@@ -25,7 +26,18 @@ _started: list[subprocess.Popen] = []  # imports this worker started and has not
 @admin_required
 def index():
     return render_template("imports/index.html", runs=g.state.runs(20), failures=get_archive().failures(),
-                           interval=interval_minutes(current_app.config["ARCHIVISTA"], g.state))
+                           interval=interval_minutes(current_app.config["ARCHIVISTA"], g.state),
+                           watch_enabled=g.state.setting(WATCH_SETTING, "") == "1", watches=g.state.watch_status())
+
+
+@bp.post("/watch")
+@admin_required
+def watch():
+    """"Sofort archivieren (Push)": the watch service archives new mail within seconds while this is on."""
+    on = request.form.get("watch") == "1"
+    save_setting(g.state, WATCH_SETTING, "1" if on else "", g.user["name"])
+    flash(gettext("Saved."))
+    return redirect(url_for("imports.index"))
 
 
 @bp.post("/interval")

@@ -243,6 +243,9 @@ class Source:
     # thread: for sources limited per mailbox (Gmail's quota). Their calls for different groups must then
     # be safe on different threads.
     parallel_groups: ClassVar[int] = 1
+    # How the watch service (watch.py) waits for new mail: "idle" (the source's watch_folder and idle, one
+    # connection per folder) or "polling" (an import every watch_poll_seconds; the cursor keeps it cheap).
+    watch_mode: ClassVar[str] = "polling"
     outgoing: ClassVar[bool] = False  # an account to send through (SMTP): the import loop passes it by
     folder_setting: ClassVar[str] = "folders"  # the list setting WebAdmin's folder picker fills (Gmail: labels)
 
@@ -349,6 +352,16 @@ class Source:
     def ref_of(self, folder: Folder, key: str) -> Any:
         """The inverse of ``key``: the reference fetch and apply take."""
         return key[len(self.key(folder, "")):]
+
+    # -- the watch service (watch_mode "idle") -----------------------------------------------
+    def watch_folder(self, label: str) -> None:
+        """Open a folder to wait for new mail in (read-only); raises FolderError."""
+        raise NotImplementedError
+
+    def idle(self, stop: Any, renew: float) -> bool:
+        """Wait until the server announces new mail (True), ``renew`` seconds pass or ``stop`` (an Event) is set
+        (False). Raises SourceError when the connection is broken or silent."""
+        raise NotImplementedError
 
     # -- connection tests -------------------------------------------------------------------------
     def probe(self) -> ProbeReport:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import imaplib
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +48,15 @@ from .base import (
     check_folder_names,
 )
 from .mailserver import Session, plain_warning, reason_of, server_settings, tls_context
+
+
+def _keepalive(client: IMAPClient) -> None:
+    """TCP keepalive on a long-lived connection, so a peer that vanished is noticed within about two minutes."""
+    sock = client.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 15), ("TCP_KEEPCNT", 4)):
+        if hasattr(socket, name):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
 
 
 @dataclass(frozen=True)
@@ -458,6 +469,7 @@ class ImapSource(Source):
 
     kind = "imap"
     title = Lang("IMAP", "IMAP")
+    watch_mode = "idle"
     page = "mail"
     page_title = Lang("Mail archiving (IMAP/POP3)", "Mail-Archivierung (IMAP/POP3)")
     actions = ("none", "read", "move", "delete")
@@ -547,6 +559,36 @@ class ImapSource(Source):
         self.session.apply(action, refs)
 
     # -- connection tests -------------------------------------------------------------------------
+    # -- the watch service ----------------------------------------------------------------------
+    def watch_folder(self, label: str) -> None:
+        server = self.session.server_name(label)
+        with self.session._guard(t("opening folder '%(folder)s'", folder=escaped(label))):
+            try:
+                self.session.client.select_folder(server, readonly=True)  # EXAMINE: watching changes nothing
+            except IMAPClientError as e:
+                if isinstance(e, imaplib.IMAP4.abort):
+                    raise
+                raise self.session._folder_problem(label, server, e) from e
+            _keepalive(self.session.client)
+
+    def idle(self, stop, renew: float) -> bool:
+        """IDLE (RFC 2177) until EXISTS, ``renew`` seconds or ``stop``; then DONE, whose answer proves the
+        connection alive (a silent one fails within the network timeout, or earlier by TCP keepalive)."""
+        client = self.session.client
+        news = False
+        with self.session._guard(t("waiting for new mail")):
+            client.idle()
+            started = time.monotonic()
+            try:
+                while not stop.is_set() and time.monotonic() - started < renew:
+                    responses = client.idle_check(timeout=min(1.0, renew))
+                    if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+                        news = True
+                        break
+            finally:
+                client.idle_done()
+        return news
+
     def probe(self) -> ProbeReport:
         session, acc = self.session, self.account
         report = ProbeReport(available=session.list_folders())

@@ -101,6 +101,33 @@ def http(container: Container, path: str, data: str | None = None) -> str:
     return container.run("python3", "-c", code, check=False).stdout
 
 
+def check_watch_service(container, dovecot) -> None:
+    """The watch service, switched on as WebAdmin's setting does, archives a mail delivered to the loopback
+    Dovecot within seconds; cron is kept out of it (a one-day interval)."""
+    as_user = "runuser -u archivista-mail -- archivista-mail "
+    check(container.run("systemctl", "is-active", "archivista-mail-watch", check=False).stdout.strip() == "active",
+          "the watch service runs (waiting until it is switched on)")
+    container.sh(as_user + "settings set import_interval_minutes 1440 && " + as_user + "settings set watch_enabled 1")
+    status = ""
+    for _ in range(60):
+        status = container.sh(as_user + "watch-status", check=False).stdout
+        if "box/INBOX: idle, last seen 2" in status:
+            break
+        time.sleep(0.5)
+    check("box/INBOX: idle, last seen 2" in status, f"the watch service watches the inbox with IDLE: {status!r}")
+    dovecot.write_maildir("importer", [make_mail(99)])
+    delivered = time.monotonic()
+    count = ""
+    while time.monotonic() - delivered < 30:
+        count = container.sh(as_user + "docs list --json | python3 -c 'import json,sys;print(len(json.load("
+                             "sys.stdin)))'", check=False).stdout.strip()
+        if count == "6":
+            break
+        time.sleep(0.2)
+    took = time.monotonic() - delivered
+    check(count == "6" and took < 10, f"the watch service archived a new mail in {took:.1f} s, without cron")
+
+
 def check_gmail_and_ews(container: Container, root: Path) -> None:
     """mailtest.py with the Google Workspace and Exchange (EWS) settings on its command line, against the emulators
     on the host's loopback (the installed libraries: google-auth, googleapiclient, exchangelib with NTLM)."""
@@ -198,6 +225,7 @@ def main() -> int:
                 break
             time.sleep(2)
         check(count.strip() == "5", f"cron ran the importer as the service user: {count.strip() or 0} of 5 mails")
+        check_watch_service(container, dovecot)
         tested = container.sh("cd /usr/share/archivista-mail && runuser -u archivista-mail -- python3 mailtest.py "
                               "--account box", check=False)
         check(tested.stdout.startswith("Authenticated!\nMailbox: importer@127.0.0.1"),
@@ -219,7 +247,7 @@ def main() -> int:
         check(key_before == key_after, "the upgrade keeps the key")
         kept = container.sh("runuser -u archivista-mail -- archivista-mail docs list --json | "
                             "python3 -c 'import json,sys;print(len(json.load(sys.stdin)))'", check=False).stdout
-        check(kept.strip() == "5", "the upgrade keeps the archive")
+        check(kept.strip() == "6", "the upgrade keeps the archive")
         link = container.sh("runuser -u archivista-mail -- archivista-mail link 1", check=False).stdout
         check("https://archiv.example.ch/doc/1" in link, "the upgrade keeps the links")
         time.sleep(1)

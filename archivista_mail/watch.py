@@ -1,0 +1,214 @@
+"""The watch service: new mail archived within seconds, through the one import loop.
+
+``archivista-mail watch`` runs until SIGTERM. For every enabled account it waits for new mail in
+the cheapest way its source offers (``Source.watch_mode``): IMAP folders with IDLE (RFC 2177), one
+connection each, up to ``watch_idle_folders`` of them, the IDLE re-issued every
+``watch_idle_renew_seconds``; every other folder and source by polling every ``watch_poll_seconds``.
+A watch only says "something may be new"; the normal import then runs for that folder, with the
+same pipeline, ledger, after-archive actions and the import lock cron's ``import`` takes, so the
+two never work at once and never archive a mail twice. A crash loses nothing: the next start (or
+cron) catches up from the folders' cursors.
+
+Threads: one per IDLE folder and one per polled account put triggers on a queue; the main thread
+runs the imports one after the other. The watchers' state (how each folder is watched, when it
+last heard from the server, the last latency) is kept in the state database for WebAdmin.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .accounts import Account
+from .archive import open_archive
+from .config import Config
+from .errors import ArchivistaMailError
+from .importer import Importer
+from .runs import import_lock
+from .state import State
+from .vault import Vault
+
+log = logging.getLogger(__name__)
+WATCH_SETTING = "watch_enabled"  # WebAdmin's "Sofort archivieren (Push)"
+RECHECK_SECONDS = 10  # how often the accounts and the setting are read again
+COALESCE_SECONDS = 0.2  # triggers arriving this close together share one import
+
+
+@dataclass(frozen=True)
+class Trigger:
+    account: str
+    folder: str | None  # None: every folder of the account
+    at: float  # time.time() when the watch noticed
+
+
+class Watcher:
+    """Runs the watches of one data directory until ``stop`` is set."""
+
+    def __init__(self, config: Config, stop: threading.Event | None = None) -> None:
+        self.config = config
+        self.stop = stop or threading.Event()
+        self.state = State(config.data_dir)
+        self.archive = open_archive(config.data_dir, config.archive_backend)
+        self.triggers: queue.Queue[Trigger] = queue.Queue()
+        self.threads: list[threading.Thread] = []
+        self._stop_watches = threading.Event()
+        self._signature: object = None
+        self.imports = 0  # imports run (tests, logs)
+
+    # -- the main loop ----------------------------------------------------------------------------------------
+    def run(self) -> None:
+        """Watch until stopped; returns after the current import's commit and the watches' end."""
+        self.state.ensure_schema()
+        self.archive.ensure_schema()
+        next_check = 0.0
+        try:
+            while not self.stop.is_set():
+                if time.monotonic() >= next_check:
+                    self._refresh()
+                    next_check = time.monotonic() + RECHECK_SECONDS
+                try:
+                    first = self.triggers.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                batch = [first]
+                deadline = time.monotonic() + COALESCE_SECONDS
+                while (left := deadline - time.monotonic()) > 0:
+                    try:
+                        batch.append(self.triggers.get(timeout=left))
+                    except queue.Empty:
+                        break
+                self._import(batch)
+        finally:
+            self._stop_all()
+            self.archive.close()
+            self.state.close()
+
+    def _refresh(self) -> None:
+        """Start or restart the watches when the setting or the accounts changed."""
+        enabled = self.state.setting(WATCH_SETTING, "") == "1"
+        accounts = [a for a in self.state.accounts() if a.enabled and not a.source.outgoing] if enabled else []
+        signature = [(a.name, a.kind, sorted(a.settings.items(), key=str), a.secret) for a in accounts]
+        if signature == self._signature:
+            return
+        self._stop_all()
+        self._signature = signature
+        self._stop_watches = threading.Event()
+        self.state.clear_watch_status()
+        idle_left = self.config.watch_idle_folders
+        vault = Vault(self.config.key_path)
+        for acc in accounts:
+            polled: list[str] | None = None  # folders polled; [] none; None: the whole account
+            if acc.source.watch_mode == "idle":
+                polled = []
+                for folder in acc.folders:
+                    if idle_left > 0:
+                        idle_left -= 1
+                        self._start(self._idle, acc, vault, folder)
+                    else:
+                        polled.append(folder)
+            if polled is None or polled:
+                self._start(self._poll, acc, vault, polled)
+        # what came in while nobody watched (a restart, a crash): the cursors say where to go on
+        for acc in accounts:
+            self.triggers.put(Trigger(acc.name, None, time.time()))
+
+    def _start(self, target: Callable, *args) -> None:
+        thread = threading.Thread(target=target, args=(*args, self._stop_watches), daemon=True,
+                                  name=f"watch-{args[0].name}")
+        thread.start()
+        self.threads.append(thread)
+
+    def _stop_all(self) -> None:
+        self._stop_watches.set()
+        for thread in self.threads:
+            thread.join(timeout=5)
+        self.threads = []
+
+    def _import(self, batch: list[Trigger]) -> None:
+        """One import per account for the folders triggered (all of them if one trigger names none)."""
+        by_account: dict[str, set[str] | None] = {}
+        first: dict[str, float] = {}
+        for trig in batch:
+            folders = by_account.get(trig.account, set())
+            by_account[trig.account] = None if folders is None or trig.folder is None else folders | {trig.folder}
+            first[trig.account] = min(first.get(trig.account, trig.at), trig.at)
+        for name, folders in by_account.items():
+            if self.stop.is_set():
+                return
+            with import_lock(self.config.data_dir, wait=0) as locked:
+                if not locked:  # cron's import runs: it archives the mail, or we do once it is done
+                    self.triggers.put(Trigger(name, None, first[name]))
+                    self.stop.wait(1)
+                    continue
+                importer = Importer(self.config, self.archive, self.state)
+                importer.folders = folders
+                importer.should_stop = self.stop.is_set
+                try:
+                    summary = importer.run(name, actor="watch", record_idle=False)
+                    if summary.archived and self.config.extract_on_import:
+                        importer.extract_pending()
+                except ArchivistaMailError as e:
+                    log.warning("%s", e)
+                    continue
+                self.imports += 1
+                if summary.archived:
+                    latency = time.time() - first[name]
+                    self.state.save_watch_latency(name, folders, latency)
+                for error in summary.errors:
+                    log.warning("%s", error)
+
+    # -- the watches -------------------------------------------------------------------------------------------
+    def _poll(self, acc: Account, vault: Vault, folders: list[str] | None, stop: threading.Event) -> None:
+        """Every watch_poll_seconds: an import of the account (or of its folders beyond the IDLE limit)."""
+        state = State(self.config.data_dir)  # a thread's own connection
+        try:
+            for label in folders or ["*"]:
+                state.save_watch_status(acc.name, label, "polling")
+            targets: list[str | None] = list(folders) if folders else [None]
+            while not stop.wait(self.config.watch_poll_seconds):
+                for folder in targets:
+                    self.triggers.put(Trigger(acc.name, folder, time.time()))
+        finally:
+            state.close()
+
+    def _idle(self, acc: Account, vault: Vault, folder: str, stop: threading.Event) -> None:
+        """IMAP IDLE on one folder, on its own connection, reconnecting with a growing pause after errors."""
+        pause = 1.0
+        state = State(self.config.data_dir)
+        state.save_watch_status(acc.name, folder, "idle")
+        try:
+            while not stop.is_set():
+                try:
+                    with acc.source(acc, vault.secret_of(acc), self.config) as source:
+                        source.watch_folder(folder)
+                        state.save_watch_status(acc.name, folder, "idle", seen=True)
+                        self.triggers.put(Trigger(acc.name, folder, time.time()))  # what came while reconnecting
+                        pause = 1.0
+                        while not stop.is_set():
+                            if source.idle(stop, self.config.watch_idle_renew_seconds):
+                                self.triggers.put(Trigger(acc.name, folder, time.time()))
+                            state.save_watch_status(acc.name, folder, "idle", seen=True)
+                except (ArchivistaMailError, OSError) as e:
+                    state.save_watch_status(acc.name, folder, "idle", error=str(e))
+                    log.warning("Watching %s/%s: %s Connecting again in %.0f s.", acc.name, folder, e, pause)
+                    stop.wait(pause)
+                    pause = min(pause * 2, 60.0)
+        finally:
+            state.close()
+
+
+def watch_forever(config: Config) -> None:
+    """``archivista-mail watch``: until SIGTERM or SIGINT (which end it after the current commit)."""
+    stop = threading.Event()
+
+    def ask_to_stop(signum, frame) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, ask_to_stop)
+    signal.signal(signal.SIGINT, ask_to_stop)
+    Watcher(config, stop).run()

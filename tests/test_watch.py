@@ -1,0 +1,195 @@
+"""The watch service against a real Dovecot: IMAP IDLE and polling, exactly once with kills, cron beside it,
+a mail server restart, and SIGTERM. The watcher is the real command in its own process."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import PASSWORD, Mailbox, fresh_mailbox
+from mailfactory import make_mail
+from servers import Dovecot
+from test_faults import archived_mail_hashes, sha
+
+
+def config_file(tmp_path, **settings) -> str:
+    values = {"watch_poll_seconds": 1, "watch_idle_renew_seconds": 5, "extract_on_import": "false", **settings}
+    path = tmp_path / "watch.conf"
+    path.write_text("[archivista-mail]\n" + "".join(f"{k} = {v}\n" for k, v in values.items()))
+    return str(path)
+
+
+def start_watcher(data_dir, config: str) -> subprocess.Popen:
+    env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir), ARCHIVISTA_MAIL_CONFIG=config)
+    return subprocess.Popen([sys.executable, "-m", "archivista_mail", "watch"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def watch_status(run) -> list[dict]:
+    return json.loads(run("watch-status", "--json").output)
+
+
+def wait_for(condition, timeout: float = 20.0, what: str = "") -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if condition():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    pytest.fail(f"not within {timeout} s: {what}")
+
+
+def add_imap(run, box: Mailbox, *folders: str, name: str = "acct", port: int | None = None) -> None:
+    options = [x for f in folders for x in ("--folder", f)]
+    result = run("account", "add", "imap", name, "--host", "127.0.0.1", "--port",
+                 str(port or box.server.ports["imaps"]), "--user", box.user, "--password-stdin", "--ca-file",
+                 str(box.server.cert), *options, input=PASSWORD + "\n")
+    assert result.exit_code == 0, result.output
+
+
+def stop(proc: subprocess.Popen) -> float:
+    """SIGTERM; returns how long it took to end."""
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+    proc.stderr.close()
+    return time.monotonic() - started
+
+
+def test_mail_delivered_while_watching_is_archived_within_seconds_exactly_once(run, mailbox, data_dir, tmp_path):
+    add_imap(run, mailbox, "INBOX", "Rechnungen")
+    mailbox.append([make_mail(1)], folder="Rechnungen")
+    assert run("settings", "set", "watch_enabled", "1").exit_code == 0
+    proc = start_watcher(data_dir, config_file(tmp_path, watch_idle_renew_seconds=1500))
+    try:
+        wait_for(lambda: len(archived_mail_hashes(data_dir)) == 1, what="the mail there before the start")
+        wait_for(lambda: sum(1 for s in watch_status(run) if s["mode"] == "idle" and s["last_seen"]) == 2,
+                 what="both folders in IDLE")
+        mails = [make_mail(2), make_mail(3)]
+        mailbox.append([mails[0]])
+        latency = wait_for(lambda: sha(mails[0]) in archived_mail_hashes(data_dir), what="the INBOX mail")
+        assert latency < 5  # no poll interval in between: IDLE told the watcher (polling is 1 s here, not used)
+        mailbox.append([mails[1]], folder="Rechnungen")
+        wait_for(lambda: sha(mails[1]) in archived_mail_hashes(data_dir), what="the Rechnungen mail")
+        status = {s["folder"]: s for s in watch_status(run)}
+        assert status["INBOX"]["mode"] == "idle" and status["INBOX"]["last_latency"] is not None
+    finally:
+        took = stop(proc)
+    assert took < 5
+    hashes = archived_mail_hashes(data_dir)
+    assert len(hashes) == len(set(hashes)) == 3
+
+
+def test_without_the_setting_the_watcher_waits_and_archives_nothing(run, mailbox, data_dir, tmp_path):
+    add_imap(run, mailbox, "INBOX")
+    mailbox.append([make_mail(1)])
+    proc = start_watcher(data_dir, config_file(tmp_path))
+    try:
+        time.sleep(2)
+        assert archived_mail_hashes(data_dir) == []
+        assert run("settings", "set", "watch_enabled", "1").exit_code == 0  # read again within 10 s
+        wait_for(lambda: len(archived_mail_hashes(data_dir)) == 1, timeout=20, what="the switch to take effect")
+    finally:
+        stop(proc)
+
+
+def test_pop3_is_polled(run, mailbox, data_dir, tmp_path):
+    result = run("account", "add", "pop3", "pop", "--host", "127.0.0.1", "--port",
+                 str(mailbox.server.ports["pop3s"]), "--user", mailbox.user, "--password-stdin", "--ca-file",
+                 str(mailbox.server.cert), input=PASSWORD + "\n")
+    assert result.exit_code == 0, result.output
+    assert run("settings", "set", "watch_enabled", "1").exit_code == 0
+    proc = start_watcher(data_dir, config_file(tmp_path))
+    try:
+        wait_for(lambda: [s["mode"] for s in watch_status(run)] == ["polling"], what="the POP3 poll")
+        time.sleep(0.5)
+        mail = make_mail(7)
+        mailbox.append([mail])
+        assert wait_for(lambda: sha(mail) in archived_mail_hashes(data_dir), what="the POP3 mail") < 5
+    finally:
+        stop(proc)
+
+
+def test_kills_restarts_and_cron_beside_the_watcher_lose_and_double_nothing(run, mailbox, data_dir, tmp_path):
+    add_imap(run, mailbox, "INBOX", "Rechnungen")
+    assert run("settings", "set", "watch_enabled", "1").exit_code == 0
+    config = config_file(tmp_path)
+    env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir), ARCHIVISTA_MAIL_CONFIG=config)
+    cron = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time\nwhile True:\n"
+                             "    subprocess.run([sys.executable, '-m', 'archivista_mail', 'import'], "
+                             "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n    time.sleep(0.3)\n"], env=env)
+    rng = random.Random(14)
+    mails = [make_mail(100 + i, body_words=rng.randrange(50, 3000)) for i in range(120)]
+    kills = 0
+    try:
+        proc = start_watcher(data_dir, config)
+        for start in range(0, len(mails), 20):
+            mailbox.append(mails[start:start + 10])
+            mailbox.append(mails[start + 10:start + 20], folder="Rechnungen")
+            time.sleep(rng.uniform(0.2, 1.5))  # mid-import, mid-IDLE, between
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            proc.stderr.close()
+            kills += 1
+            proc = start_watcher(data_dir, config)
+        wait_for(lambda: len(archived_mail_hashes(data_dir)) >= len(mails), timeout=60, what="every mail")
+        time.sleep(1)
+        stop(proc)
+    finally:
+        cron.kill()
+        cron.wait()
+    hashes = archived_mail_hashes(data_dir)
+    assert kills == 6
+    assert sorted(hashes) == sorted(sha(m) for m in mails)  # every one, none twice
+
+
+def test_a_mail_server_restart_is_survived(run, data_dir, tmp_path):
+    server = Dovecot({"w001": PASSWORD}).start()
+    try:
+        box = fresh_mailbox(server)
+        add_imap(run, box, "INBOX")
+        assert run("settings", "set", "watch_enabled", "1").exit_code == 0
+        proc = start_watcher(data_dir, config_file(tmp_path, network_timeout=5))
+        try:
+            wait_for(lambda: any(s["last_seen"] for s in watch_status(run)), what="IDLE")
+            server.kill()
+            time.sleep(1)
+            server.start()  # same ports, same mail
+            mail = make_mail(9)
+            box.append([mail])
+            wait_for(lambda: sha(mail) in archived_mail_hashes(data_dir), timeout=30, what="the mail after the restart")
+            assert [s["mode"] for s in watch_status(run)] == ["idle"]
+        finally:
+            stop(proc)
+    finally:
+        server.stop()
+    assert len(archived_mail_hashes(data_dir)) == 1
+
+
+def test_webadmin_switches_the_watch_on_and_shows_how_each_folder_is_watched(run, mailbox, data_dir, tmp_path):
+    from test_webadmin import csrf
+    from test_webadmin_gmail_ews import admin_client
+
+    add_imap(run, mailbox, "INBOX", "Rechnungen")
+    client = admin_client(run, data_dir)
+    page = client.get("/imports/")
+    assert "Sofort archivieren (Push)" in page.data.decode() and 'id="watch" checked' not in page.data.decode()
+    assert client.post("/imports/watch", data={"csrf_token": csrf(page.data), "watch": "1"}).status_code == 302
+    assert run("settings", "show", "--json").output.count('"watch_enabled": "1"') == 1
+    proc = start_watcher(data_dir, config_file(tmp_path, watch_idle_folders=1))
+    try:
+        wait_for(lambda: {(s["folder"], s["mode"]) for s in watch_status(run) if s["last_seen"] or s["mode"] ==
+                          "polling"} == {("INBOX", "idle"), ("Rechnungen", "polling")}, what="IDLE and polling")
+        mail = make_mail(5)
+        mailbox.append([mail], folder="Rechnungen")  # beyond the IDLE limit: polled every second here
+        wait_for(lambda: sha(mail) in archived_mail_hashes(data_dir), what="the polled folder's mail")
+        shown = client.get("/imports/").data.decode()
+        assert 'id="watch" checked' in shown and "IMAP IDLE" in shown and "Abfrage alle" not in shown
+        assert "<td>Rechnungen</td><td>Regelmässige Abfrage" in shown
+    finally:
+        stop(proc)
