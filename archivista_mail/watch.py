@@ -150,7 +150,7 @@ class Watcher:
                 importer.should_stop = self.stop.is_set
                 try:
                     summary = importer.run(name, actor="watch", record_idle=False)
-                    if summary.archived and self.config.extract_on_import:
+                    if summary.archived and self.config.extract_on_import and not self.stop.is_set():
                         importer.extract_pending()
                 except ArchivistaMailError as e:
                     log.warning("%s", e)

@@ -193,3 +193,60 @@ def test_webadmin_switches_the_watch_on_and_shows_how_each_folder_is_watched(run
         assert "<td>Rechnungen</td><td>Regelmässige Abfrage" in shown
     finally:
         stop(proc)
+
+
+def test_sigterm_ends_the_watcher_within_seconds_after_a_commit_and_a_restart_goes_on(run, mailbox, data_dir,
+                                                                                      tmp_path):
+    mails = [make_mail(1000 + i, body_words=800) for i in range(1500)]
+    mailbox.server.write_maildir(mailbox.user, mails)
+    add_imap(run, mailbox, "INBOX")
+    assert run("settings", "set", "watch_enabled", "1").exit_code == 0
+    config = config_file(tmp_path)
+    proc = start_watcher(data_dir, config)
+    wait_for(lambda: len(archived_mail_hashes(data_dir)) >= 100, timeout=60, what="the catch-up to be under way")
+    took = stop(proc)
+    assert proc.returncode == 0 and took < 5, took
+    done = len(archived_mail_hashes(data_dir))
+    assert done < len(mails), "the backlog was done before SIGTERM came: nothing to prove"
+    proc = start_watcher(data_dir, config)
+    try:
+        wait_for(lambda: len(archived_mail_hashes(data_dir)) == len(mails), timeout=120, what="the rest")
+    finally:
+        stop(proc)
+    assert sorted(archived_mail_hashes(data_dir)) == sorted(sha(m) for m in mails)
+
+
+def test_the_watchers_memory_stays_flat_over_many_idle_and_reconnect_cycles(run, data_dir, tmp_path):
+    """IDLE re-issued every second, and the server killed and started again every few seconds: RSS after the
+    first cycles and after many more differ by little."""
+    server = Dovecot({"m001": PASSWORD}).start()
+    try:
+        box = fresh_mailbox(server)
+        add_imap(run, box, "INBOX")
+        assert run("settings", "set", "watch_enabled", "1").exit_code == 0
+        proc = start_watcher(data_dir, config_file(tmp_path, watch_idle_renew_seconds=1, network_timeout=5))
+
+        def rss() -> int:
+            with open(f"/proc/{proc.pid}/status") as f:
+                return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+        try:
+            wait_for(lambda: any(s["last_seen"] for s in watch_status(run)), what="IDLE")
+            samples = []
+            for cycle in range(8):
+                time.sleep(2.5)
+                server.kill()  # the connection breaks; the watcher pauses and connects again
+                time.sleep(0.3)
+                server.start()
+                box.append([make_mail(cycle)])
+                samples.append(rss())
+            mail = make_mail(99)
+            box.append([mail])
+            wait_for(lambda: sha(mail) in archived_mail_hashes(data_dir), timeout=30, what="a mail after the cycles")
+        finally:
+            stop(proc)
+    finally:
+        server.stop()
+    assert len(archived_mail_hashes(data_dir)) == 9
+    growth = samples[-1] - samples[1]
+    assert growth < 4096, f"RSS grew by {growth} KB over the cycles: {samples}"
