@@ -124,9 +124,12 @@ class Watcher:
         self.threads.append(thread)
 
     def _stop_all(self) -> None:
+        """End the watches: each leaves IDLE within a second; one still connecting is left behind (a daemon
+        thread), so SIGTERM is never held up by a server that does not answer."""
         self._stop_watches.set()
+        deadline = time.monotonic() + 3
         for thread in self.threads:
-            thread.join(timeout=5)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
         self.threads = []
 
     def _import(self, batch: list[Trigger]) -> None:
