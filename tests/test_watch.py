@@ -248,5 +248,6 @@ def test_the_watchers_memory_stays_flat_over_many_idle_and_reconnect_cycles(run,
     finally:
         server.stop()
     assert len(archived_mail_hashes(data_dir)) == 9
+    print(f"watcher RSS after each cycle (KB): {samples}")
     growth = samples[-1] - samples[1]
     assert growth < 4096, f"RSS grew by {growth} KB over the cycles: {samples}"
