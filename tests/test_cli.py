@@ -250,7 +250,7 @@ def test_settings_show_and_set_cover_links_and_the_import_interval(run):
     assert run("settings", "set", "import_interval_minutes", "15").exit_code == 0
     assert json.loads(run("settings", "show", "--json").output) == {
         "link_base_url": "https://archiv.example.ch", "link_title_field": "subject", "send_subject_token": "",
-        "import_interval_minutes": "15"}
+        "watch_enabled": "", "import_interval_minutes": "15"}
     bad = run("settings", "set", "import_interval_minutes", "0")
     assert bad.exit_code == 2 and "1 to 1440" in bad.output
     assert run("settings", "set", "colour", "blue").exit_code == 2
