@@ -62,6 +62,9 @@ class Config:
     watch_idle_renew_seconds: int = _setting(
         1500, "Watch service: seconds after which an IMAP IDLE is ended and issued again (RFC 2177: under 29 "
               "minutes); a connection that does not answer then is replaced.")
+    watch_graph_seconds: int = _setting(
+        3 * 24 * 3600, "Watch service: the lifetime asked for Microsoft Graph subscriptions (Graph grants under 7 "
+                       "days for mail); each is renewed when half of it is gone.")
     webadmin_secure_cookies: bool = _setting(
         False, "WebAdmin: send the session cookie over HTTPS only. Set it when WebAdmin is reached through HTTPS.")
     webadmin_timezone: str = _setting(

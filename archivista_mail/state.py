@@ -7,8 +7,12 @@ documents -- seen keys, cursors, failures, pending server actions -- lives in th
 from __future__ import annotations
 
 import getpass
+import hashlib
+import hmac
 import json
 import os
+import time
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,12 @@ SCHEMA = [
     # The watch service's view of each folder (watch.py): how it is watched, when the server was last heard.
     "CREATE TABLE IF NOT EXISTS watch (account TEXT, folder TEXT, mode TEXT, last_seen TEXT, last_latency REAL, "
     "error TEXT, updated TEXT, PRIMARY KEY (account, folder))",
+    # Microsoft Graph change notifications: our subscriptions (the clientState only as its hash) and what
+    # WebAdmin's /graph/notify received for them, for the watcher to read.
+    "CREATE TABLE IF NOT EXISTS graph_subscriptions (id TEXT PRIMARY KEY, account TEXT, folder TEXT, "
+    "state_hash TEXT, expires REAL, created TEXT)",
+    "CREATE TABLE IF NOT EXISTS watch_events (id INTEGER PRIMARY KEY AUTOINCREMENT, subscription TEXT, kind TEXT, "
+    "at REAL)",
     "CREATE TABLE IF NOT EXISTS login_failures ([key] TEXT PRIMARY KEY, failures INTEGER, last REAL, "
     "locked_until REAL)",
 ]
@@ -325,6 +335,40 @@ class State:
                 self.db.execute("UPDATE watch SET last_latency=?, last_seen=? WHERE account=? AND folder IN (?, '*')",
                                 [round(seconds, 3), now_iso(), account, folder])
 
+    def save_graph_subscription(self, sid: str, account: str, folder: str, client_state: str, expires: float) -> None:
+        """A Graph subscription we created; its clientState is kept only as a hash (WebAdmin compares)."""
+        self.db.execute("INSERT OR REPLACE INTO graph_subscriptions (id, account, folder, state_hash, expires, created) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", [sid, account, folder, _state_hash(client_state), expires,
+                                                      now_iso()])
+
+    def drop_graph_subscription(self, sid: str) -> None:
+        self.db.execute("DELETE FROM graph_subscriptions WHERE id=?", [sid])
+
+    def graph_notification(self, sid: str, client_state: str, kind: str) -> bool:
+        """Record a notification for the watcher when it names our subscription with its clientState; False (and
+        nothing recorded) for anything else: a forged or stale one."""
+        row = self.db.execute("SELECT state_hash FROM graph_subscriptions WHERE id=?", [sid]).fetchone()
+        if row is None or not hmac.compare_digest(row[0], _state_hash(client_state)):
+            return False
+        self.db.execute("INSERT INTO watch_events (subscription, kind, at) VALUES (?, ?, ?)", [sid, kind, time.time()])
+        return True
+
+    def watch_events(self, after: int, subscriptions: Iterable[str]) -> list[tuple[int, str, str, float]]:
+        """Notifications recorded after event ``after`` for these subscriptions: (id, subscription, kind, at)."""
+        subs = list(subscriptions)
+        if not subs:
+            return []
+        marks = ",".join("?" * len(subs))
+        return [tuple(r) for r in self.db.execute(  # type: ignore[misc]
+            f"SELECT id, subscription, kind, at FROM watch_events WHERE id > ? AND subscription IN ({marks}) "
+            "ORDER BY id", [after, *subs])]
+
+    def last_watch_event(self) -> int:
+        """The newest notification's id (0 if none); older ones are dropped after a day."""
+        self.db.execute("DELETE FROM watch_events WHERE at < ?", [time.time() - 86400])
+        row = self.db.execute("SELECT MAX(id) FROM watch_events").fetchone()
+        return row[0] or 0
+
     def watch_status(self) -> list[dict[str, Any]]:
         """Every watched folder: account, folder, mode (idle or polling), last_seen, last_latency, error."""
         cur = self.db.execute("SELECT account, folder, mode, last_seen, last_latency, error FROM watch "
@@ -357,6 +401,10 @@ class State:
 def _cut(text: str | None, limit: int) -> str:
     text = text or ""
     return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _state_hash(client_state: str) -> str:
+    return hashlib.sha256(client_state.encode("utf-8")).hexdigest()
 
 
 def user_login_key(name: str) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import secrets
 import signal
 import threading
 import time
@@ -29,7 +30,9 @@ from .archive import open_archive
 from .config import Config
 from .errors import ArchivistaMailError
 from .importer import Importer
+from .links import BASE_URL_SETTING
 from .runs import import_lock
+from .sources.base import Folder
 from .state import State
 from .vault import Vault
 
@@ -101,8 +104,12 @@ class Watcher:
         self.state.clear_watch_status()
         idle_left = self.config.watch_idle_folders
         vault = Vault(self.config.key_path)
+        notify_url = self._notify_url()
         for acc in accounts:
             polled: list[str] | None = None  # folders polled; [] none; None: the whole account
+            if acc.source.watch_mode == "notifications" and notify_url:
+                self._start(self._notifications, acc, vault, notify_url)
+                continue
             if acc.source.watch_mode == "idle":
                 polled = []
                 for folder in acc.folders:
@@ -116,6 +123,12 @@ class Watcher:
         # what came in while nobody watched (a restart, a crash): the cursors say where to go on
         for acc in accounts:
             self.triggers.put(Trigger(acc.name, None, time.time()))
+
+    def _notify_url(self) -> str:
+        """Where Graph can post change notifications: WebAdmin's /graph/notify under the DNS name of the direct
+        links, when that is https (Graph calls nothing else); '' otherwise (those accounts are polled)."""
+        base = self.state.setting(BASE_URL_SETTING, "")
+        return f"{base.rstrip('/')}/graph/notify" if base.startswith("https://") else ""
 
     def _start(self, target: Callable, *args) -> None:
         thread = threading.Thread(target=target, args=(*args, self._stop_watches), daemon=True,
@@ -178,6 +191,82 @@ class Watcher:
                     self.triggers.put(Trigger(acc.name, folder, time.time()))
         finally:
             state.close()
+
+    def _notifications(self, acc: Account, vault: Vault, url: str, stop: threading.Event) -> None:
+        """Graph change notifications: a subscription per folder (clientState a fresh secret), renewed when half
+        its lifetime is gone and made anew when Graph removes it; each notification WebAdmin accepted triggers
+        a delta read of its folder. Without subscriptions (Graph cannot validate the URL) the account is polled."""
+        state = State(self.config.data_dir)
+        subs: dict[str, tuple[Folder, float, float]] = {}  # id -> (folder, expires, granted at)
+        try:
+            with acc.source(acc, vault.secret_of(acc), self.config) as source:
+                last = state.last_watch_event()
+
+                def subscribe(folder: Folder) -> None:
+                    client_state = secrets.token_urlsafe(32)
+                    sid, expires = source.subscribe(folder, url, client_state, self.config.watch_graph_seconds)
+                    state.save_graph_subscription(sid, acc.name, folder.label, client_state, expires)
+                    subs[sid] = (folder, expires, time.time())
+                    state.save_watch_status(acc.name, folder.label, "notifications", seen=True)
+
+                try:
+                    for folder in source.folders():
+                        subscribe(folder)
+                except ArchivistaMailError as e:
+                    for label in [f.label for f in source.folders()]:
+                        state.save_watch_status(acc.name, label, "polling", error=str(e))
+                    log.warning("%s Polling every %s s instead.", e, self.config.watch_poll_seconds)
+                    self._unsubscribe(source, state, subs)
+                    state.close()
+                    return self._poll(acc, vault, None, stop)
+                self.triggers.put(Trigger(acc.name, None, time.time()))  # what came before the subscriptions
+                try:
+                    while not stop.wait(0.25):
+                        for event, sid, kind, at in state.watch_events(last, list(subs)):
+                            last = max(last, event)
+                            if sid not in subs:
+                                continue
+                            folder = subs[sid][0]
+                            if kind == "subscriptionRemoved":
+                                subs.pop(sid)
+                                state.drop_graph_subscription(sid)
+                                subscribe(folder)
+                            elif kind == "reauthorizationRequired":
+                                subs[sid] = (folder, source.renew(folder, sid, self.config.watch_graph_seconds),
+                                             time.time())
+                            if kind != "reauthorizationRequired":  # created, missed, removed: read the delta
+                                self.triggers.put(Trigger(acc.name, folder.label, at))
+                                state.save_watch_status(acc.name, folder.label, "notifications", seen=True)
+                        for sid, (folder, expires, granted) in list(subs.items()):
+                            if time.time() > granted + (expires - granted) / 2:  # half its lifetime is gone
+                                try:
+                                    subs[sid] = (folder, source.renew(folder, sid, self.config.watch_graph_seconds),
+                                                 time.time())
+                                except ArchivistaMailError:
+                                    subs.pop(sid)
+                                    state.drop_graph_subscription(sid)
+                                    subscribe(folder)
+                                    self.triggers.put(Trigger(acc.name, folder.label, time.time()))
+                finally:
+                    self._unsubscribe(source, state, subs)
+        except (ArchivistaMailError, OSError) as e:
+            state.save_watch_status(acc.name, "*", "notifications", error=str(e))
+            log.warning("Watching %s: %s", acc.name, e)
+            if not stop.wait(self.config.watch_poll_seconds):
+                self.triggers.put(Trigger(acc.name, None, time.time()))
+                self._signature = None  # start the account's watch again at the next check
+        finally:
+            state.close()
+
+    @staticmethod
+    def _unsubscribe(source, state: State, subs: dict) -> None:
+        for sid, (folder, _, _) in list(subs.items()):
+            try:
+                source.unsubscribe(folder, sid)
+            except ArchivistaMailError:
+                pass  # it expires by itself
+            state.drop_graph_subscription(sid)
+        subs.clear()
 
     def _idle(self, acc: Account, vault: Vault, folder: str, stop: threading.Event) -> None:
         """IMAP IDLE on one folder, on its own connection, reconnecting with a growing pause after errors."""

@@ -20,6 +20,7 @@ import email
 import itertools
 import json
 import random
+import re
 import secrets
 import socket
 import socketserver
@@ -27,6 +28,9 @@ import ssl
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from email import policy
@@ -119,6 +123,13 @@ class GraphEmulator:
         self._ids = itertools.count(1)
         self.server: socketserver.ThreadingTCPServer | None = None
         self.port = 0
+        # Change notifications (subscriptions): id -> dict; the CA our outgoing HTTPS calls trust (the
+        # subscriber's endpoint); the longest lifetime granted (Outlook messages: under 7 days); what was sent.
+        self.subscriptions: dict[str, dict] = {}
+        self.notify_ca: Path | None = None
+        self.subscription_max_seconds = 10080 * 60 - 60
+        self.validations: list[str] = []
+        self.notifications: list[tuple[str, int]] = []  # (url, HTTP status of the answer)
 
     # -- set-up ---------------------------------------------------------------------------
     def add_app(self, tenant: str, client_id: str, secret: str, permissions=("Mail.ReadWrite",),
@@ -143,7 +154,110 @@ class GraphEmulator:
                             + datetime.timedelta(seconds=n)).strftime("%Y-%m-%dT%H:%M:%SZ")
                 target.messages[mid] = Message(mid, mime, received, is_read)
                 ids.append(mid)
+            subscribed = [s for s in self.subscriptions.values() if s["mailbox"] == box.address.lower()
+                          and box.folder(s["folder"]) is target and s["expires"] > time.time()]
+        for sub in subscribed:  # Graph notifies after the change, from its own side, a little later
+            value = [{"subscriptionId": sub["id"], "subscriptionExpirationDateTime": _iso(sub["expires"]),
+                      "changeType": "created", "resource": f"Users/{box.address}/Messages/{mid}",
+                      "resourceData": {"@odata.type": "#Microsoft.Graph.Message", "@odata.id":
+                                       f"Users/{box.address}/Messages/{mid}", "id": mid},
+                      "clientState": sub["clientState"], "tenantId": sub["tenant"]} for mid in ids]
+            threading.Thread(target=self._post, args=(sub["notificationUrl"], {"value": value}), daemon=True).start()
         return ids
+
+    # -- change notifications (Microsoft's documented shapes) --------------------------------------------------
+    def lifecycle(self, subscription_id: str, event: str) -> int:
+        """Send a lifecycle notification (reauthorizationRequired, subscriptionRemoved, missed); returns the answer's
+        status. subscriptionRemoved also removes the subscription, as Graph does."""
+        sub = self.subscriptions[subscription_id]
+        if event == "subscriptionRemoved":
+            self.subscriptions.pop(subscription_id)
+        return self._post(sub["lifecycleNotificationUrl"] or sub["notificationUrl"], {"value": [
+            {"lifecycleEvent": event, "subscriptionId": subscription_id, "resource": sub["resource"],
+             "subscriptionExpirationDateTime": _iso(sub["expires"]), "clientState": sub["clientState"],
+             "tenantId": sub["tenant"]}]})
+
+    def _opener(self):
+        context = ssl.create_default_context(cafile=str(self.notify_ca) if self.notify_ca else None)
+        return urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(
+            context=context))
+
+    def _post(self, url: str, payload: dict) -> int:
+        request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+        try:
+            with self._opener().open(request, timeout=10) as response:
+                status = response.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        except OSError:
+            status = 0
+        self.notifications.append((url, status))
+        return status
+
+    def _validate(self, url: str) -> bool:
+        """Graph's validation request: POST url?validationToken=...; the endpoint must echo it, 200, text/plain."""
+        token = f"Validation: Testing client application reachability for subscription Request-Id: {uuid.uuid4()}"
+        request = urllib.request.Request(f"{url}?validationToken={quote(token)}", b"", {"Content-Type": "text/plain"},
+                                         method="POST")
+        try:
+            with self._opener().open(request, timeout=10) as response:
+                ok = response.status == 200 and response.read().decode() == token and \
+                    response.headers.get("Content-Type", "").startswith("text/plain")
+        except OSError:
+            ok = False
+        self.validations.append(url)
+        return ok
+
+    def _subscriptions(self, app: tuple[str, str], method: str, parts: list[str], body: bytes):
+        data = json.loads(body or b"{}")
+        if method == "POST" and len(parts) == 2:
+            for name in ("changeType", "notificationUrl", "resource", "expirationDateTime"):
+                if not data.get(name):
+                    raise GraphError(400, "InvalidRequest", f"The property '{name}' is required.")
+            match = re.fullmatch(r"/?users/([^/]+)/mailFolders\('?([^/')]+)'?\)/messages", data["resource"], re.I)
+            if match is None or match.group(1).lower() not in self.mailboxes:
+                raise GraphError(400, "InvalidRequest", f"Resource '{data['resource']}' is not supported.")
+            for url in (data["notificationUrl"], data.get("lifecycleNotificationUrl") or ""):
+                if url and not url.startswith("https://"):
+                    raise GraphError(400, "InvalidRequest", "The notification URL must use https.")
+            expires = _parse_iso(data["expirationDateTime"])
+            if expires is None or expires <= time.time():
+                raise GraphError(400, "InvalidRequest", "Subscription expiration must be in the future.")
+            for url in {data["notificationUrl"], data.get("lifecycleNotificationUrl") or data["notificationUrl"]}:
+                if not self._validate(url):
+                    raise GraphError(400, "InvalidRequest", "Subscription validation request failed. Notification "
+                                     "endpoint must respond with 200 OK to validation request.")
+            sid = str(uuid.uuid4())
+            self.subscriptions[sid] = sub = {
+                "id": sid, "tenant": app[0], "resource": data["resource"], "mailbox": match.group(1).lower(),
+                "folder": match.group(2), "notificationUrl": data["notificationUrl"],
+                "lifecycleNotificationUrl": data.get("lifecycleNotificationUrl"),
+                "clientState": data.get("clientState"), "changeType": data["changeType"],
+                "expires": min(expires, time.time() + self.subscription_max_seconds)}
+            return _json(201, self._subscription_json(sub))
+        sub = self.subscriptions.get(parts[2]) if len(parts) == 3 else None
+        if sub is None or sub["tenant"] != app[0]:
+            raise GraphError(404, "ResourceNotFound", "The object was not found.")
+        if method == "PATCH":
+            expires = _parse_iso(data.get("expirationDateTime", ""))
+            if expires is None or expires <= time.time():
+                raise GraphError(400, "InvalidRequest", "Subscription expiration must be in the future.")
+            sub["expires"] = min(expires, time.time() + self.subscription_max_seconds)
+            return _json(200, self._subscription_json(sub))
+        if method == "DELETE":
+            self.subscriptions.pop(sub["id"])
+            return 204, {}, b""
+        if method == "GET":
+            return _json(200, self._subscription_json(sub))
+        raise GraphError(405, "MethodNotAllowed", "Method not allowed.")
+
+    @staticmethod
+    def _subscription_json(sub: dict) -> dict:
+        return {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#subscriptions/$entity", "id": sub["id"],
+                "resource": sub["resource"], "changeType": sub["changeType"], "clientState": sub["clientState"],
+                "notificationUrl": sub["notificationUrl"], "lifecycleNotificationUrl":
+                sub["lifecycleNotificationUrl"], "expirationDateTime": _iso(sub["expires"]),
+                "applicationId": "app", "creatorId": "creator", "latestSupportedTlsVersion": "v1_2"}
 
     def remove(self, address: str, message_id: str) -> None:
         with self._lock:
@@ -289,6 +403,10 @@ class GraphEmulator:
             raise GraphError(401, "InvalidAuthenticationToken", "Access token has expired or is not yet valid.")
         app = self.apps[(grant[0], grant[1])]
         parts = [unquote(p) for p in path.strip("/").split("/")]
+        if parts[:2] == ["v1.0", "subscriptions"]:
+            if not app["permissions"] & {"Mail.Read", "Mail.ReadWrite"}:
+                raise GraphError(403, "ExtensionError", "Operation: Create; Exception: [Status Code: Forbidden]")
+            return self._subscriptions((grant[0], grant[1]), method, parts, body)
         if parts[:2] != ["v1.0", "users"] or len(parts) < 4:
             raise GraphError(400, "BadRequest", f"Resource not found for the segment '{path}'.")
         box = self.mailboxes.get(parts[2].lower())
@@ -439,6 +557,20 @@ class GraphEmulator:
 _REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 401: "Unauthorized",
             403: "Forbidden", 404: "Not Found", 410: "Gone", 429: "Too Many Requests", 503: "Service Unavailable",
             504: "Gateway Timeout"}
+
+
+def _iso(stamp: float) -> str:
+    return datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
+
+
+def _parse_iso(text: str) -> float | None:
+    """An ISO 8601 time as Graph takes it (Z or an offset, up to 7 fraction digits), as a timestamp."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,7}))?(Z|[+-]\d\d:\d\d)", text or "")
+    if match is None:
+        return None
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    stamp = datetime.datetime.fromisoformat(match.group(1) + zone).timestamp()
+    return stamp + float("0." + (match.group(2) or "0"))
 
 
 def _json(status: int, data: dict):

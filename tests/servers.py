@@ -499,12 +499,17 @@ class RecordingServer:
 class WebAdmin:
     """gunicorn serving WebAdmin for a data directory with the service's own settings (webadmin/gunicorn_conf.py)."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, tls: tuple[Path, Path, Path] | None = None) -> None:
+        """``tls``: (certificate chain, key, CA file) to serve HTTPS, as behind the appliance's DNS name."""
+        import ssl
         import sys
         import urllib.request
 
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.base = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        extra = ["--certfile", str(tls[0]), "--keyfile", str(tls[1])] if tls else []
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(
+            context=ssl.create_default_context(cafile=str(tls[2])) if tls else None))
         env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir))
         # Its log beside the data directory (a pipe nobody reads would block a chatty server): a failing test
         # finds the traceback of a 500 there.
@@ -512,10 +517,11 @@ class WebAdmin:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "--config",
                                           "python:webadmin.gunicorn_conf", "--bind", f"127.0.0.1:{self.port}",
-                                          "webadmin:create_app()"], env=env, stdout=subprocess.DEVNULL, stderr=log)
+                                          *extra, "webadmin:create_app()"], env=env, stdout=subprocess.DEVNULL,
+                                         stderr=log)
         for _ in range(200):
             try:
-                urllib.request.urlopen(f"{self.base}/healthz", timeout=1).read()
+                opener.open(f"{self.base}/healthz", timeout=1).read()
                 return
             except OSError:
                 time.sleep(0.05)

@@ -100,9 +100,9 @@ def create_app(config: Config | None = None, test_config: dict | None = None) ->
         g.state.db.execute("SELECT 1").fetchone()
         return {"status": "ok"}
 
-    from . import accounts, audit, auth, documents, errors, imports, links, rules, sending
+    from . import accounts, audit, auth, documents, errors, graph_notify, imports, links, rules, sending
 
-    for module in (auth, accounts, imports, rules, links, documents, sending, audit, errors):
+    for module in (auth, accounts, imports, rules, links, documents, sending, graph_notify, audit, errors):
         app.register_blueprint(module.bp)
     return app
 

@@ -244,7 +244,8 @@ class Source:
     # be safe on different threads.
     parallel_groups: ClassVar[int] = 1
     # How the watch service (watch.py) waits for new mail: "idle" (the source's watch_folder and idle, one
-    # connection per folder) or "polling" (an import every watch_poll_seconds; the cursor keeps it cheap).
+    # connection per folder), "notifications" (subscribe: the server posts to WebAdmin) or "polling" (an
+    # import every watch_poll_seconds; the cursor keeps it cheap).
     watch_mode: ClassVar[str] = "polling"
     outgoing: ClassVar[bool] = False  # an account to send through (SMTP): the import loop passes it by
     folder_setting: ClassVar[str] = "folders"  # the list setting WebAdmin's folder picker fills (Gmail: labels)
@@ -361,6 +362,20 @@ class Source:
     def idle(self, stop: Any, renew: float) -> bool:
         """Wait until the server announces new mail (True), ``renew`` seconds pass or ``stop`` (an Event) is set
         (False). Raises SourceError when the connection is broken or silent."""
+        raise NotImplementedError
+
+    # -- the watch service (watch_mode "notifications": the server posts to WebAdmin) ----------------------
+    def subscribe(self, folder: Folder, url: str, client_state: str, seconds: int) -> tuple[str, float]:
+        """Ask the server to post new mail in ``folder`` to ``url`` with ``client_state``; returns the
+        subscription's id and expiry. Raises SourceError."""
+        raise NotImplementedError
+
+    def renew(self, folder: Folder, sid: str, seconds: int) -> float:
+        """Extend a subscription; returns its new expiry. Raises SourceError."""
+        raise NotImplementedError
+
+    def unsubscribe(self, folder: Folder, sid: str) -> None:
+        """End a subscription."""
         raise NotImplementedError
 
     # -- connection tests -------------------------------------------------------------------------

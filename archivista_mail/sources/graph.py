@@ -308,6 +308,21 @@ class GraphSession:
         return (data.get("value") or [None])[0]
 
 
+def _iso_in(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + seconds))
+
+
+def _parse_time(value: str | None, fallback_seconds: int) -> float:
+    """Graph's expirationDateTime as a timestamp (what we asked for, if it cannot be read)."""
+    import datetime
+    import re
+
+    match = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)", value or "")
+    if match is None:
+        return time.time() + fallback_seconds
+    return datetime.datetime.fromisoformat(match.group(1) + "+00:00").timestamp()
+
+
 def _error_body(response) -> tuple[str, str]:
     """Graph's error code and message from a failed response (its documented ``{"error": {...}}`` body)."""
     try:
@@ -347,6 +362,7 @@ class GraphSource(Source):
 
     kind = "o365"
     title = Lang("Office 365", "Office 365")
+    watch_mode = "notifications"  # Graph change notifications where WebAdmin is reachable over HTTPS
     page = "o365"
     page_title = Lang("Office 365", "Office 365")
     actions = ("none", "read", "move", "delete")
@@ -435,6 +451,30 @@ class GraphSource(Source):
 
     def apply(self, folder: Folder, action: AfterAction, refs: list) -> None:
         self.session.apply(folder.data[0], action, refs)
+
+    # -- change notifications (the watch service) -----------------------------------------------------------------
+    def subscribe(self, folder: Folder, url: str, client_state: str, seconds: int) -> tuple[str, float]:
+        """A subscription to new mail in the folder, notifications to ``url`` (Graph validates it first);
+        returns its id and when it expires (Graph may grant less than asked). Raises SourceError."""
+        mailbox, name = folder.data
+        body = {"changeType": "created", "notificationUrl": url, "lifecycleNotificationUrl": url,
+                "resource": f"users/{mailbox}/mailFolders('{name}')/messages", "clientState": client_state,
+                "expirationDateTime": _iso_in(seconds)}
+        answer = self.session.request("POST", f"{GRAPH}/subscriptions", mailbox, json=body).json()
+        return answer["id"], _parse_time(answer.get("expirationDateTime"), seconds)
+
+    def renew(self, folder: Folder, sid: str, seconds: int) -> float:
+        """Extend a subscription; returns its new expiry. Raises SourceError (GoneError: it no longer exists)."""
+        answer = self.session.request("PATCH", f"{GRAPH}/subscriptions/{quote(sid)}", folder.data[0],
+                                      json={"expirationDateTime": _iso_in(seconds)}).json()
+        return _parse_time(answer.get("expirationDateTime"), seconds)
+
+    def unsubscribe(self, folder: Folder, sid: str) -> None:
+        """Delete a subscription (one already gone is no error)."""
+        try:
+            self.session.request("DELETE", f"{GRAPH}/subscriptions/{quote(sid)}", folder.data[0], expect_json=False)
+        except (GoneError, FolderError):
+            pass
 
     def probe(self) -> ProbeReport:
         report = ProbeReport()
