@@ -3,13 +3,15 @@
 ``archivista-mail watch`` runs until SIGTERM. For every enabled account it waits for new mail in
 the cheapest way its source offers (``Source.watch_mode``): IMAP folders with IDLE (RFC 2177), one
 connection each, up to ``watch_idle_folders`` of them, the IDLE re-issued every
-``watch_idle_renew_seconds``; every other folder and source by polling every ``watch_poll_seconds``.
+``watch_idle_renew_seconds``, the folders beyond with STATUS every ``watch_poll_seconds``;
+Microsoft 365 with Graph change notifications posted to WebAdmin (when its DNS name is https);
+every other source by an import every ``watch_poll_seconds``.
 A watch only says "something may be new"; the normal import then runs for that folder, with the
 same pipeline, ledger, after-archive actions and the import lock cron's ``import`` takes, so the
 two never work at once and never archive a mail twice. A crash loses nothing: the next start (or
 cron) catches up from the folders' cursors.
 
-Threads: one per IDLE folder and one per polled account put triggers on a queue; the main thread
+Threads: one per IDLE folder, per notified or polled account put triggers on a queue; the main thread
 runs the imports one after the other. The watchers' state (how each folder is watched, when it
 last heard from the server, the last latency) is kept in the state database for WebAdmin.
 """
@@ -106,20 +108,21 @@ class Watcher:
         vault = Vault(self.config.key_path)
         notify_url = self._notify_url()
         for acc in accounts:
-            polled: list[str] | None = None  # folders polled; [] none; None: the whole account
             if acc.source.watch_mode == "notifications" and notify_url:
                 self._start(self._notifications, acc, vault, notify_url)
                 continue
             if acc.source.watch_mode == "idle":
-                polled = []
+                polled: list[str] = []  # beyond the IDLE limit
                 for folder in acc.folders:
                     if idle_left > 0:
                         idle_left -= 1
                         self._start(self._idle, acc, vault, folder)
                     else:
                         polled.append(folder)
-            if polled is None or polled:
-                self._start(self._poll, acc, vault, polled)
+                if polled:
+                    self._start(self._status_poll, acc, vault, polled)
+                continue
+            self._start(self._poll, acc, vault, None)
         # what came in while nobody watched (a restart, a crash): the cursors say where to go on
         for acc in accounts:
             self.triggers.put(Trigger(acc.name, None, time.time()))
@@ -189,6 +192,37 @@ class Watcher:
             while not stop.wait(self.config.watch_poll_seconds):
                 for folder in targets:
                     self.triggers.put(Trigger(acc.name, folder, time.time()))
+        finally:
+            state.close()
+
+    def _status_poll(self, acc: Account, vault: Vault, folders: list[str], stop: threading.Event) -> None:
+        """IMAP folders beyond the IDLE limit: STATUS every watch_poll_seconds on one connection; an import only
+        for a folder whose UIDNEXT, UIDVALIDITY or message count changed."""
+        state = State(self.config.data_dir)
+        last: dict[str, tuple] = {}
+        pause = 1.0
+        try:
+            for label in folders:
+                state.save_watch_status(acc.name, label, "polling")
+            while not stop.is_set():
+                try:
+                    with acc.source(acc, vault.secret_of(acc), self.config) as source:
+                        while not stop.is_set():
+                            for label in folders:
+                                now = source.folder_state(label)
+                                if last.get(label) != now:
+                                    if label in last:
+                                        self.triggers.put(Trigger(acc.name, label, time.time()))
+                                    last[label] = now
+                                state.save_watch_status(acc.name, label, "polling", seen=True)
+                            pause = 1.0
+                            if stop.wait(self.config.watch_poll_seconds):
+                                return
+                except (ArchivistaMailError, OSError) as e:
+                    for label in folders:
+                        state.save_watch_status(acc.name, label, "polling", error=str(e))
+                    stop.wait(pause)
+                    pause = min(pause * 2, 60.0)
         finally:
             state.close()
 

@@ -359,6 +359,11 @@ class Source:
         """Open a folder to wait for new mail in (read-only); raises FolderError."""
         raise NotImplementedError
 
+    def folder_state(self, label: str) -> tuple:
+        """Something that changes when mail comes into a folder, read cheaply (IMAP: STATUS); for folders
+        polled beside the IDLE ones."""
+        raise NotImplementedError
+
     def idle(self, stop: Any, renew: float) -> bool:
         """Wait until the server announces new mail (True), ``renew`` seconds pass or ``stop`` (an Event) is set
         (False). Raises SourceError when the connection is broken or silent."""

@@ -571,6 +571,18 @@ class ImapSource(Source):
                 raise self.session._folder_problem(label, server, e) from e
             _keepalive(self.session.client)
 
+    def folder_state(self, label: str) -> tuple:
+        """STATUS (UIDVALIDITY UIDNEXT MESSAGES) of a folder: what changes when mail comes (RFC 3501 6.3.10)."""
+        server = self.session.server_name(label)
+        with self.session._guard(t("opening folder '%(folder)s'", folder=escaped(label))):
+            try:
+                found = self.session.client.folder_status(server, [b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES"])
+            except IMAPClientError as e:
+                if isinstance(e, imaplib.IMAP4.abort):
+                    raise
+                raise self.session._folder_problem(label, server, e) from e
+        return tuple(found.get(k) for k in (b"UIDVALIDITY", b"UIDNEXT", b"MESSAGES"))
+
     def idle(self, stop, renew: float) -> bool:
         """IDLE (RFC 2177) until EXISTS, ``renew`` seconds or ``stop``; then DONE, whose answer proves the
         connection alive (a silent one fails within the network timeout, or earlier by TCP keepalive)."""
