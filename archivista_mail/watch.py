@@ -97,7 +97,8 @@ class Watcher:
         """Start or restart the watches when the setting or the accounts changed."""
         enabled = self.state.setting(WATCH_SETTING, "") == "1"
         accounts = [a for a in self.state.accounts() if a.enabled and not a.source.outgoing] if enabled else []
-        signature = [(a.name, a.kind, sorted(a.settings.items(), key=str), a.secret) for a in accounts]
+        notify_url = self._notify_url()
+        signature = [notify_url, *((a.name, a.kind, sorted(a.settings.items(), key=str), a.secret) for a in accounts)]
         if signature == self._signature:
             return
         self._stop_all()
@@ -106,7 +107,6 @@ class Watcher:
         self.state.clear_watch_status()
         idle_left = self.config.watch_idle_folders
         vault = Vault(self.config.key_path)
-        notify_url = self._notify_url()
         for acc in accounts:
             if acc.source.watch_mode == "notifications" and notify_url:
                 self._start(self._notifications, acc, vault, notify_url)
