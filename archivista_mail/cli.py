@@ -620,7 +620,7 @@ def outbox_list(obj: Context, show_all: bool, as_json: bool) -> None:
         click.echo("The outbox is empty: every mail was sent." if not show_all else "Nothing was sent yet.")
     for r in rows:
         click.echo(f"{r['status']:<11} document {r['number'] or '-'} record {r['record'] or r['answers'] or '-'} "
-                   f"via {r['account']} to {', '.join(r['recipients'])} <{r['message_id'] or '-'}>"
+                   f"via {r['account']} to {reveal_controls(', '.join(r['recipients']))} <{r['message_id'] or '-'}>"
                    + (f": {reveal_controls(r['reply'])}" if r["reply"] else ""))
 
 

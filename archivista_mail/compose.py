@@ -188,6 +188,7 @@ def build_message(out: Outgoing) -> bytes:
     body.add_alternative(out.html, subtype="html", cte="quoted-printable")
     parts = [body.as_bytes()]
     filename, mime_type, data = out.attachment or ("", "", b"")
+    filename = " ".join(filename.split())  # a decoded title may hold line breaks; a header may not
     if out.attachment is None:
         pass
     elif mime_type == "message/rfc822":

@@ -65,6 +65,9 @@ class Config:
     watch_graph_seconds: int = _setting(
         3 * 24 * 3600, "Watch service: the lifetime asked for Microsoft Graph subscriptions (Graph grants under 7 "
                        "days for mail); each is renewed when half of it is gone.")
+    watch_gmail_rewatch_seconds: int = _setting(
+        86400, "Watch service: Gmail's users.watch is called again after this many seconds (Google asks for at "
+               "least once a week, and recommends once a day).")
     webadmin_secure_cookies: bool = _setting(
         False, "WebAdmin: send the session cookie over HTTPS only. Set it when WebAdmin is reached through HTTPS.")
     webadmin_timezone: str = _setting(

@@ -83,11 +83,17 @@ class Importer:
 
     def send_owed(self, summary: RunSummary) -> None:
         """After the commits: automatic replies rules owe, and mails waiting in the outbox for a retry."""
-        if type(self.archive).outbox is Archive.outbox:
-            return  # an archive plugin that keeps no outgoing mail
+        if type(self.archive).outbox is Archive.outbox or self.should_stop():
+            return  # an archive plugin that keeps no outgoing mail; a watcher asked to stop
         from .sender import Sender
 
-        for result in Sender(self.config, self.state, self.archive, self.actor).retry(due_only=True):
+        try:
+            results = Sender(self.config, self.state, self.archive, self.actor).retry(due_only=True)
+        except Exception as e:  # noqa: BLE001 - sending must never cost the import its record
+            summary.sends_failed += 1
+            summary.errors.append(f"The outbox could not be processed: {type(e).__name__}: {e}")
+            return
+        for result in results:
             if result.status == "sent":
                 summary.sent += 1
             elif result.status in ("failed", "unconfirmed"):

@@ -499,16 +499,23 @@ def _act(rule: Rule, outcome: Outcome, facts: MailFacts, captured: dict[str, Any
 
 def _send(rule: Rule, action: Action, facts: MailFacts) -> dict[str, Any]:
     """An automatic mail a rule asks for, with the reason it must not go out (RFC 3834 loop protection)."""
-    from .compose import NO_REPLY_LOCAL, auto_reply_refusal
+    from .compose import NO_REPLY_LOCAL, auto_reply_refusal, check_address
     from .conversation import addresses
+    from .errors import ConfigError
 
-    found = addresses(facts.from_) if action.target == "sender" else {action.target.lower()}
-    to = next(iter(found)) if len(found) == 1 else ""
+    senders = addresses(facts.from_)
+    sender = next(iter(senders)) if len(senders) == 1 else ""
+    to = sender if action.target == "sender" else action.target.lower()
     refused = auto_reply_refusal(facts._headers(), facts.from_)
-    if refused is None and to and NO_REPLY_LOCAL.match(to.partition("@")[0]):
+    if refused is None:
+        try:
+            check_address(to, "the automatic reply's recipient")
+        except ConfigError:
+            refused = "the recipient's address is not usable"
+    if refused is None and NO_REPLY_LOCAL.match(to.partition("@")[0]):
         refused = f"the recipient {to} is a no-reply or system address"
     return {"rule": rule.name, "template": action.value, "to": to, "via": action.via, "lang": action.lang or "de",
-            "refused": refused}
+            "from": sender, "refused": refused}
 
 
 # A compiled condition tree: (facts, regex state, checks or None) -> whether it holds. With a checks list each

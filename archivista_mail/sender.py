@@ -148,7 +148,7 @@ class Sender:
                         reply_to=acc.reply_to, attachment=attachment, in_reply_to=in_reply_to, auto=auto)
 
     def reserve(self, acc: Account, out: Outgoing, template: str, lang: str, owed: int | None = None,
-                rule: str | None = None) -> tuple[int, bytes]:
+                rule: str | None = None, request: str | None = None) -> tuple[int, bytes]:
         """Archive the mail as an outgoing document with its outbox row (durable); returns its number and bytes."""
         data = build_message(out)
         raw = RawMail(data, acc.name, SENT_FOLDER, f"out:{out.message_id}", received=now_iso())
@@ -157,15 +157,23 @@ class Sender:
         number = self.archive.reserve_outgoing(raw, plan, {
             "message_id": out.message_id, "record": out.reference, "account": acc.name, "sender": out.from_addr,
             "recipients": out.recipients, "actor": self.actor, "template": template, "lang": lang,
-            **({"rule": rule} if rule else {})}, owed=owed)
+            **({"rule": rule} if rule else {}), **({"request": request} if request else {})}, owed=owed)
         pause_at("reserved")
         return number, data
 
     # -- sending -----------------------------------------------------------------------------------
     def send_document(self, number: int, via: str, to: list[str], cc: tuple[str, ...] | list[str] = (),
                       subject: str | None = None, template: str = "document", text: str = "", lang: str = "de",
-                      sender_name: str = "") -> SendResult:
-        """Compose, archive and send a document; the result says what the server answered."""
+                      sender_name: str = "", request: str | None = None) -> SendResult:
+        """Compose, archive and send a document; the result says what the server answered. ``request``: a one-time
+        id of the person's request (WebAdmin's form): the same request a second time (a double click, a reload)
+        returns the first one's result instead of sending again."""
+        if request:
+            done = self.archive.outbox(request=request)
+            if done:
+                row = done[0]
+                return SendResult(row["number"], row["message_id"], row["status"], row.get("reply") or "",
+                                  row.get("record"))
         acc = self.smtp_account(via)
         document = self.archive.get_document(number)
         out = self.compose(acc, document, list(to), list(cc), subject, template, text, lang, sender_name)
@@ -173,7 +181,9 @@ class Sender:
             if not locked:
                 raise ConfigError(t("Another process has been sending from this archive for a minute; try again "
                                     "in a moment."))
-            self.reserve(acc, out, template, lang)
+            if request and self.archive.outbox(request=request):  # the first request won the lock meanwhile
+                return self.send_document(number, via, to, cc, subject, template, text, lang, sender_name, request)
+            self.reserve(acc, out, template, lang, request=request)
             self.state.audit(self.actor, "mail.send", str(number), f"via {via} to {', '.join(out.recipients)}, "
                              f"Message-ID <{out.message_id}>")
             return self._transmit(self._row(out.message_id))
@@ -250,11 +260,21 @@ class Sender:
                 results.append(SendResult(row["number"], row["message_id"], "unconfirmed", str(reason),
                                           row["record"]))
             for row in self.archive.outbox(["owed"]):
-                results.append(self._send_owed(row))
+                try:
+                    results.append(self._send_owed(row))
+                except Exception as e:  # noqa: BLE001 - one bad row must not stop the others (or the import)
+                    problem = f"The automatic reply could not be made ({type(e).__name__}: {e})."
+                    self.archive.drop_owed(row["id"], problem)
+                    results.append(SendResult(row["answers"], "", "failed", problem, row["answers"]))
             for row in self.archive.outbox(["reserved", "deferred"]):
                 if due_only and row["status"] == "deferred" and (row.get("next_attempt") or "") > now:
                     continue
-                results.append(self._transmit(row))
+                try:
+                    results.append(self._transmit(row))
+                except Exception as e:  # noqa: BLE001 - recorded on the row; the next ones are tried
+                    results.append(self._deferred(SendResult(row["number"], row["message_id"], "deferred",
+                                                             record=row["record"]), (row.get("attempts") or 0) + 1,
+                                                  f"{type(e).__name__}: {e}"))
         return results
 
     def resend(self, message_id: str) -> SendResult:

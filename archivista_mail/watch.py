@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 WATCH_SETTING = "watch_enabled"  # WebAdmin's "Sofort archivieren (Push)"
 RECHECK_SECONDS = 10  # how often the accounts and the setting are read again
 COALESCE_SECONDS = 0.2  # triggers arriving this close together share one import
+PULL_WAIT = 5.0  # seconds a Pub/Sub pull may wait for a message (the server may answer sooner)
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class Watcher:
         if signature == self._signature:
             return
         self._stop_all()
+        self.state.last_watch_event()  # drops notifications older than a day
         self._signature = signature
         self._stop_watches = threading.Event()
         self.state.clear_watch_status()
@@ -110,6 +112,9 @@ class Watcher:
         for acc in accounts:
             if acc.source.watch_mode == "notifications" and notify_url:
                 self._start(self._notifications, acc, vault, notify_url)
+                continue
+            if acc.source.watch_mode == "pubsub" and acc.settings.get("pubsub_subscription"):
+                self._start(self._pubsub, acc, vault)
                 continue
             if acc.source.watch_mode == "idle":
                 polled: list[str] = []  # beyond the IDLE limit
@@ -182,11 +187,13 @@ class Watcher:
                     log.warning("%s", error)
 
     # -- the watches -------------------------------------------------------------------------------------------
-    def _poll(self, acc: Account, vault: Vault, folders: list[str] | None, stop: threading.Event) -> None:
-        """Every watch_poll_seconds: an import of the account (or of its folders beyond the IDLE limit)."""
+    def _poll(self, acc: Account, vault: Vault, folders: list[str] | None, stop: threading.Event,
+              fallback: bool = False) -> None:
+        """Every watch_poll_seconds: an import of the account (or of some folders). ``fallback``: push failed, and
+        the folders' status already says why."""
         state = State(self.config.data_dir)  # a thread's own connection
         try:
-            for label in folders or ["*"]:
+            for label in [] if fallback else folders or ["*"]:
                 state.save_watch_status(acc.name, label, "polling")
             targets: list[str | None] = list(folders) if folders else [None]
             while not stop.wait(self.config.watch_poll_seconds):
@@ -226,7 +233,24 @@ class Watcher:
         finally:
             state.close()
 
+    def _again(self, once: Callable[..., bool | None], acc: Account, *args) -> None:
+        """Run a push watch; after a failure (a lost connection, an outage) wait, growing from 5 s to 5 minutes,
+        and start it again. Meanwhile each pause ends with an import of the account."""
+        stop = args[-1]
+        pause = 5.0
+        while not stop.is_set() and once(acc, *args) is False:
+            if stop.wait(pause):
+                return
+            pause = min(pause * 2, 300.0)
+            self.triggers.put(Trigger(acc.name, None, time.time()))
+
     def _notifications(self, acc: Account, vault: Vault, url: str, stop: threading.Event) -> None:
+        self._again(self._notifications_once, acc, vault, url, stop)
+
+    def _pubsub(self, acc: Account, vault: Vault, stop: threading.Event) -> None:
+        self._again(self._pubsub_once, acc, vault, stop)
+
+    def _notifications_once(self, acc: Account, vault: Vault, url: str, stop: threading.Event) -> bool | None:
         """Graph change notifications: a subscription per folder (clientState a fresh secret), renewed when half
         its lifetime is gone and made anew when Graph removes it; each notification WebAdmin accepted triggers
         a delta read of its folder. Without subscriptions (Graph cannot validate the URL) the account is polled."""
@@ -252,7 +276,8 @@ class Watcher:
                     log.warning("%s Polling every %s s instead.", e, self.config.watch_poll_seconds)
                     self._unsubscribe(source, state, subs)
                     state.close()
-                    return self._poll(acc, vault, None, stop)
+                    self._poll(acc, vault, None, stop, fallback=True)
+                    return None
                 self.triggers.put(Trigger(acc.name, None, time.time()))  # what came before the subscriptions
                 try:
                     while not stop.wait(0.25):
@@ -286,11 +311,63 @@ class Watcher:
         except (ArchivistaMailError, OSError) as e:
             state.save_watch_status(acc.name, "*", "notifications", error=str(e))
             log.warning("Watching %s: %s", acc.name, e)
-            if not stop.wait(self.config.watch_poll_seconds):
-                self.triggers.put(Trigger(acc.name, None, time.time()))
-                self._signature = None  # start the account's watch again at the next check
+            return False  # tried again after a pause (_again)
         finally:
             state.close()
+        return True
+
+    def _pubsub_once(self, acc: Account, vault: Vault, stop: threading.Event) -> bool | None:
+        """Gmail: users.watch for each mailbox (again every watch_gmail_rewatch_seconds), then pulls from the
+        Pub/Sub subscription; a message naming a mailbox starts a history read of its labels. The message is only a
+        hint (acknowledged once the import is asked for): the history id cursor says what is new. Without Pub/Sub
+        (a refused watch or pull) the account is polled."""
+        state = State(self.config.data_dir)
+        try:
+            with acc.source(acc, vault.secret_of(acc), self.config) as source:
+                labels = {mailbox: [f"{mailbox}/{label}" for label in acc.labels] for mailbox in acc.mailboxes}
+                watched: dict[str, float] = {}
+                try:
+                    for mailbox in acc.mailboxes:
+                        source.start_watch(mailbox)
+                        watched[mailbox] = time.time()
+                    source.pull(0)  # may the service account pull? (answers at once when nothing is there)
+                except ArchivistaMailError as e:
+                    for mailbox, folders in labels.items():
+                        for label in folders:
+                            state.save_watch_status(acc.name, label, "polling", error=str(e))
+                    log.warning("%s Polling every %s s instead.", e, self.config.watch_poll_seconds)
+                    state.close()
+                    self._poll(acc, vault, None, stop, fallback=True)
+                    return None
+                for folders in labels.values():
+                    for label in folders:
+                        state.save_watch_status(acc.name, label, "push", seen=True)
+                self.triggers.put(Trigger(acc.name, None, time.time()))  # what came before the watch
+                try:
+                    while not stop.is_set():
+                        received = source.pull(PULL_WAIT)
+                        source.acknowledge([ack for ack, _ in received if ack])  # a hint; the cursor is the truth
+                        for _, mailbox in received:
+                            for label in labels.get(mailbox, []):
+                                self.triggers.put(Trigger(acc.name, label, time.time()))
+                                state.save_watch_status(acc.name, label, "push", seen=True)
+                        for mailbox, since in watched.items():
+                            if time.time() - since > self.config.watch_gmail_rewatch_seconds:
+                                source.start_watch(mailbox)
+                                watched[mailbox] = time.time()
+                finally:
+                    for mailbox in watched:
+                        try:
+                            source.stop_watch(mailbox)
+                        except ArchivistaMailError:
+                            pass  # it expires by itself
+        except (ArchivistaMailError, OSError) as e:
+            state.save_watch_status(acc.name, "*", "push", error=str(e))
+            log.warning("Watching %s: %s", acc.name, e)
+            return False  # tried again after a pause (_again)
+        finally:
+            state.close()
+        return True
 
     @staticmethod
     def _unsubscribe(source, state: State, subs: dict) -> None:

@@ -48,7 +48,11 @@ from testca import throwaway_ca
 OAUTH = "oauth2.googleapis.com"
 GMAIL = "gmail.googleapis.com"
 WWW = "www.googleapis.com"
-HOSTS = (OAUTH, GMAIL, WWW)
+PUBSUB = "pubsub.googleapis.com"
+HOSTS = (OAUTH, GMAIL, WWW, PUBSUB)
+SCOPE_PUBSUB = "https://www.googleapis.com/auth/pubsub"
+SCOPE_CLOUD = "https://www.googleapis.com/auth/cloud-platform"
+GMAIL_PUBLISHER = "gmail-api-push@system.gserviceaccount.com"
 TOKEN_URI = f"https://{OAUTH}/token"
 TOKEN_AUDIENCES = {TOKEN_URI, "https://accounts.google.com/o/oauth2/token", f"https://{WWW}/oauth2/v4/token"}
 
@@ -77,6 +81,8 @@ OPERATIONS = {
     "users.messages.untrash": (5, _WRITE, "UntrashMessage"),
     "users.messages.delete": (10, frozenset({SCOPE_FULL}), "DeleteMessage"),
     "users.messages.batchDelete": (50, frozenset({SCOPE_FULL}), "BatchDeleteMessages"),
+    "users.watch": (100, _READ, "Watch"),
+    "users.stop": (50, _READ, "Stop"),
 }
 
 SYSTEM_LABELS = ("CHAT", "SENT", "INBOX", "IMPORTANT", "TRASH", "DRAFT", "SPAM", "CATEGORY_FORUMS",
@@ -156,6 +162,7 @@ class Mailbox:
     accepted: collections.deque = field(default_factory=collections.deque)  # (monotonic time, units)
     accepted_units: int = 0
     last_date: int = 0
+    watch: dict | None = None  # users.watch: topicName, labelIds, expiration (ms)
 
     def label(self, ref: str) -> Label | None:
         """A label by id, or by name (case-insensitive)."""
@@ -240,6 +247,23 @@ class GmailEmulator:
         self._label_ids = itertools.count(1)
         self.server: socketserver.ThreadingTCPServer | None = None
         self.port = 0
+        # Cloud Pub/Sub: topic -> its subscriptions and whether Gmail may publish to it; subscription -> queue
+        self.topics: dict[str, dict] = {}
+        self.pubsub: dict[str, dict] = {}
+        self.pull_wait = 2.0  # seconds a pull waits for a message before answering empty
+        self.watch_calls: list[str] = []
+
+    def add_topic(self, topic: str, subscription: str, gmail_may_publish: bool = True) -> None:
+        """A Pub/Sub topic (projects/P/topics/T) with a pull subscription; Gmail's publisher granted on it."""
+        self.topics[topic] = {"subscriptions": [subscription], "publishers": {GMAIL_PUBLISHER} if gmail_may_publish
+                              else set()}
+        self.pubsub[subscription] = {"topic": topic, "queue": collections.deque(), "outstanding": {}}
+
+    def _publish(self, topic: str, data: dict) -> None:
+        message = {"data": base64.b64encode(json.dumps(data).encode()).decode(), "messageId": str(next(self._ids)),
+                   "publishTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "attributes": {}}
+        for name in self.topics[topic]["subscriptions"]:
+            self.pubsub[name]["queue"].append(message)
 
     # -- set-up -----------------------------------------------------------------------------------
     def add_service_account(self, client_email: str | None = None) -> dict:
@@ -330,6 +354,10 @@ class GmailEmulator:
                 box.messages[mid] = message
                 self._record(box, message, messagesAdded=True)
                 ids.append(mid)
+            watch = box.watch
+            if ids and watch and watch["expiration"] > time.time() * 1000 and (
+                    not watch["labelIds"] or set(watch["labelIds"]) & set(label_ids)):
+                self._publish(watch["topicName"], {"emailAddress": box.address, "historyId": box.history_id})
         return ids
 
     def remove(self, address: str, message_id: str) -> None:
@@ -501,6 +529,9 @@ class GmailEmulator:
             return (*self._discovery(), False)
         if host == OAUTH:
             return (*_oauth_answer(OAuthError(404, "invalid_request", f"Unknown endpoint {path}")), False)
+        if host == PUBSUB:
+            self.requests.append((method, path))
+            return (*self._pubsub_call(method, path, headers, body), False)
         self.requests.append((method, path))
         drop = False
         with self._lock:
@@ -661,6 +692,49 @@ class GmailEmulator:
         except GmailError as e:
             return _json_answer(e)
 
+    # -- Cloud Pub/Sub (pull subscriptions: pull, acknowledge) ---------------------------------------------
+    def _pubsub_call(self, method: str, path: str, headers: dict, body: bytes):
+        def error(code: int, status: str, message: str):
+            return code, {"Content-Type": "application/json; charset=UTF-8"}, json.dumps(
+                {"error": {"code": code, "message": message, "status": status}}).encode()
+
+        grant = self._grant(headers)
+        if grant is None:
+            return error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
+        if grant["subject"] is not None or not grant["scopes"] & {SCOPE_PUBSUB, SCOPE_CLOUD}:
+            return error(403, "PERMISSION_DENIED", "Request had insufficient authentication scopes.")
+        name, _, verb = path.removeprefix("/v1/").partition(":")
+        sub = self.pubsub.get(name)
+        if method != "POST" or verb not in ("pull", "acknowledge"):
+            return error(404, "NOT_FOUND", f"Unknown method {method} {path}")
+        if sub is None:
+            return error(404, "NOT_FOUND", f"Resource not found (resource={name.rsplit('/', 1)[-1]}).")
+        data = json.loads(body or b"{}")
+        if verb == "acknowledge":
+            with self._lock:
+                for ack in data.get("ackIds", []):
+                    sub["outstanding"].pop(ack, None)
+            return 200, {"Content-Type": "application/json"}, b"{}"
+        deadline = time.monotonic() + (0 if data.get("returnImmediately") else self.pull_wait)
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                for ack, (due, message) in list(sub["outstanding"].items()):  # not acknowledged in time: again
+                    if due < now:
+                        del sub["outstanding"][ack]
+                        sub["queue"].append(message)
+                received = []
+                while sub["queue"] and len(received) < int(data.get("maxMessages", 1)):
+                    message = sub["queue"].popleft()
+                    ack = secrets.token_urlsafe(16)
+                    sub["outstanding"][ack] = (now + 10, message)
+                    received.append({"ackId": ack, "message": message})
+            if received or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        return 200, {"Content-Type": "application/json"}, json.dumps(
+            {"receivedMessages": received} if received else {}).encode()
+
     def _take_quota(self, box: Mailbox, units: int) -> None:
         with self._lock:
             now = time.monotonic()
@@ -699,6 +773,8 @@ class GmailEmulator:
             ("POST", "messages/*/untrash"): "users.messages.untrash",
             ("GET", "messages/*/attachments/*"): "users.messages.attachments.get",
             ("GET", "history"): "users.history.list",
+            ("POST", "watch"): "users.watch",
+            ("POST", "stop"): "users.stop",
         }
         exact = routes.get((method, "/".join(rest)))
         if exact:
@@ -711,7 +787,26 @@ class GmailEmulator:
 
     def _operate(self, op: str, box: Mailbox, args: list[str], query: dict, body: bytes, metadata_only: bool):
         one = {k: v[0] for k, v in query.items()}
-        data = json.loads(body or b"{}") if op.endswith(("create", "modify", "batchModify", "batchDelete")) else {}
+        data = json.loads(body or b"{}") if op.endswith(("create", "modify", "batchModify", "batchDelete", "watch")) \
+            else {}
+        if op == "users.watch":
+            topic = str(data.get("topicName", ""))
+            if not re.fullmatch(r"projects/[^/]+/topics/[^/]+", topic):
+                raise _invalid("Invalid topicName does not match projects/{project}/topics/*")
+            if topic not in self.topics:
+                raise GmailError(404, f"Resource not found (resource={topic.rsplit('/', 1)[-1]}).", "notFound",
+                                 "NOT_FOUND")
+            if GMAIL_PUBLISHER not in self.topics[topic]["publishers"]:
+                raise GmailError(403, f"Error sending test message to Cloud PubSub {topic} : User not authorized to "
+                                 "perform this action.", "forbidden", "PERMISSION_DENIED")
+            label_ids = [self._label_refs(box, [ref])[0] for ref in data.get("labelIds", [])]
+            box.watch = {"topicName": topic, "labelIds": label_ids, "expiration": (time.time() + 7 * 86400) * 1000}
+            self.watch_calls.append(box.address)
+            out = {"historyId": str(box.history_id), "expiration": str(int(box.watch["expiration"]))}
+            return 200, {"Content-Type": "application/json; charset=UTF-8"}, json.dumps(out).encode()
+        if op == "users.stop":
+            box.watch = None
+            return 204, {}, b""
         if op == "users.getProfile":
             out = {"emailAddress": box.address, "messagesTotal": len(box.messages),
                    "threadsTotal": len({m.thread_id for m in box.messages.values()}),

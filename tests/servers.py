@@ -250,6 +250,7 @@ class Dovecot:
             os.chown(path, self.uid, self.gid)
 
 
+# max_use = 1: every connection gets a fresh smtpd, which reads main.cf anew (tests change it on the fly).
 POSTFIX_MAIN = """\
 compatibility_level = 3.6
 queue_directory = {d}/q
@@ -274,6 +275,7 @@ alias_maps =
 alias_database =
 biff = no
 smtputf8_enable = yes
+max_use = 1
 message_size_limit = {size_limit}
 smtpd_sasl_type = dovecot
 smtpd_sasl_path = {dovecot}/run/auth-postfix

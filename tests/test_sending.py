@@ -6,6 +6,7 @@ import email
 import email.policy
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -149,7 +150,7 @@ def test_a_temporary_refusal_is_retried_and_then_sent_once(run, post, tmp_path):
     post.postfix.set_rejections({"^Subject:.*Rechnung 4711": "REJECT 4.7.1 busy, try later"})
     try:
         result = run("send", str(number), "--via", "versand", "--to", post.customer_address)
-        assert result.exit_code == 1 and "deferred the mail at DATA (451 4.7.1" in result.output
+        assert result.exit_code == 1 and "deferred the mail at the end of DATA (451 4.7.1" in result.output
         assert run("outbox", "retry").output.strip() == "Nothing to send."  # not due yet
         assert run("outbox", "retry", "--all").exit_code == 1  # still refused
         rows = outbox(run)
@@ -392,3 +393,62 @@ def test_a_template_of_ones_own_with_html_fields_and_the_direct_link(run, post, 
     html = got.get_body(("html",)).get_content()
     assert f'<a href="https://archiv.example.test/doc/{number}">Rechnung 4711</a>' in html
     assert "</p><p>Letzte &lt;Frist&gt;.</p>\r\n</body>" in html
+
+
+def test_a_refusal_of_the_data_command_itself_is_deferred_not_left_in_doubt(run, post, tmp_path, data_dir):
+    """A server answering DATA with 4xx never had the mail: deferred and sent later, not 'unconfirmed'."""
+    import sqlite3
+
+    post.add_accounts(run)
+    number = archived(run, tmp_path)
+    postfix_main = post.postfix.dir / "main.cf"
+    original = postfix_main.read_text()
+    postfix_main.write_text(original + "smtpd_data_restrictions = defer\n")  # the next smtpd reads it
+    try:
+        result = run("send", str(number), "--via", "versand", "--to", post.customer_address)
+        assert result.exit_code == 1 and "deferred the mail at DATA" in result.output, result.output
+        assert [r["status"] for r in outbox(run)] == ["deferred"]
+    finally:
+        postfix_main.write_text(original)
+    assert run("outbox", "retry", "--all").exit_code == 0
+    assert count_received(post) == 1
+    with sqlite3.connect(data_dir / "archive.db") as db:
+        assert db.execute("SELECT status, attempts FROM outbox").fetchall() == [("sent", 2)]
+
+
+def test_one_broken_outbox_row_does_not_stop_the_others_or_the_import(run, post, tmp_path, data_dir):
+    import sqlite3
+
+    post.add_accounts(run)
+    number = archived(run, tmp_path)
+    kill_when_paused(send_process(data_dir, "send", str(number), "--via", "versand", "--to", post.customer_address,
+                                  pause="reserved"))
+    with sqlite3.connect(data_dir / "archive.db") as db:  # an owed reply for a document that is not there
+        db.execute("INSERT INTO outbox (account, recipients, status, rule, template, lang, answers, answered_from, "
+                   "created, updated, day) VALUES ('versand', '[\"x@example.test\"]', 'owed', 'r', 'nosuch', 'de', "
+                   "999999, 'x@example.test', '2026', '2026', '2026-12-01')")
+    result = run("import")
+    assert result.exit_code == 1 and "The automatic reply could not be made" in result.output
+    last = json.loads(run("runs", "--json").output)["runs"][0]  # the run was recorded
+    assert last["source"] == "all accounts" and any("could not be made" in e for e in last["errors"])
+    statuses = sorted(r["status"] for r in outbox(run))
+    assert statuses == ["failed", "sent"] and count_received(post) == 1
+
+
+def test_pressing_send_twice_sends_once(run, post, tmp_path, data_dir):
+    from test_webadmin import csrf
+    from test_webadmin_gmail_ews import admin_client
+
+    post.add_accounts(run)
+    number = archived(run, tmp_path)
+    client = admin_client(run, data_dir)
+    form = client.get(f"/documents/{number}/send").data
+    request_id = re.search(rb'name="request" value="([^"]+)"', form).group(1).decode()
+    data = {"csrf_token": csrf(form), "request": request_id, "via": "versand", "to": post.customer_address,
+            "template": "document", "lang": "de"}
+    first = client.post(f"/documents/{number}/send", data=data)
+    second = client.post(f"/documents/{number}/send", data=data)  # a double click, a reload
+    assert first.status_code == second.status_code == 302
+    assert count_received(post) == 1 and len(outbox(run)) == 1
+    other = client.get(f"/documents/{number}/send").data  # a new form is a new request
+    assert re.search(rb'name="request" value="([^"]+)"', other).group(1).decode() != request_id

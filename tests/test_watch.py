@@ -154,7 +154,9 @@ def test_a_mail_server_restart_is_survived(run, data_dir, tmp_path):
         box = fresh_mailbox(server)
         add_imap(run, box, "INBOX")
         assert run("settings", "set", "watch_enabled", "1").exit_code == 0
-        proc = start_watcher(data_dir, config_file(tmp_path, network_timeout=5))
+        # IDLE renewed only every 25 minutes: the closed connection must be noticed by itself, not at renewal
+        proc = start_watcher(data_dir, config_file(tmp_path, network_timeout=5, watch_idle_renew_seconds=1500,
+                                                   watch_poll_seconds=3600))
         try:
             wait_for(lambda: any(s["last_seen"] for s in watch_status(run)), what="IDLE")
             server.kill()

@@ -133,8 +133,6 @@ def view(number: int):
 def _conversation(archive, doc: dict) -> list[dict]:
     """The record's conversation (the record first, then sent mails and replies in order), [] when there is
     none or the archive keeps none."""
-    if doc["parent"] is not None and not doc.get("record"):
-        return []
     try:
         rows = archive.conversation(doc["number"])
     except ArchiveError:  # an archive plugin without outgoing mail

@@ -46,7 +46,7 @@ LABELS = {
     "role": {"admin": lazy_gettext("Administrator"), "viewer": lazy_gettext("Viewer"),
              "sender": lazy_gettext("Viewer who may send")},
     "watch": {"idle": lazy_gettext("IMAP IDLE"), "polling": lazy_gettext("Polling"),
-              "notifications": lazy_gettext("Change notifications")},
+              "notifications": lazy_gettext("Change notifications"), "push": lazy_gettext("Push (Pub/Sub)")},
     "direction": {"in": lazy_gettext("Received"), "out": lazy_gettext("Sent")},
     "sending": {"reserved": lazy_gettext("Waiting to be sent"), "sending": lazy_gettext("Being sent"),
                 "sent": lazy_gettext("Sent"), "deferred": lazy_gettext("Deferred, tried again later"),

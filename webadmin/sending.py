@@ -3,6 +3,8 @@ but not configure. The work is archivista_mail.sender's; this is the form."""
 
 from __future__ import annotations
 
+import secrets
+
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext
 
@@ -13,7 +15,7 @@ from archivista_mail.sender import Sender
 from . import _config, get_archive
 from .auth import sender_required
 from .documents import _document
-from .i18n import current_language, localized
+from .i18n import current_language, localized, option_label
 
 bp = Blueprint("sending", __name__)
 FIELDS = ("via", "to", "cc", "subject", "template", "lang", "text")
@@ -30,6 +32,7 @@ def send(number: int):
     accounts = _smtp_accounts()
     config = _config()
     form = {k: request.form.get(k, "") for k in FIELDS}
+    form["request"] = request.form.get("request") or secrets.token_urlsafe(16)  # one send per form, however often posted
     form["lang"] = form["lang"] or current_language()
     form["template"] = form["template"] or "document"
     error, status = None, 200
@@ -38,16 +41,16 @@ def send(number: int):
             result = Sender(config, g.state, get_archive(), g.user["name"]).send_document(
                 number, form["via"], _addresses(form["to"]), _addresses(form["cc"]), form["subject"] or None,
                 form["template"], form["text"], form["lang"] if form["lang"] in LANGS else "de",
-                sender_name=g.user["name"])
-        except ArchivistaMailError as e:
-            error, status = localized(e), 400
+                sender_name=g.user["name"], request=form["request"][:64])
+        except ArchivistaMailError as e:  # the server's own words only for administrators
+            error, status = localized(e, public=g.user["role"] != "admin"), 400
         else:
             if result.status == "sent":
                 flash(gettext("Sent: the mail is archived as document %(number)s on this record.",
                               number=result.number))
-            else:
-                flash(gettext("Not sent yet (%(status)s): %(reply)s The mail is archived as document %(number)s.",
-                              status=result.status, reply=result.reply, number=result.number))
+            else:  # the server's reply is on the document's page (for administrators)
+                flash(gettext("Not sent yet (%(status)s). The mail is archived as document %(number)s.",
+                              status=option_label(result.status, "sending"), number=result.number))
             return redirect(url_for("documents.view", number=result.record or number))
     return render_template("documents/send.html", doc=doc, accounts=accounts, form=form, error=error,
                            templates=template_names(config.data_dir / "mail-templates"), langs=LANGS), status

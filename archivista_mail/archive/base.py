@@ -172,9 +172,10 @@ class Archive(abc.ABC):
         raise _no_sending(self)
 
     def outbox(self, statuses: Iterable[str] | None = None, number: int | None = None,
-               limit: int = 1_000_000, message_id: str | None = None) -> list[dict[str, Any]]:
+               limit: int = 1_000_000, message_id: str | None = None, request: str | None = None
+               ) -> list[dict[str, Any]]:
         """Outbox rows (the columns of the outbox, recipients as a list), oldest first: those with one of
-        ``statuses``, of a document or record ``number``, or of one ``message_id``."""
+        ``statuses``, of a document or record ``number``, of one ``message_id`` or of one person's ``request``."""
         raise _no_sending(self)
 
     def drop_owed(self, owed: int, reason: str) -> None:

@@ -74,9 +74,10 @@ SCHEMA = [
     "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT UNIQUE, "
     "number INTEGER, record INTEGER, account TEXT, sender TEXT, recipients TEXT, status TEXT, reply TEXT, "
     "attempts INTEGER DEFAULT 0, actor TEXT, rule TEXT, template TEXT, lang TEXT, answers INTEGER, "
-    "created TEXT, updated TEXT, next_attempt TEXT, day TEXT)",
+    "answered_from TEXT, request TEXT UNIQUE, created TEXT, updated TEXT, next_attempt TEXT, day TEXT)",
     "CREATE INDEX IF NOT EXISTS outbox_status ON outbox(status)",
-    "CREATE UNIQUE INDEX IF NOT EXISTS outbox_rule_once_a_day ON outbox(rule, recipients, day) WHERE rule IS NOT NULL",
+    "CREATE UNIQUE INDEX IF NOT EXISTS outbox_rule_once_a_day ON outbox(rule, answered_from, day) "
+    "WHERE rule IS NOT NULL",
 ]
 
 
@@ -243,10 +244,11 @@ class EmbeddedArchive(Archive):
                 if not duplicate:
                     for send in plans[0].sends:  # automatic replies, owed from this commit on (at most one a day)
                         conn.execute("INSERT OR IGNORE INTO outbox (number, account, recipients, status, rule, "
-                                     "template, lang, answers, created, updated, day, actor) VALUES "
-                                     "(NULL, ?, ?, 'owed', ?, ?, ?, ?, ?, ?, ?, 'rule')",
+                                     "template, lang, answers, answered_from, created, updated, day, actor) VALUES "
+                                     "(NULL, ?, ?, 'owed', ?, ?, ?, ?, ?, ?, ?, ?, 'rule')",
                                      [send["via"], json.dumps([send["to"].lower()]), send["rule"], send["template"],
-                                      send.get("lang") or "de", number, stamp, stamp, stamp[:10]])
+                                      send.get("lang") or "de", number, send.get("from") or send["to"].lower(),
+                                      stamp, stamp, stamp[:10]])
                 results.append(SaveResult(raw.key, number, duplicate))
             for raw, reason in failed:
                 conn.execute(
@@ -407,7 +409,7 @@ class EmbeddedArchive(Archive):
                              [raw.key, number, stamp])
                 values = {**send, "number": number, "status": "reserved", "recipients": json.dumps(send["recipients"]),
                           "created": stamp, "updated": stamp, "day": stamp[:10]}
-                if owed is not None:
+                if owed is not None:  # the owed row keeps its day and the sender it answers (the daily limit)
                     sets = ", ".join(f"{k}=?" for k in values if k not in ("created", "day"))
                     conn.execute(f"UPDATE outbox SET {sets} WHERE id=?",
                                  [v for k, v in values.items() if k not in ("created", "day")] + [owed])
@@ -432,11 +434,15 @@ class EmbeddedArchive(Archive):
                                  [reason, now_iso(), owed])
 
     def outbox(self, statuses: Iterable[str] | None = None, number: int | None = None,
-               limit: int = 1_000_000, message_id: str | None = None) -> list[dict[str, Any]]:
+               limit: int = 1_000_000, message_id: str | None = None, request: str | None = None
+               ) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM outbox WHERE 1=1", list[Any]()
         if message_id is not None:
             sql += " AND message_id=?"
             args.append(message_id)
+        if request is not None:
+            sql += " AND request=?"
+            args.append(request)
         statuses = list(statuses or [])
         if statuses:
             sql += f" AND status IN ({','.join('?' * len(statuses))})"

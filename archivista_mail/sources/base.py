@@ -244,8 +244,9 @@ class Source:
     # be safe on different threads.
     parallel_groups: ClassVar[int] = 1
     # How the watch service (watch.py) waits for new mail: "idle" (the source's watch_folder and idle, one
-    # connection per folder), "notifications" (subscribe: the server posts to WebAdmin) or "polling" (an
-    # import every watch_poll_seconds; the cursor keeps it cheap).
+    # connection per folder), "notifications" (subscribe: the server posts to WebAdmin), "pubsub" (start_watch,
+    # pull: the server publishes to a queue) or "polling" (an import every watch_poll_seconds; the cursor keeps
+    # it cheap).
     watch_mode: ClassVar[str] = "polling"
     outgoing: ClassVar[bool] = False  # an account to send through (SMTP): the import loop passes it by
     folder_setting: ClassVar[str] = "folders"  # the list setting WebAdmin's folder picker fills (Gmail: labels)
@@ -381,6 +382,21 @@ class Source:
 
     def unsubscribe(self, folder: Folder, sid: str) -> None:
         """End a subscription."""
+        raise NotImplementedError
+
+    # -- the watch service (watch_mode "pubsub": the server publishes to a queue we pull from) -------------------
+    def start_watch(self, mailbox: str) -> float:
+        """Ask the server to publish a mailbox's changes; returns when that ends. Raises SourceError."""
+        raise NotImplementedError
+
+    def stop_watch(self, mailbox: str) -> None:
+        raise NotImplementedError
+
+    def pull(self, wait: float) -> list[tuple[str, str]]:
+        """What was published: (acknowledgement id, the mailbox it names); [] after ``wait`` seconds."""
+        raise NotImplementedError
+
+    def acknowledge(self, ack_ids: list[str]) -> None:
         raise NotImplementedError
 
     # -- connection tests -------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 import threading
 import time
 from collections import deque
@@ -60,7 +61,11 @@ MODIFY = "https://www.googleapis.com/auth/gmail.modify"
 FULL = "https://mail.google.com/"
 QUOTA_PER_SECOND = 250  # Gmail's per-user limit, in quota units
 COST = {"get": 5, "list": 5, "history": 2, "profile": 1, "labels": 1, "modify": 5, "batchModify": 50, "trash": 5,
-        "batchDelete": 50, "createLabel": 5}
+        "batchDelete": 50, "createLabel": 5, "watch": 100, "stop": 50}
+PUBSUB = "https://pubsub.googleapis.com/v1"
+SCOPE_PUBSUB = "https://www.googleapis.com/auth/pubsub"
+_TOPIC = re.compile(r"^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/topics/[A-Za-z][\w.~+%-]{2,254}$")
+_SUBSCRIPTION = re.compile(r"^projects/[a-z][a-z0-9-]{4,28}[a-z0-9]/subscriptions/[A-Za-z][\w.~+%-]{2,254}$")
 FETCH_BATCH = 40  # messages.get per HTTP batch request: 200 of the 250 units a second
 MAX_ATTEMPTS = 8
 LIST_PAGE = 500  # messages.list and history.list: the most Gmail returns per page
@@ -511,7 +516,19 @@ class GmailSource(Source):
                 default=("INBOX",), option="--label"),
         UNREAD_ONLY,
         after_setting(actions),
+        Setting("pubsub_topic", "text", Lang("Pub/Sub topic (push, optional)", "Pub/Sub-Topic (Push, optional)"),
+                Lang("projects/PROJECT/topics/TOPIC that Gmail may publish to (gmail-api-push@system.gserviceaccount.com "
+                     "as Publisher): with a subscription, new mail is archived within seconds (watch service).",
+                     "projects/PROJEKT/topics/TOPIC, in das Gmail veröffentlichen darf (gmail-api-push@system."
+                     "gserviceaccount.com als Publisher): mit einem Abonnement werden neue Mails innert Sekunden "
+                     "archiviert (Überwachungsdienst)."), default=""),
+        Setting("pubsub_subscription", "text", Lang("Pub/Sub pull subscription (push, optional)",
+                                                    "Pub/Sub-Pull-Abonnement (Push, optional)"),
+                Lang("projects/PROJECT/subscriptions/NAME of that topic, which the service account may pull from "
+                     "(Pub/Sub Subscriber); works behind NAT.", "projects/PROJEKT/subscriptions/NAME dieses Topics, "
+                     "das das Dienstkonto abrufen darf (Pub/Sub Subscriber); funktioniert hinter NAT."), default=""),
     )
+    watch_mode = "pubsub"  # users.watch and a Pub/Sub pull subscription, when both are set; else polling
 
     @classmethod
     def check_secret(cls, account: Account, secret: str) -> str:
@@ -526,6 +543,12 @@ class GmailSource(Source):
                 raise ConfigError(t("Account %(name)s: '%(mailbox)s' is not a mailbox address. Give the user's address "
                                     "in the Google Workspace domain, e.g. anna@example.com.", name=account.name,
                                     mailbox=escaped(mailbox)))
+        topic, subscription = account.settings.get("pubsub_topic") or "", account.settings.get("pubsub_subscription") or ""
+        if bool(topic) != bool(subscription) or (topic and not _TOPIC.match(topic)) or \
+                (subscription and not _SUBSCRIPTION.match(subscription)):
+            raise ConfigError(t("Account %(name)s: for push give both the Pub/Sub topic (projects/PROJECT/topics/NAME) "
+                                "and its pull subscription (projects/PROJECT/subscriptions/NAME), or neither.",
+                                name=account.name))
         if account.action.kind == "label" and account.action.target in account.settings.get("labels", ()):
             raise ConfigError(t("Account %(name)s: the label '%(label)s' is archived itself, so labelled mail would be "
                                 "found again by every run. Add a label that is not in the account's label list.",
@@ -646,6 +669,62 @@ class GmailSource(Source):
 
     def apply(self, folder: Folder, action: AfterAction, refs: list) -> None:
         self.session(folder.data[0]).apply(action, refs)
+
+    # -- push (the watch service): users.watch and a Pub/Sub pull subscription ------------------------------------
+    def start_watch(self, mailbox: str) -> float:
+        """users.watch: Gmail publishes the mailbox's changes of the archived labels to the topic. Returns when the
+        watch expires (Gmail: 7 days; renewed daily). Raises SourceError."""
+        session = self.session(mailbox)
+        labels = [session.label_id(label) for label in self.account.labels]
+        answer = session.call(session.users().watch(userId="me", body={
+            "topicName": self.account.pubsub_topic, "labelIds": labels, "labelFilterBehavior": "include"}), "watch")
+        return int(answer.get("expiration", 0)) / 1000 or time.time() + 7 * 86400
+
+    def stop_watch(self, mailbox: str) -> None:
+        session = self.session(mailbox)
+        session.call(session.users().stop(userId="me"), "stop")
+
+    def pull(self, wait: float) -> list[tuple[str, str]]:
+        """Messages on the subscription, each (ackId, the mailbox it names); [] after ``wait`` seconds without.
+        Raises SourceError (AuthError: the service account may not pull)."""
+        data = self._pubsub("pull", {"maxMessages": 100}, timeout=wait + self.timeout)
+        out = []
+        for received in data.get("receivedMessages", []):
+            try:
+                note = json.loads(base64.b64decode(received["message"].get("data", "")))
+                out.append((received["ackId"], str(note.get("emailAddress", "")).lower()))
+            except (ValueError, KeyError, TypeError):
+                out.append((received.get("ackId", ""), ""))  # not Gmail's: acknowledged and dropped
+        return out
+
+    def acknowledge(self, ack_ids: list[str]) -> None:
+        if ack_ids:
+            self._pubsub("acknowledge", {"ackIds": ack_ids}, timeout=self.timeout)
+
+    def _pubsub(self, verb: str, body: dict, timeout: float) -> dict:
+        from google.auth.exceptions import GoogleAuthError
+        from google.auth.transport.requests import AuthorizedSession
+        from google.oauth2 import service_account
+
+        if not hasattr(self, "_pubsub_session"):  # the service account itself, not a mailbox: no subject
+            credentials = service_account.Credentials.from_service_account_info(self.info, scopes=[SCOPE_PUBSUB])
+            self._pubsub_session = AuthorizedSession(credentials)
+        acc = self.account
+        try:
+            response = self._pubsub_session.post(f"{PUBSUB}/{acc.pubsub_subscription}:{verb}", json=body,
+                                                 timeout=timeout)
+        except (GoogleAuthError, OSError, ValueError) as e:
+            raise FetchError(t("Account %(name)s: Cloud Pub/Sub cannot be reached (%(reason)s). Meanwhile the mail is "
+                               "polled.", name=acc.name, reason=f"{type(e).__name__}: {e}")) from e
+        if response.status_code in (401, 403):
+            raise AuthError(t("Account %(name)s: the service account may not pull from %(subscription)s (%(status)s). "
+                              "Grant it the role Pub/Sub Subscriber on that subscription.", name=acc.name,
+                              subscription=acc.pubsub_subscription, status=response.status_code))
+        if response.status_code >= 400:
+            raise FetchError(t("Account %(name)s: Cloud Pub/Sub answered %(status)s for %(subscription)s. Check that "
+                               "the subscription exists and belongs to the topic.", name=acc.name,
+                               status=response.status_code, subscription=acc.pubsub_subscription))
+        return response.json() if response.content else {}
 
     def probe(self) -> ProbeReport:
         report = ProbeReport()

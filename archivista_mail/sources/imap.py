@@ -50,6 +50,11 @@ from .base import (
 from .mailserver import Session, plain_warning, reason_of, server_settings, tls_context
 
 
+def _announces_mail(responses: list) -> bool:
+    """True when untagged IDLE responses say the folder has new mail (``* n EXISTS``, ``* n RECENT``)."""
+    return any(isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
+
+
 def _keepalive(client: IMAPClient) -> None:
     """TCP keepalive on a long-lived connection, so a peer that vanished is noticed within about two minutes."""
     sock = client.socket()
@@ -593,12 +598,19 @@ class ImapSource(Source):
             started = time.monotonic()
             try:
                 while not stop.is_set() and time.monotonic() - started < renew:
+                    asked = time.monotonic()
                     responses = client.idle_check(timeout=min(1.0, renew))
-                    if any(len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses):
+                    if not responses and time.monotonic() - asked < 0.5 * min(1.0, renew):
+                        # imapclient answers [] at once on a closed connection (EOF): not a quiet one
+                        raise ConnectionResetError("the server closed the connection")
+                    if any(r and r[0] == b"BYE" for r in responses):
+                        raise ConnectionResetError("the server said BYE")
+                    if _announces_mail(responses):
                         news = True
                         break
             finally:
-                client.idle_done()
+                _, last = client.idle_done()  # what came after the last check counts too
+                news = news or _announces_mail(last)
         return news
 
     def probe(self) -> ProbeReport:

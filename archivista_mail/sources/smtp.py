@@ -10,6 +10,7 @@ even if we never hear its answer (the caller records that, see sender.py).
 
 from __future__ import annotations
 
+import re
 import smtplib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,10 +113,17 @@ class SmtpSession(Session):
                 code, msg = self.client.rcpt(rcpt)
                 if code not in (250, 251):
                     self._refused(code, msg, f"RCPT TO:<{rcpt}>")
-            before_data()
-            code, msg = self.client.data(data)
+            code, msg = self.client.docmd("data")
+            if code != 354:  # refused before the server has anything: deferred or failed, never in doubt
+                self._refused(code, msg, "DATA")
+            before_data()  # from here on the server may have the mail
+            body = re.sub(rb"(?m)^\.", b"..", data)  # RFC 5321 4.5.2, as smtplib's data() does
+            if not body.endswith(b"\r\n"):
+                body += b"\r\n"
+            self.client.send(body + b".\r\n")
+            code, msg = self.client.getreply()
             if code != 250:
-                self._refused(code, msg, "DATA", after_data=True)
+                self._refused(code, msg, "the end of DATA", after_data=True)
         return _reply(code, msg)
 
     def _refused(self, code: int, msg: bytes, command: str, after_data: bool = False):
@@ -166,6 +174,10 @@ class SmtpSource(Source):
     def validate(cls, account: Account) -> None:
         super().validate(account)
         sender = check_address(account.settings.get("from_address", ""), "From")
+        name = str(account.settings.get("from_name") or "")
+        if any(ord(c) < 32 or 0x7f <= ord(c) < 0xa0 for c in name) or len(name) > 200:
+            raise ConfigError(t("Account %(name)s: the sender name must be one line of up to 200 characters.",
+                                name=account.name))
         allowed = tuple(account.settings.get("allowed_domains") or ())
         if not allowed:
             allowed = (sender.rpartition("@")[2].lower(),)
