@@ -341,6 +341,11 @@ class State:
                         "VALUES (?, ?, ?, ?, ?, ?)", [sid, account, folder, _state_hash(client_state), expires,
                                                       now_iso()])
 
+    def graph_subscriptions(self, account: str) -> list[tuple[str, str]]:
+        """The account's Graph subscriptions we know of: (id, folder label)."""
+        return [(r[0], r[1]) for r in self.db.execute("SELECT id, folder FROM graph_subscriptions WHERE account=?",
+                                                      [account])]
+
     def drop_graph_subscription(self, sid: str) -> None:
         self.db.execute("DELETE FROM graph_subscriptions WHERE id=?", [sid])
 

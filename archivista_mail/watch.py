@@ -259,6 +259,12 @@ class Watcher:
         try:
             with acc.source(acc, vault.secret_of(acc), self.config) as source:
                 last = state.last_watch_event()
+                folders = {f.label: f for f in source.folders()}
+                # Subscriptions a killed watcher left behind: deleted, so Graph stops posting for them.
+                self._unsubscribe(source, state, {sid: (folders[label], 0.0, 0.0) for sid, label in
+                                                  state.graph_subscriptions(acc.name) if label in folders})
+                for sid, _ in state.graph_subscriptions(acc.name):
+                    state.drop_graph_subscription(sid)
 
                 def subscribe(folder: Folder) -> None:
                     client_state = secrets.token_urlsafe(32)
