@@ -113,9 +113,7 @@ class Sender:
             raise ConfigError(t("Give at least one recipient (To)."))
         if len(to) + len(cc) > MAX_RECIPIENTS:
             raise ConfigError(t("A mail from the archive goes to at most %(max)s recipients.", max=MAX_RECIPIENTS))
-        from .sources.smtp import check_sender_domains
-
-        check_sender_domains(acc, acc.from_address, acc.reply_to)  # the stored account, checked again
+        acc.source.validate(acc)  # the stored account checked again: From and Reply-To in its allowed domains
         number = document["number"]
         record = document.get("record") or number
         base = self.state.setting(BASE_URL_SETTING, "")

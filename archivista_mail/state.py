@@ -368,9 +368,12 @@ class State:
             f"SELECT id, subscription, kind, at FROM watch_events WHERE id > ? AND subscription IN ({marks}) "
             "ORDER BY id", [after, *subs])]
 
-    def last_watch_event(self) -> int:
-        """The newest notification's id (0 if none); older ones are dropped after a day."""
+    def prune_watch_events(self) -> None:
+        """Drop notifications older than a day (the watcher read them long ago)."""
         self.db.execute("DELETE FROM watch_events WHERE at < ?", [time.time() - 86400])
+
+    def last_watch_event(self) -> int:
+        """The newest notification's id (0 if none)."""
         row = self.db.execute("SELECT MAX(id) FROM watch_events").fetchone()
         return row[0] or 0
 

@@ -64,7 +64,6 @@ class Watcher:
         self.threads: list[threading.Thread] = []
         self._stop_watches = threading.Event()
         self._signature: object = None
-        self.imports = 0  # imports run (tests, logs)
 
     # -- the main loop ----------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -103,7 +102,7 @@ class Watcher:
         if signature == self._signature:
             return
         self._stop_all()
-        self.state.last_watch_event()  # drops notifications older than a day
+        self.state.prune_watch_events()
         self._signature = signature
         self._stop_watches = threading.Event()
         self.state.clear_watch_status()
@@ -179,7 +178,6 @@ class Watcher:
                 except ArchivistaMailError as e:
                     log.warning("%s", e)
                     continue
-                self.imports += 1
                 if summary.archived:
                     latency = time.time() - first[name]
                     self.state.save_watch_latency(name, folders, latency)
@@ -277,12 +275,8 @@ class Watcher:
                     for folder in source.folders():
                         subscribe(folder)
                 except ArchivistaMailError as e:
-                    for label in [f.label for f in source.folders()]:
-                        state.save_watch_status(acc.name, label, "polling", error=str(e))
-                    log.warning("%s Polling every %s s instead.", e, self.config.watch_poll_seconds)
                     self._unsubscribe(source, state, subs)
-                    state.close()
-                    self._poll(acc, vault, None, stop, fallback=True)
+                    self._polled_instead(acc, vault, stop, state, list(folders), e)
                     return None
                 self.triggers.put(Trigger(acc.name, None, time.time()))  # what came before the subscriptions
                 try:
@@ -338,12 +332,7 @@ class Watcher:
                         watched[mailbox] = time.time()
                     source.pull(0)  # may the service account pull? (answers at once when nothing is there)
                 except ArchivistaMailError as e:
-                    for mailbox, folders in labels.items():
-                        for label in folders:
-                            state.save_watch_status(acc.name, label, "polling", error=str(e))
-                    log.warning("%s Polling every %s s instead.", e, self.config.watch_poll_seconds)
-                    state.close()
-                    self._poll(acc, vault, None, stop, fallback=True)
+                    self._polled_instead(acc, vault, stop, state, [x for f in labels.values() for x in f], e)
                     return None
                 for folders in labels.values():
                     for label in folders:
@@ -374,6 +363,14 @@ class Watcher:
         finally:
             state.close()
         return True
+
+    def _polled_instead(self, acc: Account, vault: Vault, stop: threading.Event, state: State, labels: list[str],
+                        error: ArchivistaMailError) -> None:
+        """Push was refused: say why on each folder, then poll the account until stopped."""
+        for label in labels:
+            state.save_watch_status(acc.name, label, "polling", error=str(error))
+        log.warning("%s Polling every %s s instead.", error, self.config.watch_poll_seconds)
+        self._poll(acc, vault, None, stop, fallback=True)
 
     @staticmethod
     def _unsubscribe(source, state: State, subs: dict) -> None:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import pytest
 from conftest import PASSWORD, Mailbox, fresh_mailbox
@@ -29,6 +30,29 @@ def start_watcher(data_dir, config: str) -> subprocess.Popen:
     env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir), ARCHIVISTA_MAIL_CONFIG=config)
     return subprocess.Popen([sys.executable, "-m", "archivista_mail", "watch"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@contextmanager
+def cron_beside(data_dir, config: str, pause: float):
+    """A cron-like loop running 'archivista-mail import' every ``pause`` seconds, beside the watcher; killed after."""
+    env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir), ARCHIVISTA_MAIL_CONFIG=config)
+    cron = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time\nwhile True:\n"
+                             "    subprocess.run([sys.executable, '-m', 'archivista_mail', 'import'], "
+                             f"stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n    time.sleep({pause})\n"],
+                            env=env)
+    try:
+        yield cron
+    finally:
+        cron.kill()
+        cron.wait()
+
+
+def killed_and_started_again(proc: subprocess.Popen, data_dir, config: str) -> subprocess.Popen:
+    """SIGKILL the watcher, then start a new one."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    return start_watcher(data_dir, config)
 
 
 def watch_status(run) -> list[dict]:
@@ -119,30 +143,20 @@ def test_kills_restarts_and_cron_beside_the_watcher_lose_and_double_nothing(run,
     add_imap(run, mailbox, "INBOX", "Rechnungen")
     assert run("settings", "set", "watch_enabled", "1").exit_code == 0
     config = config_file(tmp_path)
-    env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir), ARCHIVISTA_MAIL_CONFIG=config)
-    cron = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time\nwhile True:\n"
-                             "    subprocess.run([sys.executable, '-m', 'archivista_mail', 'import'], "
-                             "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n    time.sleep(0.3)\n"], env=env)
     rng = random.Random(14)
     mails = [make_mail(100 + i, body_words=rng.randrange(50, 3000)) for i in range(120)]
     kills = 0
-    try:
+    with cron_beside(data_dir, config, 0.3):
         proc = start_watcher(data_dir, config)
         for start in range(0, len(mails), 20):
             mailbox.append(mails[start:start + 10])
             mailbox.append(mails[start + 10:start + 20], folder="Rechnungen")
             time.sleep(rng.uniform(0.2, 1.5))  # mid-import, mid-IDLE, between
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            proc.stderr.close()
+            proc = killed_and_started_again(proc, data_dir, config)
             kills += 1
-            proc = start_watcher(data_dir, config)
         wait_for(lambda: len(archived_mail_hashes(data_dir)) >= len(mails), timeout=60, what="every mail")
         time.sleep(1)
         stop(proc)
-    finally:
-        cron.kill()
-        cron.wait()
     hashes = archived_mail_hashes(data_dir)
     assert kills == 6
     assert sorted(hashes) == sorted(sha(m) for m in mails)  # every one, none twice

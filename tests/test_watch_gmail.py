@@ -9,7 +9,7 @@ import pytest
 from gmail_emulator import SCOPE_MODIFY, SCOPE_READONLY
 from mailfactory import make_mail
 from test_faults import archived_mail_hashes, sha
-from test_watch import config_file, start_watcher, stop, wait_for, watch_status
+from test_watch import config_file, cron_beside, killed_and_started_again, start_watcher, stop, wait_for, watch_status
 
 TOPIC, SUBSCRIPTION = "projects/archiv-test/topics/gmail-{n}", "projects/archiv-test/subscriptions/archiv-{n}"
 
@@ -89,35 +89,21 @@ def test_pubsub_names_are_checked(run, workspace, options):
 
 
 def test_kills_and_cron_beside_the_gmail_push_lose_and_double_nothing(run, pushed, data_dir, tmp_path):
-    import os
     import random
-    import signal
-    import subprocess
-    import sys
 
     workspace, topic, subscription = pushed
     workspace.add_account(run, "--pubsub-topic", topic, "--pubsub-subscription", subscription)
     run("settings", "set", "watch_enabled", "1")
     config = config_file(tmp_path, watch_poll_seconds=3600)
-    env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir), ARCHIVISTA_MAIL_CONFIG=config)
-    cron = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time\nwhile True:\n"
-                             "    subprocess.run([sys.executable, '-m', 'archivista_mail', 'import'], "
-                             "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n    time.sleep(0.5)\n"], env=env)
     rng = random.Random(7)
     mails = [make_mail(500 + i, body_words=rng.randrange(50, 2000)) for i in range(60)]
-    try:
+    with cron_beside(data_dir, config, 0.5):
         proc = start_watcher(data_dir, config)
         for start in range(0, len(mails), 15):
             wait_for(lambda: workspace.box.watch is not None, what="users.watch")
             workspace.deliver(mails[start:start + 15])
             time.sleep(rng.uniform(0.1, 1.0))
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            proc.stderr.close()
-            proc = start_watcher(data_dir, config)
+            proc = killed_and_started_again(proc, data_dir, config)
         wait_for(lambda: len(archived_mail_hashes(data_dir)) >= len(mails), timeout=60, what="every mail")
         stop(proc)
-    finally:
-        cron.kill()
-        cron.wait()
     assert sorted(archived_mail_hashes(data_dir)) == sorted(sha(m) for m in mails)

@@ -12,7 +12,7 @@ import pytest
 from mailfactory import make_mail
 from servers import WebAdmin
 from test_faults import archived_mail_hashes, sha
-from test_watch import config_file, start_watcher, stop, wait_for, watch_status
+from test_watch import config_file, cron_beside, killed_and_started_again, start_watcher, stop, wait_for, watch_status
 from testca import throwaway_ca
 
 
@@ -149,36 +149,22 @@ def test_without_an_https_dns_name_graph_accounts_are_polled(run, tenant, data_d
 
 def test_kills_and_cron_beside_the_graph_watch_lose_and_double_nothing(run, tenant, data_dir, tmp_path,
                                                                         https_webadmin):
-    import os
     import random
-    import signal
-    import subprocess
-    import sys
 
     tenant.add_account(run)
     run("settings", "set", "link_base_url", https_webadmin.base)
     run("settings", "set", "watch_enabled", "1")
     config = config_file(tmp_path, watch_poll_seconds=3600)
-    env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir), ARCHIVISTA_MAIL_CONFIG=config)
-    cron = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time\nwhile True:\n"
-                             "    subprocess.run([sys.executable, '-m', 'archivista_mail', 'import'], "
-                             "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n    time.sleep(0.5)\n"], env=env)
     rng = random.Random(365)
     mails = [make_mail(300 + i, body_words=rng.randrange(50, 2000)) for i in range(60)]
-    try:
+    with cron_beside(data_dir, config, 0.5):
         proc = start_watcher(data_dir, config)
         for start in range(0, len(mails), 15):
             wait_for(lambda: len(subscriptions(tenant)) >= 1, what="a subscription")
             tenant.deliver(mails[start:start + 15])
             time.sleep(rng.uniform(0.1, 1.0))
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            proc.stderr.close()
-            proc = start_watcher(data_dir, config)
+            proc = killed_and_started_again(proc, data_dir, config)
         wait_for(lambda: len(archived_mail_hashes(data_dir)) >= len(mails), timeout=60, what="every mail")
         wait_for(lambda: len(subscriptions(tenant)) == 1, what="the killed runs' subscriptions deleted")
         stop(proc)
-    finally:
-        cron.kill()
-        cron.wait()
     assert sorted(archived_mail_hashes(data_dir)) == sorted(sha(m) for m in mails)

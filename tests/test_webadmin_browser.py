@@ -41,6 +41,17 @@ def browser():
         browser.close()
 
 
+def logged_in(browser, webadmin: str, user: str, password: str):
+    """A new German browser page, logged in to WebAdmin as ``user``."""
+    page = browser.new_context(locale="de-DE").new_page()
+    page.goto(f"{webadmin}/login")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    with page.expect_navigation():
+        page.click("#login")
+    return page
+
+
 def test_partner_sets_up_imports_finds_a_pdf_word_and_follows_a_direct_link(webadmin, browser, mailbox):
     mailbox.append([make_mail(42, attachment="pdf", secret_word="okapi", secret_in_body=False), make_mail(43)])
     context = browser.new_context(locale="de-DE")
@@ -157,12 +168,7 @@ def test_partner_adds_google_workspace_and_exchange_accounts_and_tests_them(work
     workspace.authorize(SCOPE_MODIFY)
     workspace.deliver([make_mail(60)])
     exchange.deliver([make_mail(61), make_mail(62)])
-    page = browser.new_context(locale="de-DE").new_page()
-    page.goto(f"{webadmin}/login")
-    page.fill("input[name=username]", "anna")
-    page.fill("input[name=password]", "anna-password")
-    with page.expect_navigation():
-        page.click("#login")
+    page = logged_in(browser, webadmin, "anna", "anna-password")
 
     with page.expect_navigation():
         page.click("text=Google Workspace")
@@ -212,12 +218,7 @@ def test_partner_creates_a_rule_sees_the_simulator_saves_imports_and_finds_the_d
     mailbox.append([old])
     add_imap(run, mailbox)
     assert run("import").exit_code == 0
-    page = browser.new_context(locale="de-DE").new_page()
-    page.goto(f"{webadmin}/login")
-    page.fill("input[name=username]", "anna")
-    page.fill("input[name=password]", "anna-password")
-    with page.expect_navigation():
-        page.click("#login")
+    page = logged_in(browser, webadmin, "anna", "anna-password")
     with page.expect_navigation():
         page.click("nav >> text=Regeln")
     with page.expect_navigation():
@@ -260,12 +261,7 @@ def test_partner_sends_a_document_sees_it_on_the_record_and_the_reply_in_the_con
     f.write_bytes(b"From: Lieferant <rechnung@lieferant.example>\r\nTo: buchhaltung@example.test\r\nSubject: Rechnung "
                   b"4711\r\nMessage-ID: <r4711@lieferant.example>\r\n\r\nBitte bezahlen.\r\n")
     assert run("import", "--from", str(f)).exit_code == 0
-    page = browser.new_context(locale="de-DE").new_page()
-    page.goto(f"{webadmin}/login")
-    page.fill("input[name=username]", "anna")
-    page.fill("input[name=password]", "anna-password")
-    with page.expect_navigation():
-        page.click("#login")
+    page = logged_in(browser, webadmin, "anna", "anna-password")
 
     with page.expect_navigation():
         page.click("text=Mail-Archivierung (IMAP/POP3)")
@@ -323,12 +319,7 @@ def test_partner_sends_a_document_sees_it_on_the_record_and_the_reply_in_the_con
     for name, role in (("sina", "sender"), ("vera", "viewer")):
         assert run("admin", "create", name, "--role", role, "--password-stdin", input=f"{name}-password\n").exit_code == 0
     for name, may_send in (("sina", True), ("vera", False)):
-        other = browser.new_context(locale="de-DE").new_page()
-        other.goto(f"{webadmin}/login")
-        other.fill("input[name=username]", name)
-        other.fill("input[name=password]", f"{name}-password")
-        with other.expect_navigation():
-            other.click("#login")
+        other = logged_in(browser, webadmin, name, f"{name}-password")
         other.goto(f"{webadmin}/documents/1")
         assert (other.locator("#send-link").count() == 1) is may_send
         assert (other.goto(f"{webadmin}/documents/1/send").status == 200) is may_send

@@ -178,9 +178,7 @@ class SmtpSource(Source):
         if any(ord(c) < 32 or 0x7f <= ord(c) < 0xa0 for c in name) or len(name) > 200:
             raise ConfigError(t("Account %(name)s: the sender name must be one line of up to 200 characters.",
                                 name=account.name))
-        allowed = tuple(account.settings.get("allowed_domains") or ())
-        if not allowed:
-            allowed = (sender.rpartition("@")[2].lower(),)
+        allowed = cls.allowed(account)
         for domain in allowed:
             check_address("x@" + domain, "allowed domain")
         for what, address in (("From", sender), ("Reply-To", account.settings.get("reply_to") or "")):
@@ -221,13 +219,4 @@ class SmtpSource(Source):
         return []
 
 
-def check_sender_domains(account: Account, from_address: str, reply_to: str = "") -> None:
-    """Refuse a From or Reply-To outside the account's allowed domains (hostile input from a form included)."""
-    for what, address in (("From", from_address), ("Reply-To", reply_to)):
-        if address and not in_allowed_domains(check_address(address, what), SmtpSource.allowed(account)):
-            raise ConfigError(t("Account %(name)s: the %(what)s address %(address)s is not in the allowed domains "
-                                "(%(domains)s).", name=account.name, what=what, address=escaped(address),
-                                domains=", ".join(SmtpSource.allowed(account))))
-
-
-__all__ = ["Limits", "SendRefusedError", "SmtpSession", "SmtpSource", "check_sender_domains", "reason_of"]
+__all__ = ["Limits", "SendRefusedError", "SmtpSession", "SmtpSource", "reason_of"]
