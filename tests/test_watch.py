@@ -34,16 +34,17 @@ def start_watcher(data_dir, config: str) -> subprocess.Popen:
 
 @contextmanager
 def cron_beside(data_dir, config: str, pause: float):
-    """A cron-like loop running 'archivista-mail import' every ``pause`` seconds, beside the watcher; killed after."""
+    """A cron-like loop running 'archivista-mail import' every ``pause`` seconds, beside the watcher; killed after,
+    with the import it may be running."""
     env = dict(os.environ, ARCHIVISTA_MAIL_DATA=str(data_dir), ARCHIVISTA_MAIL_CONFIG=config)
     cron = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time\nwhile True:\n"
                              "    subprocess.run([sys.executable, '-m', 'archivista_mail', 'import'], "
                              f"stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n    time.sleep({pause})\n"],
-                            env=env)
+                            env=env, start_new_session=True)
     try:
         yield cron
     finally:
-        cron.kill()
+        os.killpg(cron.pid, signal.SIGKILL)  # the loop and the import it may be running: its own process group
         cron.wait()
 
 
