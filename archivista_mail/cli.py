@@ -358,8 +358,9 @@ def import_cmd(obj: Context, account_name: str | None, from_path: Path | None, n
 @click.pass_obj
 def watch_cmd(obj: Context) -> None:
     """Archive new mail within seconds, until stopped (the service archivista-mail-watch runs this): IMAP folders
-    with IDLE, other sources by polling, each through the normal import. Only while the setting watch_enabled
-    is 1 (WebAdmin's "Sofort archivieren (Push)"); cron's scheduled import stays the safety net."""
+    with IDLE or NOTIFY, Microsoft 365 with Graph change notifications, Gmail with Pub/Sub push, Exchange with
+    streaming notifications, POP3 by polling; each through the normal import. Only while the setting
+    watch_enabled is 1 (WebAdmin's "Sofort archivieren (Push)"); cron's scheduled import stays the safety net."""
     from .watch import watch_forever
 
     obj.require_archive()
@@ -370,7 +371,7 @@ def watch_cmd(obj: Context) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_obj
 def watch_status_cmd(obj: Context, as_json: bool) -> None:
-    """How the watch service watches each folder (idle or polling), when it last heard from the server, and
+    """How the watch service watches each folder (idle, notify, notifications, push, streaming or polling), when it last heard from the server, and
     the last latency from notice to commit."""
     rows = obj.state.watch_status()
     if as_json:

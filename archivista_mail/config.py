@@ -56,9 +56,11 @@ class Config:
         10, "Minutes between scheduled imports ('import --scheduled', run by cron every minute). WebAdmin's "
             "Import page can set it too; that value wins.")
     watch_poll_seconds: int = _setting(
-        30, "Watch service: seconds between polls of sources and folders that are not watched with IMAP IDLE.")
+        30, "Watch service: seconds between polls of the sources and folders no server tells about new mail (POP3, "
+            "IMAP folders beyond watch_idle_folders where the server lacks NOTIFY, push that was refused).")
     watch_idle_folders: int = _setting(
-        10, "Watch service: IMAP folders watched with IDLE, one connection each; folders beyond are polled.")
+        10, "Watch service: IMAP folders watched with IDLE, one connection each; folders beyond share one "
+            "connection with NOTIFY (RFC 5465) where the server offers it, else are polled with STATUS.")
     watch_idle_renew_seconds: int = _setting(
         1500, "Watch service: seconds after which an IMAP IDLE is ended and issued again (RFC 2177: under 29 "
               "minutes); a connection that does not answer then is replaced.")

@@ -316,6 +316,10 @@ class State:
         """Forget the watches (they are being started anew)."""
         self.db.execute("DELETE FROM watch")
 
+    def forget_watch_status(self, account: str, folder: str) -> None:
+        """Drop one row: the account-wide problem ("*") once its watch works again."""
+        self.db.execute("DELETE FROM watch WHERE account=? AND folder=?", [account, folder])
+
     def save_watch_status(self, account: str, folder: str, mode: str, seen: bool = False,
                           error: str | None = None) -> None:
         """How a folder is watched; ``seen``: the server answered just now; ``error``: why the watch is down."""

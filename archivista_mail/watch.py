@@ -3,9 +3,11 @@
 ``archivista-mail watch`` runs until SIGTERM. For every enabled account it waits for new mail in
 the cheapest way its source offers (``Source.watch_mode``): IMAP folders with IDLE (RFC 2177), one
 connection each, up to ``watch_idle_folders`` of them, the IDLE re-issued every
-``watch_idle_renew_seconds``, the folders beyond with STATUS every ``watch_poll_seconds``;
-Microsoft 365 with Graph change notifications posted to WebAdmin (when its DNS name is https);
-every other source by an import every ``watch_poll_seconds``.
+``watch_idle_renew_seconds``, the folders beyond on one more connection with NOTIFY (RFC 5465) where the
+server offers it, else with STATUS every ``watch_poll_seconds``;
+Microsoft 365 with Graph change notifications posted to WebAdmin (when its DNS name is https); Gmail with
+users.watch and a Pub/Sub pull subscription; Exchange (EWS) with streaming notifications, one stream per
+mailbox; every other source (POP3) by an import every ``watch_poll_seconds``.
 A watch only says "something may be new"; the normal import then runs for that folder, with the
 same pipeline, ledger, after-archive actions and the import lock cron's ``import`` takes, so the
 two never work at once and never archive a mail twice. A crash loses nothing: the next start (or
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from .accounts import Account
 from .archive import open_archive
 from .config import Config
-from .errors import ArchivistaMailError
+from .errors import ArchivistaMailError, FetchError, FolderError
 from .importer import Importer
 from .links import BASE_URL_SETTING
 from .runs import import_lock
@@ -43,6 +45,9 @@ WATCH_SETTING = "watch_enabled"  # WebAdmin's "Sofort archivieren (Push)"
 RECHECK_SECONDS = 10  # how often the accounts and the setting are read again
 COALESCE_SECONDS = 0.2  # triggers arriving this close together share one import
 PULL_WAIT = 5.0  # seconds a Pub/Sub pull may wait for a message (the server may answer sooner)
+# EWS streams are held open one minute at a time (Exchange allows 1 to 30): a watch that is stopped or whose
+# connection went silent is done within two minutes (exchangelib's read timeout is one minute more)
+STREAM_MINUTES = 1
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,10 @@ class Watcher:
             if acc.source.watch_mode == "pubsub" and acc.settings.get("pubsub_subscription"):
                 self._start(self._pubsub, acc, vault)
                 continue
+            if acc.source.watch_mode == "streaming":
+                for group in acc.source.watch_groups(acc):
+                    self._start(self._streaming, acc, vault, group)
+                continue
             if acc.source.watch_mode == "idle":
                 polled: list[str] = []  # beyond the IDLE limit
                 for folder in acc.folders:
@@ -124,7 +133,7 @@ class Watcher:
                     else:
                         polled.append(folder)
                 if polled:
-                    self._start(self._status_poll, acc, vault, polled)
+                    self._start(self._beyond_idle, acc, vault, polled)
                 continue
             self._start(self._poll, acc, vault, None)
         # what came in while nobody watched (a restart, a crash): the cursors say where to go on
@@ -200,32 +209,52 @@ class Watcher:
         finally:
             state.close()
 
-    def _status_poll(self, acc: Account, vault: Vault, folders: list[str], stop: threading.Event) -> None:
-        """IMAP folders beyond the IDLE limit: STATUS every watch_poll_seconds on one connection; an import only
-        for a folder whose UIDNEXT, UIDVALIDITY or message count changed."""
+    def _beyond_idle(self, acc: Account, vault: Vault, folders: list[str], stop: threading.Event) -> None:
+        """IMAP folders beyond the IDLE limit, on one connection: NOTIFY (RFC 5465) where the server offers it (the
+        connection idles and the server names the folder with new mail), the others with STATUS every
+        watch_poll_seconds, an import only for a folder whose UIDNEXT, UIDVALIDITY or message count changed."""
         state = State(self.config.data_dir)
         last: dict[str, tuple] = {}
         pause = 1.0
+        notified: list[str] = []
         try:
             for label in folders:
                 state.save_watch_status(acc.name, label, "polling")
             while not stop.is_set():
                 try:
                     with acc.source(acc, vault.secret_of(acc), self.config) as source:
+                        notified = source.notify(folders)
+                        polled = [label for label in folders if label not in notified]
+                        for label in notified:
+                            state.save_watch_status(acc.name, label, "notify", seen=True)
+                            self.triggers.put(Trigger(acc.name, label, time.time()))  # what came while connecting
+                        pause = 1.0
+                        next_status = 0.0
                         while not stop.is_set():
-                            for label in folders:
-                                now = source.folder_state(label)
-                                if last.get(label) != now:
-                                    if label in last:
-                                        self.triggers.put(Trigger(acc.name, label, time.time()))
-                                    last[label] = now
-                                state.save_watch_status(acc.name, label, "polling", seen=True)
-                            pause = 1.0
-                            if stop.wait(self.config.watch_poll_seconds):
-                                return
+                            if polled and time.monotonic() >= next_status:
+                                for label in polled:
+                                    now = source.folder_state(label)
+                                    if last.get(label) != now:
+                                        if label in last:
+                                            self.triggers.put(Trigger(acc.name, label, time.time()))
+                                        last[label] = now
+                                    state.save_watch_status(acc.name, label, "polling", seen=True)
+                                next_status = time.monotonic() + self.config.watch_poll_seconds
+                            renew = float(self.config.watch_idle_renew_seconds)
+                            if polled:
+                                renew = min(renew, max(1.0, next_status - time.monotonic()))
+                            if not notified:
+                                stop.wait(renew)
+                                continue
+                            for label in source.idle(stop, renew):
+                                self.triggers.put(Trigger(acc.name, label, time.time()))
+                            for label in notified:
+                                state.save_watch_status(acc.name, label, "notify", seen=True)
                 except (ArchivistaMailError, OSError) as e:
                     for label in folders:
-                        state.save_watch_status(acc.name, label, "polling", error=str(e))
+                        state.save_watch_status(acc.name, label, "notify" if label in notified else "polling",
+                                                error=str(e))
+                    log.warning("Watching %s: %s Connecting again in %.0f s.", acc.name, e, pause)
                     stop.wait(pause)
                     pause = min(pause * 2, 60.0)
         finally:
@@ -236,7 +265,12 @@ class Watcher:
         and start it again. Meanwhile each pause ends with an import of the account."""
         stop = args[-1]
         pause = 5.0
-        while not stop.is_set() and once(acc, *args) is False:
+        while not stop.is_set():
+            started = time.monotonic()
+            if once(acc, *args) is not False:
+                return
+            if time.monotonic() - started > 300:  # it had worked for a while: not the same outage
+                pause = 5.0
             if stop.wait(pause):
                 return
             pause = min(pause * 2, 300.0)
@@ -247,6 +281,9 @@ class Watcher:
 
     def _pubsub(self, acc: Account, vault: Vault, stop: threading.Event) -> None:
         self._again(self._pubsub_once, acc, vault, stop)
+
+    def _streaming(self, acc: Account, vault: Vault, group: str, stop: threading.Event) -> None:
+        self._again(self._streaming_once, acc, vault, group, stop)
 
     def _notifications_once(self, acc: Account, vault: Vault, url: str, stop: threading.Event) -> bool | None:
         """Graph change notifications: a subscription per folder (clientState a fresh secret), renewed when half
@@ -278,6 +315,7 @@ class Watcher:
                     self._unsubscribe(source, state, subs)
                     self._polled_instead(acc, vault, stop, state, list(folders), e)
                     return None
+                state.forget_watch_status(acc.name, "*")  # a problem of an earlier attempt
                 self.triggers.put(Trigger(acc.name, None, time.time()))  # what came before the subscriptions
                 try:
                     while not stop.wait(0.25):
@@ -334,6 +372,7 @@ class Watcher:
                 except ArchivistaMailError as e:
                     self._polled_instead(acc, vault, stop, state, [x for f in labels.values() for x in f], e)
                     return None
+                state.forget_watch_status(acc.name, "*")  # a problem of an earlier attempt
                 for folders in labels.values():
                     for label in folders:
                         state.save_watch_status(acc.name, label, "push", seen=True)
@@ -358,6 +397,51 @@ class Watcher:
                             pass  # it expires by itself
         except (ArchivistaMailError, OSError) as e:
             state.save_watch_status(acc.name, "*", "push", error=str(e))
+            log.warning("Watching %s: %s", acc.name, e)
+            return False  # tried again after a pause (_again)
+        finally:
+            state.close()
+        return True
+
+    def _streaming_once(self, acc: Account, vault: Vault, group: str, stop: threading.Event) -> bool | None:
+        """EWS streaming notifications for one mailbox: a subscription to its folders, then GetStreamingEvents held
+        open STREAM_MINUTES at a time, again and again; each notification starts a sync of the folders it names.
+        A stream that breaks (or stays silent past exchangelib's timeout, STREAM_MINUTES + 1 minute) or a
+        subscription Exchange forgot (a restart) starts over with a new subscription after a pause (_again). A
+        refused subscription (an Exchange without streaming) makes the mailbox polled."""
+        state = State(self.config.data_dir)
+        source = acc.source(acc, vault.secret_of(acc), self.config)
+        source.own_pool = f"watch:{group}"
+        labels: list[str] = []
+        try:
+            with source:
+                labels = [f.label for f in source.folders() if f.group == group]
+                try:
+                    sid = source.stream_subscribe(group)
+                except (FetchError, FolderError) as e:  # an answer, not an outage
+                    self._polled_instead(acc, vault, stop, state, labels, e)
+                    return None
+                try:
+                    state.forget_watch_status(acc.name, "*")  # a problem of an earlier attempt
+                    for label in labels:
+                        state.save_watch_status(acc.name, label, "streaming", seen=True)
+                        self.triggers.put(Trigger(acc.name, label, time.time()))  # what came before the subscription
+                    while not stop.is_set():
+                        for announced in source.stream(group, sid, STREAM_MINUTES):
+                            for label in announced:
+                                self.triggers.put(Trigger(acc.name, label, time.time()))
+                            if stop.is_set():
+                                break
+                        for label in labels:
+                            state.save_watch_status(acc.name, label, "streaming", seen=True)
+                finally:
+                    try:
+                        source.stream_unsubscribe(group, sid)
+                    except ArchivistaMailError:
+                        pass  # it expires by itself
+        except (ArchivistaMailError, OSError) as e:
+            for label in labels or ["*"]:
+                state.save_watch_status(acc.name, label, "streaming", error=str(e))
             log.warning("Watching %s: %s", acc.name, e)
             return False  # tried again after a pause (_again)
         finally:
@@ -396,7 +480,7 @@ class Watcher:
                         self.triggers.put(Trigger(acc.name, folder, time.time()))  # what came while reconnecting
                         pause = 1.0
                         while not stop.is_set():
-                            if source.idle(stop, self.config.watch_idle_renew_seconds):
+                            if source.idle(stop, self.config.watch_idle_renew_seconds):  # the folder's labels
                                 self.triggers.put(Trigger(acc.name, folder, time.time()))
                             state.save_watch_status(acc.name, folder, "idle", seen=True)
                 except (ArchivistaMailError, OSError) as e:

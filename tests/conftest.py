@@ -313,6 +313,7 @@ def tenant(graph_server, monkeypatch) -> Tenant:
     graph_server.throttle, graph_server.latency, graph_server.token_lifetime = 0.0, 0.0, 3600
     graph_server.expire_delta_tokens, graph_server.after_delta_page = False, None
     graph_server.fail_next.clear()
+    graph_server.set_outage(False)
     return Tenant(graph_server, next(_graph_tenants))
 
 

@@ -3,7 +3,8 @@
 ``EwsEmulator().start()`` serves ``https://127.0.0.1:<port>/EWS/Exchange.asmx`` (every other path is an IIS 404)
 with TLS from a throw-away CA (``ca_file``; leaf SAN IP 127.0.0.1 and DNS localhost). Request and response shapes
 follow Microsoft's EWS reference for the operations exchangelib 5.6 sends for archiving: ConvertId (its version
-probe), GetFolder, FindFolder, CreateFolder, SyncFolderItems, FindItem, GetItem, UpdateItem, MoveItem, DeleteItem.
+probe), GetFolder, FindFolder, CreateFolder, SyncFolderItems, FindItem, GetItem, UpdateItem, MoveItem, DeleteItem,
+and for streaming notifications Subscribe (StreamingSubscriptionRequest), GetStreamingEvents and Unsubscribe.
 Every answer carries ``ServerVersionInfo`` of Exchange 2019 CU12 (15.2.1118.7, Version="V2017_07_11").
 
 Authentication as IIS does it: ``auth`` is the set of offered schemes ("ntlm", "basic"); a request without
@@ -17,6 +18,13 @@ Mailbox access: a user's own mailbox (``add_user(..., mailbox=)``), mailboxes gr
 Items are messages delivered as MIME (``deliver``); ``MimeContent`` returns exactly the delivered bytes. Sync states
 are self-contained like Exchange's (gzip+base64 of the client's known item set, signed), so any number of them stays
 valid until ``invalidate_sync_states()``.
+
+Streaming notifications as Exchange 2010 SP1 and later send them: GetStreamingEvents answers with a chunked HTTP
+response that stays open ConnectionTimeout minutes (a "minute" lasts ``stream_minute`` seconds), one SOAP envelope
+per chunk: the events of the subscriptions (CreatedEvent and NewMailEvent for a delivery, MovedEvent for a move, as
+asked in EventTypes), ConnectionStatus OK every ``heartbeat_seconds``, and ConnectionStatus Closed at the end.
+Subscriptions live in the server's memory: ``stop()`` (a restart) forgets them, and GetStreamingEvents then answers
+ErrorSubscriptionNotFound. ``cut_streams()`` breaks every open stream mid-response (a dropped connection).
 
 Faults to inject: ``latency`` (seconds per SOAP request), ``server_busy`` (share of SOAP requests answered with an
 ``ErrorServerBusy`` fault carrying ``busy_backoff_ms`` as BackOffMilliseconds), ``fail_next`` (forced answers, see
@@ -94,6 +102,7 @@ MESSAGES = {
                                 "the mailbox primary SMTP address for any distinguished folder Ids.",
     "ErrorNonExistentMailbox": "The SMTP address has no mailbox associated with it.",
     "ErrorSchemaValidation": "The request failed schema validation.",
+    "ErrorSubscriptionNotFound": "The specified subscription was not found.",
     "ErrorServerBusy": "The server cannot service this request right now. Try again later.",
 }
 # Codes Exchange sends as a SOAP fault (HTTP 500) for the whole request rather than per ResponseMessage.
@@ -233,6 +242,17 @@ class EwsError(Exception):
 
 
 @dataclass
+class Subscription:
+    """A streaming subscription: its folders (None: all of the mailbox's), event types and undelivered events."""
+    id: str
+    box: Mailbox
+    user: User
+    folders: set[str] | None
+    event_types: set[str]
+    events: list[str] = field(default_factory=list)  # t:...Event elements, oldest first
+
+
+@dataclass
 class _Conn:
     ntlm: object | None = None  # pyspnego acceptor during the handshake
     user: User | None = None  # NTLM: the connection is authenticated
@@ -284,6 +304,12 @@ class EwsEmulator:
         self._user_file = self.dir / "ntlm-users"
         self._user_file.write_text("")
         self._sockets: set[socket.socket] = set()
+        self.stream_minute = 60.0  # seconds a ConnectionTimeout minute lasts (tests shorten it)
+        self.heartbeat_seconds = 5.0  # ConnectionStatus OK on an open stream this often
+        self.subscriptions: dict[str, Subscription] = {}
+        self.streams_served = 0  # GetStreamingEvents responses begun
+        self._changed = threading.Condition(self._lock)  # new events, a cut or a stop
+        self._cuts = 0
         self.server: socketserver.ThreadingTCPServer | None = None
         self.port = 0
 
@@ -345,7 +371,9 @@ class EwsEmulator:
             for mime in mimes:
                 n = next(self._ids)
                 received = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(seconds=n)
-                ids.append(self._put(Item(n, "", bytes(mime), target, received, is_read)).id)
+                item = self._put(Item(n, "", bytes(mime), target, received, is_read))
+                self._announce(item, ("CreatedEvent", "NewMailEvent"))
+                ids.append(item.id)
         return ids
 
     def remove(self, address: str, item_id: str) -> None:
@@ -401,11 +429,21 @@ class EwsEmulator:
                          name=f"ews-{self.port}").start()
         return self
 
+    def cut_streams(self) -> None:
+        """Break every open GetStreamingEvents response mid-stream, as a dropped connection does."""
+        with self._lock:
+            self._cuts += 1
+            self._changed.notify_all()
+
     def stop(self) -> None:
         if self.server:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        with self._lock:  # streaming subscriptions live in the server's memory
+            self.subscriptions.clear()
+            self._cuts += 1
+            self._changed.notify_all()
         for sock in list(self._sockets):  # like a server going down: open keep-alive connections break
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -453,6 +491,16 @@ class EwsEmulator:
                 else:
                     body = reader.read(int(headers.get("content-length", 0) or 0))
                 status, out, payload, drop = self._http(conn, method, target, headers, body)
+                if callable(payload):  # GetStreamingEvents: chunked, one envelope per chunk, open for minutes
+                    head = [f"HTTP/1.1 {status} OK", "Transfer-Encoding: chunked", *(f"{k}: {v}" for k, v in out),
+                            "Date: " + email.utils.formatdate(usegmt=True)]
+                    tls.sendall(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+                    if not payload(lambda chunk: tls.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))):
+                        with contextlib.suppress(OSError):  # cut: no last chunk
+                            tls.shutdown(socket.SHUT_RDWR)
+                        return
+                    tls.sendall(b"0\r\n\r\n")
+                    continue
                 head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}", f"Content-Length: {len(payload)}"]
                 head += [f"{k}: {v}" for k, v in out]
                 head.append("Date: " + email.utils.formatdate(usegmt=True))
@@ -630,8 +678,14 @@ class EwsEmulator:
                 raise EwsFault("ErrorInternalServerError", f"The EWS emulator does not implement {operation}.")
             with self._lock:
                 ctx = _Ctx(user, self._impersonation(user, impersonated) if impersonated else None, operation)
-                messages = handler(ctx, request) if forced is None else self._forced_messages(operation, request,
-                                                                                              forced)
+                if operation == "GetStreamingEvents" and forced is None:
+                    stream = self._streaming(ctx, request)
+                    if callable(stream):
+                        return 200, stream, drop  # type: ignore[return-value]
+                    messages = stream
+                else:
+                    messages = handler(ctx, request) if forced is None else self._forced_messages(operation,
+                                                                                                  request, forced)
             payload = _envelope(f'<m:{operation}Response xmlns:m="{MNS}" xmlns:t="{TNS}"><m:ResponseMessages>'
                                 + "".join(messages) + f"</m:ResponseMessages></m:{operation}Response>")
             return 200, payload, drop
@@ -840,6 +894,103 @@ class EwsEmulator:
             out.append(_message("CreateFolder", f"<m:Folders>{self._folder_xml(folder, {'FolderId'})}</m:Folders>"))
         return out
 
+    # -- streaming notifications ----------------------------------------------------------------------------------
+    def _op_Subscribe(self, ctx: _Ctx, request: ET.Element) -> list[str]:
+        wanted = request.find(f"{{{MNS}}}StreamingSubscriptionRequest")
+        if wanted is None:
+            raise EwsFault("ErrorInvalidRequest", "The EWS emulator implements streaming subscriptions only.")
+        folders = [self._folder_from(ctx, e) for e in wanted.findall(f"{{{TNS}}}FolderIds/*")]
+        if wanted.get("SubscribeToAllFolders", "").lower() == "true":
+            address = (ctx.impersonated or ctx.user.mailbox or "").lower()
+            if address not in self.mailboxes:
+                raise EwsError("ErrorMissingEmailAddress")
+            box, ids = self.mailboxes[address], None
+        elif folders and len({f.box.address for f in folders}) == 1:
+            box, ids = folders[0].box, {f.id for f in folders}
+        else:
+            raise EwsError("ErrorInvalidSubscriptionRequest", "Subscribe to folders of one mailbox.")
+        types = {(e.text or "").strip() for e in wanted.findall(f"{{{TNS}}}EventTypes/{{{TNS}}}EventType")}
+        sid = base64.b64encode(b"\x10\x00" + secrets.token_bytes(32)).decode()
+        self.subscriptions[sid] = Subscription(sid, box, ctx.user, ids, types)
+        return [_message("Subscribe", f"<m:SubscriptionId>{sid}</m:SubscriptionId>")]
+
+    def _op_Unsubscribe(self, ctx: _Ctx, request: ET.Element) -> list[str]:
+        sub = self.subscriptions.get((request.findtext(f"{{{MNS}}}SubscriptionId") or "").strip())
+        if sub is None or sub.user is not ctx.user:
+            return [_message("Unsubscribe", error=EwsError("ErrorSubscriptionNotFound"))]
+        del self.subscriptions[sub.id]
+        return [_message("Unsubscribe")]
+
+    def _op_GetStreamingEvents(self, ctx: _Ctx, request: ET.Element) -> list[str]:
+        raise AssertionError("answered by _streaming")
+
+    def _streaming(self, ctx: _Ctx, request: ET.Element):
+        """The response writer of GetStreamingEvents (called with a chunk sender; False when cut), or the error
+        message when a subscription is unknown."""
+        sids = [(e.text or "").strip() for e in request.iterfind(f"{{{MNS}}}SubscriptionIds/{{{TNS}}}SubscriptionId")]
+        minutes = int(request.findtext(f"{{{MNS}}}ConnectionTimeout") or "0")
+        if not 1 <= minutes <= 30:
+            raise EwsError("ErrorInvalidArgument", "ConnectionTimeout must be between 1 and 30 minutes.")
+        unknown = [sid for sid in sids if sid not in self.subscriptions or self.subscriptions[sid].user is not ctx.user]
+        if unknown or not sids:
+            ids = "".join(f"<m:SubscriptionId>{_x(sid)}</m:SubscriptionId>" for sid in unknown)
+            return ['<m:GetStreamingEventsResponseMessage ResponseClass="Error"><m:MessageText>'
+                    f'{_x(MESSAGES["ErrorSubscriptionNotFound"])}</m:MessageText><m:ResponseCode>'
+                    "ErrorSubscriptionNotFound</m:ResponseCode><m:DescriptiveLinkKey>0</m:DescriptiveLinkKey>"
+                    f"<m:ErrorSubscriptionIds>{ids}</m:ErrorSubscriptionIds></m:GetStreamingEventsResponseMessage>"]
+        subs = [self.subscriptions[sid] for sid in sids]
+        self.streams_served += 1
+        cuts = self._cuts
+        deadline = time.monotonic() + minutes * self.stream_minute
+
+        def chunk(content: str, status: str) -> bytes:
+            return _envelope('<m:GetStreamingEventsResponse xmlns:m="%s" xmlns:t="%s"><m:ResponseMessages>%s'
+                             "</m:ResponseMessages></m:GetStreamingEventsResponse>"
+                             % (MNS, TNS, _message("GetStreamingEvents", content
+                                                   + f"<m:ConnectionStatus>{status}</m:ConnectionStatus>")))
+
+        def write(send) -> bool:
+            beat = time.monotonic() + self.heartbeat_seconds
+            while True:
+                with self._lock:
+                    while True:
+                        if self._cuts != cuts:
+                            return False
+                        pending = [(sub.id, sub.events[:]) for sub in subs if sub.events]
+                        now = time.monotonic()
+                        if pending or now >= min(deadline, beat):
+                            break
+                        self._changed.wait(min(deadline, beat) - now)
+                    for sub in subs:
+                        sub.events.clear()
+                if pending:
+                    send(chunk("<m:Notifications>" + "".join(
+                        f"<m:Notification><t:SubscriptionId>{sid}</t:SubscriptionId>{''.join(events)}"
+                        "</m:Notification>" for sid, events in pending) + "</m:Notifications>", "OK"))
+                elif now >= deadline:
+                    send(chunk("", "Closed"))
+                    return True
+                else:
+                    send(chunk("", "OK"))
+                    beat = now + self.heartbeat_seconds
+
+        return write
+
+    def _announce(self, item: Item, kinds: tuple[str, ...], old: Item | None = None) -> None:
+        """Queue events about an item for the subscriptions that watch its folder."""
+        stamp = _dt(datetime.datetime.now(datetime.timezone.utc))
+        for sub in self.subscriptions.values():
+            if sub.box is not item.folder.box or (sub.folders is not None and item.folder.id not in sub.folders):
+                continue
+            for kind in kinds:
+                if kind in sub.event_types:
+                    extra = (f'<t:OldItemId Id="{old.id}" ChangeKey="{_changekey(old.changekey)}"/>'
+                             f'<t:OldParentFolderId Id="{old.folder.id}"/>') if old is not None else ""
+                    sub.events.append(f'<t:{kind}><t:TimeStamp>{stamp}</t:TimeStamp>'
+                                      f'<t:ItemId Id="{item.id}" ChangeKey="{_changekey(item.changekey)}"/>'
+                                      f'<t:ParentFolderId Id="{item.folder.id}"/>{extra}</t:{kind}>')
+        self._changed.notify_all()
+
     # -- items ------------------------------------------------------------------------------------------------------
     def _put(self, item: Item) -> Item:
         item.id = _item_id(item.folder.box, item.n)
@@ -856,7 +1007,9 @@ class EwsEmulator:
         self._drop(item)
         moved = Item(next(self._ids), "", item.mime, target, item.received, item.is_read, item.changekey + 1,
                      item.props, list(item.categories), item.modified, item._meta)
-        return self._put(moved)
+        self._put(moved)
+        self._announce(moved, ("MovedEvent",), old=item)
+        return moved
 
     def _item_xml(self, item: Item, fields: set[str], mime: bool = True) -> str:
         out = ["<t:Message>"]

@@ -10,9 +10,10 @@ endpoint) and of the OAuth 2.0 JWT-bearer grant used by service accounts with do
 Set-up: ``add_service_account()`` (a key file as Google issues it), ``authorize(client_id, scopes)`` (the admin
 console's domain-wide delegation), ``add_mailbox``, ``deliver``, ``add_label``, ``remove``, ``expire_history``.
 
-Faults: ``api_disabled``, ``latency``, ``throttle``, ``fail_next``, ``drop_connection_after``, and the per-mailbox
-quota (a token bucket, ``quota_per_second`` units per second, ``quota_burst`` deep). Records: ``requests``,
-``batch_sizes``, ``over_quota``, ``throttled``, ``max_units_per_second``, ``max_concurrent``, ``token_requests``.
+Faults: ``api_disabled``, ``latency``, ``throttle``, ``fail_next``, ``drop_connection_after``,
+``cut_connections()``, and the per-mailbox quota (a token bucket, ``quota_per_second`` units per second,
+``quota_burst`` deep). Records: ``requests``, ``batch_sizes``, ``over_quota``, ``throttled``,
+``max_units_per_second``, ``max_concurrent``, ``token_requests``.
 """
 
 from __future__ import annotations
@@ -229,6 +230,7 @@ class GmailEmulator:
         self.throttle = 0.0
         self.fail_next: list[tuple] = []  # (status, body[, headers]) forced answers for the next API calls
         self.drop_connection_after: int | None = None
+        self._tunnels: set[socket.socket] = set()
         self.quota_per_second: float | None = 250.0  # None: no quota
         self.quota_burst = 250.0
         self.max_batch_parts = 100
@@ -446,6 +448,18 @@ class GmailEmulator:
             self.server = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def cut_connections(self) -> int:
+        """Break every open tunnel (a Pub/Sub pull waiting, kept-alive API connections), as a dropped network
+        connection does; returns how many."""
+        cut = 0
+        for sock in list(self._tunnels):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+                cut += 1
+            except OSError:
+                pass
+        return cut
+
     def environ(self) -> dict[str, str]:
         """What a client process needs to reach the emulator instead of Google. httplib2 reads
         HTTPLIB2_CA_CERTS once, when first imported: set it before, or use a separate process."""
@@ -469,9 +483,10 @@ class GmailEmulator:
         # One write: PySocks reads the status line through a buffered file and drops what follows it.
         sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         try:
-            tls = self.server_ctx.wrap_socket(sock, server_side=True)
+            tls = self.server_ctx.wrap_socket(sock, server_side=True)  # sock is detached from its descriptor
         except (ssl.SSLError, OSError):
             return
+        self._tunnels.add(tls)
         reader = tls.makefile("rb")
         try:
             while True:
@@ -513,6 +528,7 @@ class GmailEmulator:
         except (OSError, ValueError, ssl.SSLError):
             return
         finally:
+            self._tunnels.discard(tls)
             try:
                 tls.close()
             except OSError:

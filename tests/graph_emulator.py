@@ -8,7 +8,9 @@ message-delta, message-update, message-move, message-delete, throttling, paging)
 identity platform's client-credentials token endpoint.
 
 Faults to inject: ``throttle`` (share of Graph requests answered 429 with ``retry_after``),
-``latency`` (seconds added to every Graph request), ``token_lifetime``, ``expire_delta_tokens``.
+``latency`` (seconds added to every Graph request), ``token_lifetime``, ``expire_delta_tokens``,
+``set_outage(True)`` (open tunnels are cut and new ones refused with 502, as a proxy does when Microsoft
+cannot be reached, until ``set_outage(False)``).
 It records the highest number of concurrent requests per mailbox.
 """
 
@@ -111,6 +113,8 @@ class GraphEmulator:
         self.latency = 0.0
         self.expire_delta_tokens = False
         self.fail_next: list[tuple[int, str, dict]] = []  # forced answers for the next Graph requests
+        self.outage = False
+        self._tunnels: set[socket.socket] = set()
         self.after_delta_page = None  # called with the page's message ids after each delta page is served
         self.requests: list[tuple[str, str]] = []
         self.page_sizes: list[int] = []  # odata.maxpagesize of each delta request
@@ -288,6 +292,16 @@ class GraphEmulator:
             self.server.server_close()
             self.server = None
 
+    def set_outage(self, down: bool) -> None:
+        """Microsoft unreachable (``down``): the open tunnels break and new ones are refused; or reachable again."""
+        self.outage = down
+        if down:
+            for sock in list(self._tunnels):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
     def environ(self) -> dict[str, str]:
         """What a client process needs to reach the emulator instead of Microsoft."""
         return {"HTTPS_PROXY": f"http://127.0.0.1:{self.port}", "https_proxy": f"http://127.0.0.1:{self.port}",
@@ -306,11 +320,15 @@ class GraphEmulator:
         if request_line[1] not in (f"{LOGIN}:443", f"{GRAPH}:443"):
             sock.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
             return
+        if self.outage:
+            sock.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            return
         sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
         try:
-            tls = self.server_ctx.wrap_socket(sock, server_side=True)
+            tls = self.server_ctx.wrap_socket(sock, server_side=True)  # sock is detached from its descriptor
         except (ssl.SSLError, OSError):
             return
+        self._tunnels.add(tls)
         reader = tls.makefile("rb")
         try:
             while True:
@@ -333,6 +351,7 @@ class GraphEmulator:
         except (OSError, ValueError, ssl.SSLError):
             return
         finally:
+            self._tunnels.discard(tls)
             try:
                 tls.close()
             except OSError:

@@ -414,8 +414,18 @@ class CuttingProxy:
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
         self.cuts = 0
+        self.connections = 0  # accepted so far
+        self._open: set[socket.socket] = set()
         self._stop = False
         threading.Thread(target=self._serve, daemon=True).start()
+
+    def cut_all(self) -> None:
+        """Drop every connection open now, as a router that restarts does (the server itself never notices)."""
+        for s in list(self._open):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _serve(self) -> None:
         while not self._stop:
@@ -425,6 +435,8 @@ class CuttingProxy:
                 return
             server = socket.create_connection(("127.0.0.1", self.target_port),
                                               source_address=(self.source, 0) if self.source else None)
+            self.connections += 1
+            self._open |= {client, server}
             threading.Thread(target=self._pipe, args=(client, server, None), daemon=True).start()
             threading.Thread(target=self._pipe, args=(server, client, self.cut_after), daemon=True).start()
 
@@ -445,6 +457,7 @@ class CuttingProxy:
             pass
         finally:
             for s in (src, dst):
+                self._open.discard(s)
                 try:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:

@@ -449,3 +449,59 @@ def test_http_surface_as_iis(ews):
     assert b'MajorVersion="15" MinorVersion="2"' in r.content and b"<t:DisplayName>Inbox</t:DisplayName>" in r.content
     assert requests.post(ews.url, data=envelope, auth=("carla@example.test", "wrong"), verify=verify,
                          timeout=5).status_code == 401
+
+
+# -- streaming notifications ----------------------------------------------------------------------------------------
+def test_streaming_notifications_arrive_on_an_open_chunked_response(ews):
+    ews.stream_minute, ews.heartbeat_seconds = 3.0, 0.5
+    anna = account(ews)
+    sid = anna.inbox.subscribe_to_streaming(event_types=["NewMailEvent", "MovedEvent"])
+    got: list = []
+    started = time.monotonic()
+
+    def later():
+        time.sleep(1.2)  # past two heartbeats: the stream is still open
+        ews.deliver(ANNA, mails(1))
+
+    threading.Thread(target=later).start()
+    for notification in anna.inbox.get_streaming_events(sid, connection_timeout=1):
+        got.append((time.monotonic() - started, notification))
+    assert len(got) == 1 and 1.0 < got[0][0] < 2.5  # as it happened, not at the end
+    event = got[0][1].events[0]
+    assert type(event).__name__ == "NewMailEvent" and event.parent_folder_id.id == anna.inbox.id
+    assert got[0][1].subscription_id == sid
+    assert time.monotonic() - started >= 3.0  # the connection stayed open for its minute, then Closed
+    anna.inbox.unsubscribe(sid)
+    assert sid not in ews.subscriptions
+
+
+def test_streaming_events_only_for_the_subscribed_folders_and_types(ews):
+    ews.stream_minute = 1.0
+    kunden = ews.add_folder(ANNA, "inbox/Kunden")
+    anna = account(ews)
+    sid = anna.inbox.subscribe_to_streaming(event_types=["CreatedEvent"])
+    ews.deliver(ANNA, mails(1), folder=kunden)  # another folder
+    ews.deliver(ANNA, mails(2, start=5))
+    notifications = list(anna.inbox.get_streaming_events(sid, connection_timeout=1))
+    events = [e for n in notifications for e in n.events]
+    assert [type(e).__name__ for e in events] == ["CreatedEvent", "CreatedEvent"]  # no NewMailEvent: not asked
+
+
+def test_a_restart_forgets_streaming_subscriptions(ews):
+    from exchangelib.errors import ErrorSubscriptionNotFound
+
+    anna = account(ews)
+    sid = anna.inbox.subscribe_to_streaming()
+    ews.stop()
+    ews.start()
+    close_connections()
+    with pytest.raises(ErrorSubscriptionNotFound):
+        list(anna.inbox.get_streaming_events(sid, connection_timeout=1))
+
+
+def test_a_cut_stream_fails_in_the_client(ews):
+    anna = account(ews)
+    sid = anna.inbox.subscribe_to_streaming()
+    threading.Timer(0.5, ews.cut_streams).start()
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):  # no last chunk: the response ended early
+        list(anna.inbox.get_streaming_events(sid, connection_timeout=1))

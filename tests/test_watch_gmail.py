@@ -107,3 +107,26 @@ def test_kills_and_cron_beside_the_gmail_push_lose_and_double_nothing(run, pushe
         wait_for(lambda: len(archived_mail_hashes(data_dir)) >= len(mails), timeout=60, what="every mail")
         stop(proc)
     assert sorted(archived_mail_hashes(data_dir)) == sorted(sha(m) for m in mails)
+
+
+def test_a_dropped_connection_to_google_loses_and_doubles_nothing(run, pushed, data_dir, tmp_path):
+    workspace, topic, subscription = pushed
+    workspace.add_account(run, "--pubsub-topic", topic, "--pubsub-subscription", subscription)
+    run("settings", "set", "watch_enabled", "1")
+    proc = start_watcher(data_dir, config_file(tmp_path, watch_poll_seconds=3600))  # no polling to help
+    try:
+        wait_for(lambda: workspace.box.watch is not None, what="users.watch")
+        pulls = sum(1 for _, path in workspace.server.requests if path.endswith(":pull"))
+        wait_for(lambda: sum(1 for _, path in workspace.server.requests if path.endswith(":pull")) > pulls + 1,
+                 what="a pull waiting")
+        time.sleep(0.5)
+        assert workspace.server.cut_connections() >= 1  # the waiting pull breaks, kept-alive connections too
+        mails = [make_mail(30), make_mail(31)]
+        workspace.deliver([mails[0]])
+        wait_for(lambda: sha(mails[0]) in archived_mail_hashes(data_dir), timeout=30, what="the mail of the drop")
+        workspace.deliver([mails[1]])
+        assert wait_for(lambda: sha(mails[1]) in archived_mail_hashes(data_dir), what="a pushed mail after") < 5
+        assert [(s["mode"], s["error"]) for s in watch_status(run)] == [("push", None)]
+    finally:
+        stop(proc)
+    assert sorted(archived_mail_hashes(data_dir)) == sorted(sha(m) for m in mails)

@@ -91,6 +91,38 @@ def test_subscriptions_are_renewed_and_made_again_after_graph_removes_them(run, 
     assert len(hashes) == len(set(hashes)) == 3
 
 
+def test_an_outage_of_microsoft_loses_and_doubles_nothing(run, tenant, data_dir, tmp_path, https_webadmin):
+    tenant.add_account(run)
+    run("settings", "set", "link_base_url", https_webadmin.base)
+    run("settings", "set", "watch_enabled", "1")
+    tenant.server.subscription_max_seconds = 4  # renewed every 2 s: the outage hits renewals
+    proc = start_watcher(data_dir, config_file(tmp_path, watch_poll_seconds=3600))  # no polling to help
+
+    def live() -> list[dict]:
+        return [s for s in subscriptions(tenant) if s["expires"] > time.time()]
+
+    try:
+        wait_for(lambda: len(live()) == 1, what="the subscription")
+        first = live()[0]["id"]
+        tenant.server.set_outage(True)  # open connections break, new ones are refused
+        mails = [make_mail(40), make_mail(41)]
+        tenant.deliver([mails[0]])  # Graph may still post it: the delta read then fails, too
+        time.sleep(6)  # the subscription runs out unrenewed
+        assert live() == []
+        tenant.server.set_outage(False)
+        wait_for(lambda: sha(mails[0]) in archived_mail_hashes(data_dir), timeout=40, what="the mail of the outage")
+        wait_for(lambda: [s["id"] for s in live()] not in ([], [first]), timeout=30, what="a new subscription")
+        tenant.deliver([mails[1]])
+        assert wait_for(lambda: sha(mails[1]) in archived_mail_hashes(data_dir), what="a notified mail after") < 5
+        wait_for(lambda: [(s["mode"], s["error"]) for s in watch_status(run)] == [("notifications", None)],
+                 what="the problem cleared")
+    finally:
+        tenant.server.set_outage(False)
+        tenant.server.subscription_max_seconds = 10080 * 60 - 60
+        stop(proc)
+    assert sorted(archived_mail_hashes(data_dir)) == sorted(sha(m) for m in mails)
+
+
 def test_forged_notifications_trigger_nothing_and_the_handshake_echoes_only_text(run, tenant, data_dir, tmp_path,
                                                                                  https_webadmin):
     import ssl

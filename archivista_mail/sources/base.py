@@ -365,9 +365,15 @@ class Source:
         polled beside the IDLE ones."""
         raise NotImplementedError
 
-    def idle(self, stop: Any, renew: float) -> bool:
-        """Wait until the server announces new mail (True), ``renew`` seconds pass or ``stop`` (an Event) is set
-        (False). Raises SourceError when the connection is broken or silent."""
+    def notify(self, labels: list[str]) -> list[str]:
+        """Ask the server to announce new mail in these folders while ``idle`` waits on this connection (IMAP
+        NOTIFY); returns the labels it covers, [] when the server cannot. Raises SourceError."""
+        return []
+
+    def idle(self, stop: Any, renew: float) -> set[str]:
+        """Wait until the server announces new mail (the watched folder's or ``notify``'s), ``renew`` seconds pass
+        or ``stop`` (an Event) is set; returns the labels announced (empty: none). Raises SourceError when the
+        connection is broken or silent."""
         raise NotImplementedError
 
     # -- the watch service (watch_mode "notifications": the server posts to WebAdmin) ----------------------
@@ -397,6 +403,26 @@ class Source:
         raise NotImplementedError
 
     def acknowledge(self, ack_ids: list[str]) -> None:
+        raise NotImplementedError
+
+    # -- the watch service (watch_mode "streaming": the server streams events on a response held open) -------------
+    own_pool: str = ""  # set by the watch service before entering: a connection pool apart from the importer's
+
+    @classmethod
+    def watch_groups(cls, account: Account) -> list[str]:
+        """The groups (mailboxes) streamed apart, one stream each."""
+        raise NotImplementedError
+
+    def stream_subscribe(self, group: str) -> str:
+        """Subscribe to new mail in a group's folders; returns the subscription's id. Raises SourceError."""
+        raise NotImplementedError
+
+    def stream(self, group: str, sid: str, minutes: int) -> Iterator[set[str]]:
+        """The labels with new mail, as the server streams them, for up to ``minutes``; ends when the server
+        closes the stream. Raises SourceError, also when the server no longer knows the subscription."""
+        raise NotImplementedError
+
+    def stream_unsubscribe(self, group: str, sid: str) -> None:
         raise NotImplementedError
 
     # -- connection tests -------------------------------------------------------------------------

@@ -62,6 +62,8 @@ for _name in ("exchangelib", "requests_ntlm", "spnego"):  # exchangelib logs req
 SYNC_PAGE = 100  # changes per SyncFolderItems request
 FETCH_CHUNK = 50  # items per GetItem with their MIME content
 MAX_ATTEMPTS = 8
+# What a streaming subscription asks for: a delivery (CreatedEvent, NewMailEvent), a mail moved or copied in
+STREAM_EVENTS = ["CreatedEvent", "NewMailEvent", "MovedEvent", "CopiedEvent"]
 MAX_BACKOFF = 300.0  # seconds: the longest server-requested pause we sit out within a run
 
 # Outlook's names of the well-known folders, English and German, as exchangelib's Account attributes.
@@ -107,17 +109,22 @@ class EwsSession:
     """The service account's connection to the EWS URL, and one exchangelib Account per mailbox."""
 
     def __init__(self, account: Account, password: str, timeout: int,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, own_pool: str = "") -> None:
         from exchangelib import BASIC, NTLM, Configuration, Credentials, FailFast
 
         _install_adapter()
-        self.account, self.sleep, self.timeout = account, sleep, timeout
+        self.account, self.sleep, self.timeout, self.own_pool = account, sleep, timeout, own_pool
+        credentials = Credentials(account.user, password)
+        if own_pool:
+            # exchangelib shares one connection pool per URL and credentials (their attributes are the key): a
+            # watch's stream holds a connection for minutes, so it gets a pool of its own
+            credentials.pool = own_pool
         host = urlsplit(account.url).netloc.lower()
         if account.ca_file:
             _CaFiles.by_host[host] = account.ca_file
         else:
             _CaFiles.by_host.pop(host, None)
-        self.config = Configuration(service_endpoint=account.url, credentials=Credentials(account.user, password),
+        self.config = Configuration(service_endpoint=account.url, credentials=credentials,
                                     auth_type=NTLM if account.auth == "ntlm" else BASIC, retry_policy=FailFast(),
                                     max_connections=4)
         self.mailboxes: dict[str, Any] = {}
@@ -125,9 +132,14 @@ class EwsSession:
 
     def close(self) -> None:
         try:
-            from exchangelib.protocol import CachingProtocol
+            from exchangelib.protocol import CachingProtocol, Protocol
 
-            CachingProtocol.clear_cache()  # also closes the sessions; a second account may share the login
+            if self.own_pool:  # only its own: the importer may be using the shared pool
+                protocol, _ = Protocol[self.config]
+                del Protocol[self.config]
+                protocol.close()
+            else:
+                CachingProtocol.clear_cache()  # also closes the sessions; a second account may share the login
         except Exception:  # noqa: BLE001 - closing only
             pass
 
@@ -237,6 +249,35 @@ class EwsSession:
                                   reason=escaped(text[:300])))
         return FetchError(t("Account %(name)s: Exchange answered with an error for %(mailbox)s (%(reason)s). The next "
                             "run tries again.", name=name, mailbox=mailbox or acc.url, reason=escaped(text[:300])))
+
+    # -- streaming notifications ---------------------------------------------------------------
+    def subscribe_streaming(self, mailbox: str, folders: list[Any]) -> str:
+        from exchangelib.folders import FolderCollection
+
+        box = self.mailbox(mailbox)
+        return self.call(lambda: FolderCollection(account=box, folders=folders).subscribe_to_streaming(
+            event_types=STREAM_EVENTS), mailbox)
+
+    def streaming_events(self, mailbox: str, sid: str, minutes: int) -> Iterator[list[str]]:
+        """GetStreamingEvents: for each notification as it comes, the ids of the folders its events are in; ends
+        when Exchange closes the stream after ``minutes``. Raises SourceError (a broken stream, a subscription
+        Exchange no longer knows)."""
+        from exchangelib.services import GetStreamingEvents
+
+        service = GetStreamingEvents(account=self.mailbox(mailbox))
+        try:
+            for notification in service.call(subscription_ids=[sid], connection_timeout=minutes):
+                yield [e.parent_folder_id.id for e in notification.events if getattr(e, "parent_folder_id", None)]
+        except SourceError:
+            raise
+        except Exception as e:  # noqa: BLE001 - translated here
+            raise self.translate(e, mailbox) from e
+
+    def unsubscribe(self, mailbox: str, sid: str) -> None:
+        from exchangelib.services import Unsubscribe
+
+        box = self.mailbox(mailbox)
+        self.call(lambda: Unsubscribe(account=box).get(subscription_id=sid), mailbox)
 
     # -- folders -------------------------------------------------------------------------------
     def folder(self, mailbox: str, path: str, create: bool = False) -> Any:
@@ -363,6 +404,7 @@ class EwsSource(Source):
     kind = "ews"
     title = Lang("Exchange (EWS)", "Exchange (EWS)")
     page = "ews"
+    watch_mode = "streaming"  # streaming notifications (GetStreamingEvents), one stream per mailbox
     actions = ("none", "read", "move", "delete", "delete-hard")
     parallel_groups = 4  # mailboxes side by side (exchangelib's sessions are thread-safe)
     settings = (
@@ -417,7 +459,7 @@ class EwsSource(Source):
                 f"after archive: {account.after}{'' if account.enabled else ', disabled'}")
 
     def __enter__(self) -> EwsSource:
-        self.session = EwsSession(self.account, self.secret, self.timeout)
+        self.session = EwsSession(self.account, self.secret, self.timeout, own_pool=self.own_pool)
         self._folders: dict[str, Any] = {}
         return self
 
@@ -425,7 +467,24 @@ class EwsSource(Source):
         self.session.close()
 
     def mailbox_addresses(self) -> list[str]:
-        return list(self.account.mailboxes) or [self.account.user.lower()]
+        return self.watch_groups(self.account)
+
+    @classmethod
+    def watch_groups(cls, account: Account) -> list[str]:
+        return list(account.mailboxes) or [account.user.lower()]
+
+    def stream_subscribe(self, group: str) -> str:
+        """A streaming subscription to new mail in the mailbox's archived folders."""
+        folders = [f for f in self.folders() if f.group == group]
+        self._streamed = {self._folder(f).id: f.label for f in folders}
+        return self.session.subscribe_streaming(group, [self._folder(f) for f in folders])
+
+    def stream(self, group: str, sid: str, minutes: int) -> Iterator[set[str]]:
+        for parents in self.session.streaming_events(group, sid, minutes):
+            yield {self._streamed[p] for p in parents if p in self._streamed} or set(self._streamed.values())
+
+    def stream_unsubscribe(self, group: str, sid: str) -> None:
+        self.session.unsubscribe(group, sid)
 
     def folders(self) -> list[Folder]:
         acc = self.account

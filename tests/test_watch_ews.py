@@ -1,0 +1,105 @@
+"""The watch service with Exchange streaming notifications: the real exchangelib in the watcher's process against
+the EWS emulator (Subscribe, GetStreamingEvents held open as a chunked response, Unsubscribe); a dropped stream, a
+server restart that forgets the subscriptions, kill -9 with cron beside, and polling where Exchange refuses
+streaming."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from mailfactory import make_mail
+from test_faults import archived_mail_hashes, sha
+from test_watch import config_file, cron_beside, killed_and_started_again, start_watcher, stop, wait_for, watch_status
+
+
+def streaming(run) -> bool:
+    return all(s["mode"] == "streaming" and s["last_seen"] and not s["error"] for s in watch_status(run))
+
+
+def test_new_mail_is_archived_on_a_streamed_notification(run, exchange, data_dir, tmp_path):
+    exchange.server.add_folder(exchange.mailbox, "inbox/Kunden")
+    exchange.add_account(run, "--folder", "inbox", "--folder", "Posteingang/Kunden")
+    exchange.deliver([make_mail(1)])
+    assert run("settings", "set", "watch_enabled", "1").exit_code == 0
+    proc = start_watcher(data_dir, config_file(tmp_path, watch_poll_seconds=3600))  # no polling to help
+    try:
+        wait_for(lambda: len(archived_mail_hashes(data_dir)) == 1, what="the mail there before")
+        wait_for(lambda: len(watch_status(run)) == 2 and streaming(run), what="both folders streamed")
+        assert len(exchange.server.subscriptions) == 1  # one stream for the mailbox's folders
+        for n, folder in ((2, "inbox"), (3, "Posteingang/Kunden")):
+            mail = make_mail(n)
+            exchange.deliver([mail], folder=folder)
+            assert wait_for(lambda: sha(mail) in archived_mail_hashes(data_dir), what=f"the mail in {folder}") < 5
+        status = {s["folder"]: s for s in watch_status(run)}
+        assert status[f"{exchange.mailbox}/Posteingang/Kunden"]["last_latency"] is not None
+        time.sleep(1)  # the import's last page
+        syncs = sum(op == "SyncFolderItems" for op, _ in exchange.server.requests)
+        time.sleep(2)
+        assert sum(op == "SyncFolderItems" for op, _ in exchange.server.requests) == syncs  # quiet: no polling
+    finally:
+        took = stop(proc)
+    assert took < 5
+    assert sorted(archived_mail_hashes(data_dir)) == sorted(sha(make_mail(n)) for n in (1, 2, 3))
+
+
+def test_a_dropped_stream_and_a_server_restart_are_survived(run, exchange, data_dir, tmp_path):
+    exchange.add_account(run)
+    run("settings", "set", "watch_enabled", "1")
+    proc = start_watcher(data_dir, config_file(tmp_path, watch_poll_seconds=3600))
+    try:
+        wait_for(lambda: streaming(run) and exchange.server.streams_served == 1, what="the stream")
+        first = set(exchange.server.subscriptions)
+        exchange.server.cut_streams()  # the connection drops mid-response
+        mail = make_mail(10)
+        exchange.deliver([mail])  # while nobody listens
+        wait_for(lambda: sha(mail) in archived_mail_hashes(data_dir), timeout=30, what="the mail after the drop")
+        wait_for(lambda: streaming(run) and exchange.server.streams_served >= 2, what="a new stream")
+        exchange.server.stop()  # a restart: Exchange forgets the streaming subscriptions
+        exchange.server.start()
+        mail = make_mail(11)
+        exchange.deliver([mail])
+        wait_for(lambda: sha(mail) in archived_mail_hashes(data_dir), timeout=40, what="the mail after the restart")
+        wait_for(lambda: exchange.server.subscriptions and not set(exchange.server.subscriptions) & first,
+                 what="a new subscription")
+        wait_for(lambda: streaming(run), what="streaming again")
+        mail = make_mail(12)
+        exchange.deliver([mail])
+        assert wait_for(lambda: sha(mail) in archived_mail_hashes(data_dir), what="a streamed mail again") < 5
+    finally:
+        stop(proc)
+    assert sorted(archived_mail_hashes(data_dir)) == sorted(sha(make_mail(n)) for n in (10, 11, 12))
+
+
+def test_where_exchange_refuses_streaming_the_mailbox_is_polled(run, exchange, data_dir, tmp_path):
+    exchange.add_account(run)
+    # a throttling policy that allows the service account no more subscriptions
+    exchange.server.fail_next.append(("Subscribe", "ErrorExceededSubscriptionCount"))
+    run("settings", "set", "watch_enabled", "1")
+    proc = start_watcher(data_dir, config_file(tmp_path))  # polling every second
+    try:
+        wait_for(lambda: [(s["mode"], bool(s["error"])) for s in watch_status(run)] == [("polling", True)],
+                 what="the fallback")
+        assert "ErrorExceededSubscriptionCount" in watch_status(run)[0]["error"]
+        mail = make_mail(20)
+        exchange.deliver([mail])
+        assert wait_for(lambda: sha(mail) in archived_mail_hashes(data_dir), what="the polled mail") < 6
+    finally:
+        stop(proc)
+
+
+def test_kills_and_cron_beside_the_ews_stream_lose_and_double_nothing(run, exchange, data_dir, tmp_path):
+    exchange.add_account(run)
+    run("settings", "set", "watch_enabled", "1")
+    config = config_file(tmp_path, watch_poll_seconds=3600)
+    rng = random.Random(15)
+    mails = [make_mail(600 + i, body_words=rng.randrange(50, 2000)) for i in range(60)]
+    with cron_beside(data_dir, config, 0.5):
+        proc = start_watcher(data_dir, config)
+        for start in range(0, len(mails), 15):
+            exchange.deliver(mails[start:start + 15])
+            time.sleep(rng.uniform(0.1, 1.0))
+            proc = killed_and_started_again(proc, data_dir, config)
+        wait_for(lambda: len(archived_mail_hashes(data_dir)) >= len(mails), timeout=60, what="every mail")
+        stop(proc)
+    assert sorted(archived_mail_hashes(data_dir)) == sorted(sha(m) for m in mails)
