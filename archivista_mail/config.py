@@ -64,6 +64,9 @@ class Config:
     watch_idle_renew_seconds: int = _setting(
         1500, "Watch service: seconds after which an IMAP IDLE is ended and issued again (RFC 2177: under 29 "
               "minutes); a connection that does not answer then is replaced.")
+    watch_push_retry_seconds: int = _setting(
+        1800, "Watch service: when a server refuses push (Graph subscriptions, Gmail's watch or Pub/Sub, EWS "
+              "streaming), the account is polled and push is tried again after this many seconds.")
     watch_graph_seconds: int = _setting(
         3 * 24 * 3600, "Watch service: the lifetime asked for Microsoft Graph subscriptions (Graph grants under 7 "
                        "days for mail); each is renewed when half of it is gone.")

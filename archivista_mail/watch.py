@@ -13,8 +13,10 @@ same pipeline, ledger, after-archive actions and the import lock cron's ``import
 two never work at once and never archive a mail twice. A crash loses nothing: the next start (or
 cron) catches up from the folders' cursors.
 
-Threads: one per IDLE folder, per notified or polled account put triggers on a queue; the main thread
-runs the imports one after the other. The watchers' state (how each folder is watched, when it
+Threads: one per IDLE folder, per NOTIFY or STATUS connection, per notified, pushed or polled account and
+per streamed EWS mailbox put triggers on a queue; the main thread runs the imports one after the other.
+A watch whose server refuses push is polled for ``watch_push_retry_seconds``, then push is tried again; a
+lost connection is tried again after a pause of 5 s growing to 5 minutes. The watchers' state (how each folder is watched, when it
 last heard from the server, the last latency) is kept in the state database for WebAdmin.
 """
 
@@ -32,7 +34,7 @@ from dataclasses import dataclass
 from .accounts import Account
 from .archive import open_archive
 from .config import Config
-from .errors import ArchivistaMailError, FetchError, FolderError
+from .errors import ArchivistaMailError, ConnectError
 from .importer import Importer
 from .links import BASE_URL_SETTING
 from .runs import import_lock
@@ -132,8 +134,10 @@ class Watcher:
                         self._start(self._idle, acc, vault, folder)
                     else:
                         polled.append(folder)
-                if polled:
-                    self._start(self._beyond_idle, acc, vault, polled)
+                plain = [label for label in polled if label.isascii() and "&" not in label]
+                for share, try_notify in ((plain, True), ([x for x in polled if x not in plain], False)):
+                    if share:
+                        self._start(self._beyond_idle, acc, vault, share, try_notify)
                 continue
             self._start(self._poll, acc, vault, None)
         # what came in while nobody watched (a restart, a crash): the cursors say where to go on
@@ -187,6 +191,9 @@ class Watcher:
                 except ArchivistaMailError as e:
                     log.warning("%s", e)
                     continue
+                except Exception:  # noqa: BLE001 - a bug or an untranslated library error: the service goes on
+                    log.exception("Importing %s failed unexpectedly; the next notice (or cron) tries again.", name)
+                    continue
                 if summary.archived:
                     latency = time.time() - first[name]
                     self.state.save_watch_latency(name, folders, latency)
@@ -196,9 +203,10 @@ class Watcher:
     # -- the watches -------------------------------------------------------------------------------------------
     def _poll(self, acc: Account, vault: Vault, folders: list[str] | None, stop: threading.Event,
               fallback: bool = False) -> None:
-        """Every watch_poll_seconds: an import of the account (or of some folders). ``fallback``: push failed, and
-        the folders' status already says why."""
+        """Every watch_poll_seconds: an import of the account (or of some folders). ``fallback``: push was refused,
+        the folders' status already says why, and push is tried again after watch_push_retry_seconds."""
         state = State(self.config.data_dir)  # a thread's own connection
+        ends = time.monotonic() + self.config.watch_push_retry_seconds if fallback else None
         try:
             for label in [] if fallback else folders or ["*"]:
                 state.save_watch_status(acc.name, label, "polling")
@@ -206,55 +214,54 @@ class Watcher:
             while not stop.wait(self.config.watch_poll_seconds):
                 for folder in targets:
                     self.triggers.put(Trigger(acc.name, folder, time.time()))
+                if ends is not None and time.monotonic() >= ends:
+                    return
         finally:
             state.close()
 
-    def _beyond_idle(self, acc: Account, vault: Vault, folders: list[str], stop: threading.Event) -> None:
+    def _beyond_idle(self, acc: Account, vault: Vault, folders: list[str], try_notify: bool,
+                     stop: threading.Event) -> None:
         """IMAP folders beyond the IDLE limit, on one connection: NOTIFY (RFC 5465) where the server offers it (the
-        connection idles and the server names the folder with new mail), the others with STATUS every
-        watch_poll_seconds, an import only for a folder whose UIDNEXT, UIDVALIDITY or message count changed."""
+        connection idles and the server names the folder with new mail), else STATUS every watch_poll_seconds, an
+        import only for a folder whose UIDNEXT, UIDVALIDITY or message count changed. ``try_notify``: False for
+        folders with names beyond ASCII (Dovecot 2.3 does not announce them)."""
         state = State(self.config.data_dir)
         last: dict[str, tuple] = {}
         pause = 1.0
-        notified: list[str] = []
+        mode = "polling"
         try:
             for label in folders:
-                state.save_watch_status(acc.name, label, "polling")
+                state.save_watch_status(acc.name, label, mode)
             while not stop.is_set():
                 try:
-                    with acc.source(acc, vault.secret_of(acc), self.config) as source:
-                        notified = source.notify(folders)
-                        polled = [label for label in folders if label not in notified]
-                        for label in notified:
-                            state.save_watch_status(acc.name, label, "notify", seen=True)
-                            self.triggers.put(Trigger(acc.name, label, time.time()))  # what came while connecting
+                    source = acc.source(acc, vault.secret_of(acc), self.config)
+                    with source:
+                        mode = "notify" if try_notify and source.notify(folders) else "polling"
                         pause = 1.0
-                        next_status = 0.0
+                        for label in folders:
+                            state.save_watch_status(acc.name, label, mode, seen=True)
+                            if mode == "notify":
+                                self.triggers.put(Trigger(acc.name, label, time.time()))  # came while connecting
                         while not stop.is_set():
-                            if polled and time.monotonic() >= next_status:
-                                for label in polled:
+                            if mode == "notify":
+                                for label in source.idle(stop, self.config.watch_idle_renew_seconds):
+                                    self.triggers.put(Trigger(acc.name, label, time.time()))
+                            else:
+                                for label in folders:
                                     now = source.folder_state(label)
                                     if last.get(label) != now:
                                         if label in last:
                                             self.triggers.put(Trigger(acc.name, label, time.time()))
                                         last[label] = now
-                                    state.save_watch_status(acc.name, label, "polling", seen=True)
-                                next_status = time.monotonic() + self.config.watch_poll_seconds
-                            renew = float(self.config.watch_idle_renew_seconds)
-                            if polled:
-                                renew = min(renew, max(1.0, next_status - time.monotonic()))
-                            if not notified:
-                                stop.wait(renew)
-                                continue
-                            for label in source.idle(stop, renew):
-                                self.triggers.put(Trigger(acc.name, label, time.time()))
-                            for label in notified:
-                                state.save_watch_status(acc.name, label, "notify", seen=True)
-                except (ArchivistaMailError, OSError) as e:
+                                stop.wait(self.config.watch_poll_seconds)
+                            if not stop.is_set():
+                                for label in folders:
+                                    state.save_watch_status(acc.name, label, mode, seen=True)
+                except Exception as e:  # noqa: BLE001 - ours and OSError expected; anything else is logged in full
                     for label in folders:
-                        state.save_watch_status(acc.name, label, "notify" if label in notified else "polling",
-                                                error=str(e))
-                    log.warning("Watching %s: %s Connecting again in %.0f s.", acc.name, e, pause)
+                        state.save_watch_status(acc.name, label, mode, error=str(e))
+                    log.warning("Watching %s: %s Connecting again in %.0f s.", acc.name, e, pause,
+                                exc_info=not isinstance(e, (ArchivistaMailError, OSError)))
                     stop.wait(pause)
                     pause = min(pause * 2, 60.0)
         finally:
@@ -267,7 +274,12 @@ class Watcher:
         pause = 5.0
         while not stop.is_set():
             started = time.monotonic()
-            if once(acc, *args) is not False:
+            try:
+                result = once(acc, *args)
+            except Exception:  # noqa: BLE001 - a bug or an untranslated library error: the watch goes on
+                log.exception("Watching %s failed unexpectedly; it starts again after a pause.", acc.name)
+                result = False
+            if result is not False:
                 return
             if time.monotonic() - started > 300:  # it had worked for a while: not the same outage
                 pause = 5.0
@@ -313,8 +325,7 @@ class Watcher:
                         subscribe(folder)
                 except ArchivistaMailError as e:
                     self._unsubscribe(source, state, subs)
-                    self._polled_instead(acc, vault, stop, state, list(folders), e)
-                    return None
+                    return self._polled_instead(acc, vault, stop, state, list(folders), e)
                 state.forget_watch_status(acc.name, "*")  # a problem of an earlier attempt
                 self.triggers.put(Trigger(acc.name, None, time.time()))  # what came before the subscriptions
                 try:
@@ -370,8 +381,7 @@ class Watcher:
                         watched[mailbox] = time.time()
                     source.pull(0)  # may the service account pull? (answers at once when nothing is there)
                 except ArchivistaMailError as e:
-                    self._polled_instead(acc, vault, stop, state, [x for f in labels.values() for x in f], e)
-                    return None
+                    return self._polled_instead(acc, vault, stop, state, [x for f in labels.values() for x in f], e)
                 state.forget_watch_status(acc.name, "*")  # a problem of an earlier attempt
                 for folders in labels.values():
                     for label in folders:
@@ -408,38 +418,39 @@ class Watcher:
         open STREAM_MINUTES at a time, again and again; each notification starts a sync of the folders it names.
         A stream that breaks (or stays silent past exchangelib's timeout, STREAM_MINUTES + 1 minute) or a
         subscription Exchange forgot (a restart) starts over with a new subscription after a pause (_again). A
-        refused subscription (an Exchange without streaming) makes the mailbox polled."""
+        refused subscription makes the mailbox polled for a while. The stream has a connection pool of its own
+        (a new one each time), so the imports always find a free connection."""
         state = State(self.config.data_dir)
-        source = acc.source(acc, vault.secret_of(acc), self.config)
-        source.own_pool = f"watch:{group}"
         labels: list[str] = []
         try:
+            source = acc.source(acc, vault.secret_of(acc), self.config)
+            source.own_pool = f"watch:{group}:{secrets.token_hex(8)}"
             with source:
                 labels = [f.label for f in source.folders() if f.group == group]
                 try:
                     sid = source.stream_subscribe(group)
-                except (FetchError, FolderError) as e:  # an answer, not an outage
-                    self._polled_instead(acc, vault, stop, state, labels, e)
-                    return None
+                except ArchivistaMailError as e:
+                    return self._polled_instead(acc, vault, stop, state, labels, e)
                 try:
                     state.forget_watch_status(acc.name, "*")  # a problem of an earlier attempt
                     for label in labels:
                         state.save_watch_status(acc.name, label, "streaming", seen=True)
                         self.triggers.put(Trigger(acc.name, label, time.time()))  # what came before the subscription
                     while not stop.is_set():
-                        for announced in source.stream(group, sid, STREAM_MINUTES):
+                        for announced in source.stream(group, sid, STREAM_MINUTES, stop):
                             for label in announced:
                                 self.triggers.put(Trigger(acc.name, label, time.time()))
-                            if stop.is_set():
-                                break
-                        for label in labels:
-                            state.save_watch_status(acc.name, label, "streaming", seen=True)
+                        if not stop.is_set():  # a stopped watch's rows are gone: not written again
+                            for label in labels:
+                                state.save_watch_status(acc.name, label, "streaming", seen=True)
                 finally:
                     try:
                         source.stream_unsubscribe(group, sid)
                     except ArchivistaMailError:
                         pass  # it expires by itself
         except (ArchivistaMailError, OSError) as e:
+            if stop.is_set():
+                return None
             for label in labels or ["*"]:
                 state.save_watch_status(acc.name, label, "streaming", error=str(e))
             log.warning("Watching %s: %s", acc.name, e)
@@ -449,12 +460,17 @@ class Watcher:
         return True
 
     def _polled_instead(self, acc: Account, vault: Vault, stop: threading.Event, state: State, labels: list[str],
-                        error: ArchivistaMailError) -> None:
-        """Push was refused: say why on each folder, then poll the account until stopped."""
+                        error: ArchivistaMailError) -> bool:
+        """Push was refused (not a lost connection: that is tried again soon): say why on each folder, poll the
+        account for watch_push_retry_seconds; then False, so push is tried again (_again)."""
+        if isinstance(error, ConnectError):
+            raise error
         for label in labels:
             state.save_watch_status(acc.name, label, "polling", error=str(error))
-        log.warning("%s Polling every %s s instead.", error, self.config.watch_poll_seconds)
+        log.warning("%s Polling every %s s instead; push is tried again in %s s.", error,
+                    self.config.watch_poll_seconds, self.config.watch_push_retry_seconds)
         self._poll(acc, vault, None, stop, fallback=True)
+        return False
 
     @staticmethod
     def _unsubscribe(source, state: State, subs: dict) -> None:
@@ -483,9 +499,10 @@ class Watcher:
                             if source.idle(stop, self.config.watch_idle_renew_seconds):  # the folder's labels
                                 self.triggers.put(Trigger(acc.name, folder, time.time()))
                             state.save_watch_status(acc.name, folder, "idle", seen=True)
-                except (ArchivistaMailError, OSError) as e:
+                except Exception as e:  # noqa: BLE001 - ours and OSError expected; anything else is logged in full
                     state.save_watch_status(acc.name, folder, "idle", error=str(e))
-                    log.warning("Watching %s/%s: %s Connecting again in %.0f s.", acc.name, folder, e, pause)
+                    log.warning("Watching %s/%s: %s Connecting again in %.0f s.", acc.name, folder, e, pause,
+                                exc_info=not isinstance(e, (ArchivistaMailError, OSError)))
                     stop.wait(pause)
                     pause = min(pause * 2, 60.0)
         finally:

@@ -389,6 +389,7 @@ def workspace(gmail_server, monkeypatch, tmp_path) -> Workspace:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")  # the other test servers are reached directly
     s = gmail_server
     s.api_disabled, s.latency, s.throttle, s.drop_connection_after = False, 0.0, 0.0, None
+    s.set_outage(False)
     s.quota_per_second, s.quota_burst = 250.0, 250.0
     s.fail_next.clear()
     return Workspace(s, next(_workspaces), tmp_path)

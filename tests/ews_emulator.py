@@ -383,6 +383,15 @@ class EwsEmulator:
             if item is not None and item.folder.box.address == address.lower():
                 self._drop(item)
 
+    def move(self, address: str, item_id: str, folder: str) -> str:
+        """Move an item behind the client's back (Outlook, a server rule); returns its new id."""
+        with self._lock:
+            item = self._items[item_id]
+            target = self._folder_ref(self.mailboxes[address.lower()], folder)
+            if target is None:
+                raise KeyError(folder)
+            return self._move(item, target).id
+
     def set_read(self, item_id: str, is_read: bool = True) -> None:
         """Change the read flag behind the client's back (Outlook on another machine)."""
         with self._lock:
@@ -977,10 +986,12 @@ class EwsEmulator:
         return write
 
     def _announce(self, item: Item, kinds: tuple[str, ...], old: Item | None = None) -> None:
-        """Queue events about an item for the subscriptions that watch its folder."""
+        """Queue events about an item for the subscriptions that watch its folder (or, for a move, the folder it
+        left)."""
         stamp = _dt(datetime.datetime.now(datetime.timezone.utc))
+        folders = {item.folder.id} | ({old.folder.id} if old is not None else set())
         for sub in self.subscriptions.values():
-            if sub.box is not item.folder.box or (sub.folders is not None and item.folder.id not in sub.folders):
+            if sub.box is not item.folder.box or (sub.folders is not None and not folders & sub.folders):
                 continue
             for kind in kinds:
                 if kind in sub.event_types:

@@ -11,8 +11,8 @@ Set-up: ``add_service_account()`` (a key file as Google issues it), ``authorize(
 console's domain-wide delegation), ``add_mailbox``, ``deliver``, ``add_label``, ``remove``, ``expire_history``.
 
 Faults: ``api_disabled``, ``latency``, ``throttle``, ``fail_next``, ``drop_connection_after``,
-``cut_connections()``, and the per-mailbox quota (a token bucket, ``quota_per_second`` units per second,
-``quota_burst`` deep). Records: ``requests``, ``batch_sizes``, ``over_quota``, ``throttled``,
+``cut_connections()``, ``set_outage()``, and the per-mailbox quota (a token bucket, ``quota_per_second`` units
+per second, ``quota_burst`` deep). Records: ``requests``, ``batch_sizes``, ``over_quota``, ``throttled``,
 ``max_units_per_second``, ``max_concurrent``, ``token_requests``.
 """
 
@@ -231,6 +231,7 @@ class GmailEmulator:
         self.fail_next: list[tuple] = []  # (status, body[, headers]) forced answers for the next API calls
         self.drop_connection_after: int | None = None
         self._tunnels: set[socket.socket] = set()
+        self.outage = False
         self.quota_per_second: float | None = 250.0  # None: no quota
         self.quota_burst = 250.0
         self.max_batch_parts = 100
@@ -448,6 +449,12 @@ class GmailEmulator:
             self.server = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
+    def set_outage(self, down: bool) -> None:
+        """Google unreachable (``down``): the open tunnels break and new ones are refused (502); or reachable again."""
+        self.outage = down
+        if down:
+            self.cut_connections()
+
     def cut_connections(self) -> int:
         """Break every open tunnel (a Pub/Sub pull waiting, kept-alive API connections), as a dropped network
         connection does; returns how many."""
@@ -479,6 +486,9 @@ class GmailEmulator:
         host = request_line[1].rsplit(":", 1)[0].lower()
         if request_line[1].lower() not in {f"{h}:443" for h in HOSTS}:
             sock.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            return
+        if self.outage:
+            sock.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
             return
         # One write: PySocks reads the status line through a buffered file and drops what follows it.
         sock.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")

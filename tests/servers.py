@@ -433,8 +433,12 @@ class CuttingProxy:
                 client, _ = self.sock.accept()
             except OSError:
                 return
-            server = socket.create_connection(("127.0.0.1", self.target_port),
-                                              source_address=(self.source, 0) if self.source else None)
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port),
+                                                  source_address=(self.source, 0) if self.source else None)
+            except OSError:  # the server is down (a test restarts it): this client is refused, the next one tried
+                client.close()
+                continue
             self.connections += 1
             self._open |= {client, server}
             threading.Thread(target=self._pipe, args=(client, server, None), daemon=True).start()

@@ -309,3 +309,19 @@ def test_account_test_and_mailtest_show_the_inbox_and_never_the_key(run, workspa
                            env=env, capture_output=True, text=True, timeout=60)
     assert given.returncode == 0, given.stderr
     assert "Authenticated!" in given.stdout and "First message: Rechnung 2024-117 für Beratung" in given.stdout
+
+
+def test_google_out_of_reach_through_the_proxy_is_a_sentence_not_a_crash(run, workspace):
+    """A proxy that cannot reach Google answers CONNECT with 502; PySocks raises its own error for that."""
+    workspace.authorize(SCOPE_MODIFY, SCOPE_READONLY)
+    workspace.add_account(run)
+    workspace.deliver([make_mail(1)])
+    workspace.server.set_outage(True)
+    try:
+        result = run("import")
+    finally:
+        workspace.server.set_outage(False)
+    assert result.exit_code == 3, result.output  # unreachable, not "unexpected" (4)
+    assert "Account workspace: Google's login service cannot be reached (Socket error: 502: Bad Gateway)" in \
+        result.output and "Check the network, proxy and firewall" in result.output
+    assert run("import").exit_code == 0

@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 
@@ -235,6 +236,34 @@ def test_folders_beyond_the_idle_limit_share_one_connection_with_notify(run, mai
     finally:
         stop(proc)
     assert sorted(archived_mail_hashes(data_dir)) == sorted(sha(m) for m in mails.values())
+
+
+def test_notify_announces_new_mail_not_expunges_and_survives_announcements_between_commands(mailbox, tmp_path):
+    """The source itself against Dovecot: NOTIFY's STATUS says which folder got mail; an expunge there (the
+    after-archive move) is no news; a STATUS that arrives while no IDLE runs is kept, not taken for an error."""
+    from archivista_mail.accounts import Account
+    from archivista_mail.config import load_config
+
+    mailbox.append([], folder="Rechnungen")
+    mailbox.append([], folder="Lieferscheine")
+    acc = Account(name="n", kind="imap", settings={
+        "host": "127.0.0.1", "port": mailbox.server.ports["imaps"], "security": "ssl", "user": mailbox.user,
+        "ca_file": str(mailbox.server.cert), "folders": ["Rechnungen", "Lieferscheine"]})
+    never = threading.Event()
+    with acc.source(acc, PASSWORD, load_config(tmp_path, config_file(tmp_path))) as source:
+        assert source.notify(["Rechnungen", "Lieferscheine"]) == ["Rechnungen", "Lieferscheine"]
+        assert source.idle(never, 1.5) == set()  # quiet: nothing announced
+        mailbox.append([make_mail(1)], folder="Lieferscheine")
+        assert source.idle(never, 5) == {"Lieferscheine"}
+        with mailbox.client() as other:  # the after-archive action: gone from the folder
+            other.select_folder("Lieferscheine")
+            other.delete_messages(other.search())
+            other.expunge()
+        assert source.idle(never, 2) == set()
+        mailbox.append([make_mail(2)], folder="Rechnungen")  # between two IDLEs: arrives before the "+"
+        time.sleep(0.5)
+        assert source.idle(never, 5) == {"Rechnungen"}
+        assert source.idle(never, 1) == set()
 
 
 def test_without_notify_folders_beyond_the_idle_limit_are_polled_with_status(run, cyrus_box, data_dir, tmp_path):

@@ -6,6 +6,7 @@ streaming."""
 from __future__ import annotations
 
 import random
+import threading
 import time
 
 from mailfactory import make_mail
@@ -14,7 +15,8 @@ from test_watch import config_file, cron_beside, killed_and_started_again, start
 
 
 def streaming(run) -> bool:
-    return all(s["mode"] == "streaming" and s["last_seen"] and not s["error"] for s in watch_status(run))
+    status = watch_status(run)
+    return bool(status) and all(s["mode"] == "streaming" and s["last_seen"] and not s["error"] for s in status)
 
 
 def test_new_mail_is_archived_on_a_streamed_notification(run, exchange, data_dir, tmp_path):
@@ -43,32 +45,109 @@ def test_new_mail_is_archived_on_a_streamed_notification(run, exchange, data_dir
     assert sorted(archived_mail_hashes(data_dir)) == sorted(sha(make_mail(n)) for n in (1, 2, 3))
 
 
-def test_a_dropped_stream_and_a_server_restart_are_survived(run, exchange, data_dir, tmp_path):
+def test_the_stream_names_the_folder_with_new_mail_not_the_one_a_mail_left(exchange, tmp_path):
+    """The source itself: a delivery names its folder; the after-archive move out of it (a MovedEvent whose old
+    folder is the watched one) is no news, so it starts no further import."""
+    from archivista_mail.accounts import Account
+    from archivista_mail.config import load_config
+
+    acc = Account(name="x", kind="ews", settings={
+        "url": exchange.server.url, "user": exchange.SERVICE, "auth": "ntlm", "mailboxes": [exchange.mailbox],
+        "folders": ["inbox"], "ca_file": str(exchange.server.ca_file)})
+    stop = threading.Event()
+    with acc.source(acc, exchange.PASSWORD, load_config(tmp_path, config_file(tmp_path))) as source:
+        sid = source.stream_subscribe(exchange.mailbox)
+        ids = exchange.deliver([make_mail(60)])
+        stream = source.stream(exchange.mailbox, sid, 1, stop)
+        assert next(stream) == {f"{exchange.mailbox}/inbox"}
+        exchange.server.move(exchange.mailbox, ids[0], "archive")
+        assert next(stream) == set()
+        exchange.deliver([make_mail(61)])
+        assert next(stream) == {f"{exchange.mailbox}/inbox"}
+        stop.set()
+        started = time.monotonic()
+        assert list(stream) == [] and time.monotonic() - started < 3  # a stop breaks the stream at once
+        source.stream_unsubscribe(exchange.mailbox, sid)
+    assert exchange.server.subscriptions == {}
+
+
+def test_switching_the_watch_off_ends_the_streams_at_once(run, exchange, data_dir, tmp_path):
+    exchange.add_account(run)
+    run("settings", "set", "watch_enabled", "1")
+    proc = start_watcher(data_dir, config_file(tmp_path, watch_poll_seconds=3600))
+    try:
+        wait_for(lambda: streaming(run) and exchange.server.streams_served == 1, what="the stream")
+        run("settings", "set", "watch_enabled", "0")
+        wait_for(lambda: watch_status(run) == [] and exchange.server.subscriptions == {}, what="the watch ended")
+        mail = make_mail(62)
+        exchange.deliver([mail])  # no stream left to hear of it
+        time.sleep(3)
+        assert archived_mail_hashes(data_dir) == [] and watch_status(run) == []
+    finally:
+        stop(proc)
+
+
+def test_five_mailboxes_stream_side_by_side_and_the_imports_still_get_connections(run, exchange, data_dir, tmp_path):
+    # exchangelib's shared pool has 4 connections: five streams held open in it would leave none for the import
+    others = [f"user{i}@example.test" for i in range(4)]
+    for address in others:
+        exchange.server.add_mailbox(address)
+    exchange.add_account(run, *[x for a in others for x in ("--mailbox", a)])
+    run("settings", "set", "watch_enabled", "1")
+    proc = start_watcher(data_dir, config_file(tmp_path, watch_poll_seconds=3600))
+    try:
+        wait_for(lambda: len(watch_status(run)) == 5 and streaming(run) and exchange.server.streams_served >= 5,
+                 what="five streams")
+        time.sleep(1)  # the first imports are done
+        mails = {address: make_mail(50 + i) for i, address in enumerate([exchange.mailbox, *others])}
+        for address, mail in mails.items():
+            exchange.deliver([mail], mailbox=address)
+        assert wait_for(lambda: all(sha(m) in archived_mail_hashes(data_dir) for m in mails.values()),
+                        what="a mail in each mailbox") < 10
+    finally:
+        stop(proc)
+    assert sorted(archived_mail_hashes(data_dir)) == sorted(sha(m) for m in mails.values())
+
+
+def test_a_dropped_stream_loses_and_doubles_nothing(run, exchange, data_dir, tmp_path):
+    exchange.add_account(run)
+    run("settings", "set", "watch_enabled", "1")
+    proc = start_watcher(data_dir, config_file(tmp_path, watch_poll_seconds=3600))
+    try:
+        wait_for(lambda: streaming(run) and exchange.server.streams_served == 1, what="the stream")
+        exchange.server.cut_streams()  # the connection drops mid-response
+        mails = [make_mail(10), make_mail(11)]
+        exchange.deliver([mails[0]])  # while nobody listens
+        wait_for(lambda: sha(mails[0]) in archived_mail_hashes(data_dir), timeout=30, what="the mail after the drop")
+        wait_for(lambda: streaming(run) and exchange.server.streams_served >= 2, what="a new stream")
+        exchange.deliver([mails[1]])
+        assert wait_for(lambda: sha(mails[1]) in archived_mail_hashes(data_dir), what="a streamed mail again") < 5
+    finally:
+        stop(proc)
+    assert sorted(archived_mail_hashes(data_dir)) == sorted(sha(m) for m in mails)
+
+
+def test_a_server_restart_that_forgets_the_subscription_is_survived(run, exchange, data_dir, tmp_path):
     exchange.add_account(run)
     run("settings", "set", "watch_enabled", "1")
     proc = start_watcher(data_dir, config_file(tmp_path, watch_poll_seconds=3600))
     try:
         wait_for(lambda: streaming(run) and exchange.server.streams_served == 1, what="the stream")
         first = set(exchange.server.subscriptions)
-        exchange.server.cut_streams()  # the connection drops mid-response
-        mail = make_mail(10)
-        exchange.deliver([mail])  # while nobody listens
-        wait_for(lambda: sha(mail) in archived_mail_hashes(data_dir), timeout=30, what="the mail after the drop")
-        wait_for(lambda: streaming(run) and exchange.server.streams_served >= 2, what="a new stream")
         exchange.server.stop()  # a restart: Exchange forgets the streaming subscriptions
+        mails = [make_mail(12), make_mail(13)]
+        exchange.deliver([mails[0]])
+        time.sleep(8)  # away while the watch tries again (5 s): it must not give up for polling
         exchange.server.start()
-        mail = make_mail(11)
-        exchange.deliver([mail])
-        wait_for(lambda: sha(mail) in archived_mail_hashes(data_dir), timeout=40, what="the mail after the restart")
+        wait_for(lambda: sha(mails[0]) in archived_mail_hashes(data_dir), timeout=40, what="the mail after the restart")
         wait_for(lambda: exchange.server.subscriptions and not set(exchange.server.subscriptions) & first,
                  what="a new subscription")
         wait_for(lambda: streaming(run), what="streaming again")
-        mail = make_mail(12)
-        exchange.deliver([mail])
-        assert wait_for(lambda: sha(mail) in archived_mail_hashes(data_dir), what="a streamed mail again") < 5
+        exchange.deliver([mails[1]])
+        assert wait_for(lambda: sha(mails[1]) in archived_mail_hashes(data_dir), what="a streamed mail again") < 5
     finally:
         stop(proc)
-    assert sorted(archived_mail_hashes(data_dir)) == sorted(sha(make_mail(n)) for n in (10, 11, 12))
+    assert sorted(archived_mail_hashes(data_dir)) == sorted(sha(m) for m in mails)
 
 
 def test_where_exchange_refuses_streaming_the_mailbox_is_polled(run, exchange, data_dir, tmp_path):

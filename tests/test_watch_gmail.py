@@ -109,24 +109,53 @@ def test_kills_and_cron_beside_the_gmail_push_lose_and_double_nothing(run, pushe
     assert sorted(archived_mail_hashes(data_dir)) == sorted(sha(m) for m in mails)
 
 
-def test_a_dropped_connection_to_google_loses_and_doubles_nothing(run, pushed, data_dir, tmp_path):
+def test_a_dropped_connection_and_an_outage_of_google_lose_and_double_nothing(run, pushed, data_dir, tmp_path):
     workspace, topic, subscription = pushed
     workspace.add_account(run, "--pubsub-topic", topic, "--pubsub-subscription", subscription)
     run("settings", "set", "watch_enabled", "1")
     proc = start_watcher(data_dir, config_file(tmp_path, watch_poll_seconds=3600))  # no polling to help
+    server = workspace.server
     try:
         wait_for(lambda: workspace.box.watch is not None, what="users.watch")
-        pulls = sum(1 for _, path in workspace.server.requests if path.endswith(":pull"))
-        wait_for(lambda: sum(1 for _, path in workspace.server.requests if path.endswith(":pull")) > pulls + 1,
+        pulls = sum(1 for _, path in server.requests if path.endswith(":pull"))
+        wait_for(lambda: sum(1 for _, path in server.requests if path.endswith(":pull")) > pulls + 1,
                  what="a pull waiting")
         time.sleep(0.5)
-        assert workspace.server.cut_connections() >= 1  # the waiting pull breaks, kept-alive connections too
-        mails = [make_mail(30), make_mail(31)]
+        assert server.cut_connections() >= 1  # the waiting pull breaks, kept-alive connections too
+        mails = [make_mail(30), make_mail(31), make_mail(32)]
         workspace.deliver([mails[0]])
         wait_for(lambda: sha(mails[0]) in archived_mail_hashes(data_dir), timeout=30, what="the mail of the drop")
+        watches = server.watch_calls.count(workspace.box.address)
+        server.set_outage(True)  # longer than the first pauses: the watch must not give up for polling
         workspace.deliver([mails[1]])
-        assert wait_for(lambda: sha(mails[1]) in archived_mail_hashes(data_dir), what="a pushed mail after") < 5
-        assert [(s["mode"], s["error"]) for s in watch_status(run)] == [("push", None)]
+        wait_for(lambda: any(s["error"] for s in watch_status(run)), what="the outage noticed")
+        time.sleep(12)
+        server.set_outage(False)
+        wait_for(lambda: sha(mails[1]) in archived_mail_hashes(data_dir), timeout=40, what="the mail of the outage")
+        wait_for(lambda: server.watch_calls.count(workspace.box.address) > watches, timeout=40, what="watched again")
+        wait_for(lambda: [(s["mode"], s["error"]) for s in watch_status(run)] == [("push", None)], what="push again")
+        workspace.deliver([mails[2]])
+        assert wait_for(lambda: sha(mails[2]) in archived_mail_hashes(data_dir), what="a pushed mail after") < 5
     finally:
+        server.set_outage(False)
         stop(proc)
     assert sorted(archived_mail_hashes(data_dir)) == sorted(sha(m) for m in mails)
+
+
+def test_push_is_tried_again_after_a_refusal(run, workspace, data_dir, tmp_path):
+    workspace.authorize(SCOPE_MODIFY, SCOPE_READONLY)
+    topic, subscription = TOPIC.format(n="later"), SUBSCRIPTION.format(n="later")
+    workspace.server.add_topic(topic, subscription, gmail_may_publish=False)
+    workspace.add_account(run, "--pubsub-topic", topic, "--pubsub-subscription", subscription)
+    run("settings", "set", "watch_enabled", "1")
+    proc = start_watcher(data_dir, config_file(tmp_path, watch_poll_seconds=1, watch_push_retry_seconds=3))
+    try:
+        wait_for(lambda: [s["mode"] for s in watch_status(run)] == ["polling"], what="polling after the refusal")
+        workspace.server.add_topic(topic, subscription)  # the administrator grants Gmail the right to publish
+        wait_for(lambda: [(s["mode"], s["error"]) for s in watch_status(run)] == [("push", None)], timeout=30,
+                 what="push, tried again")
+        mail = make_mail(33)
+        workspace.deliver([mail])
+        wait_for(lambda: sha(mail) in archived_mail_hashes(data_dir), what="the mail")
+    finally:
+        stop(proc)

@@ -107,8 +107,9 @@ def test_an_outage_of_microsoft_loses_and_doubles_nothing(run, tenant, data_dir,
         tenant.server.set_outage(True)  # open connections break, new ones are refused
         mails = [make_mail(40), make_mail(41)]
         tenant.deliver([mails[0]])  # Graph may still post it: the delta read then fails, too
-        time.sleep(6)  # the subscription runs out unrenewed
-        assert live() == []
+        wait_for(lambda: any(s["error"] for s in watch_status(run)), what="the outage noticed")
+        time.sleep(12)  # longer than the first pauses: the watch must not give up for polling
+        assert live() == []  # the subscription ran out unrenewed
         tenant.server.set_outage(False)
         wait_for(lambda: sha(mails[0]) in archived_mail_hashes(data_dir), timeout=40, what="the mail of the outage")
         wait_for(lambda: [s["id"] for s in live()] not in ([], [first]), timeout=30, what="a new subscription")

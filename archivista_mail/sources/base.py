@@ -417,9 +417,10 @@ class Source:
         """Subscribe to new mail in a group's folders; returns the subscription's id. Raises SourceError."""
         raise NotImplementedError
 
-    def stream(self, group: str, sid: str, minutes: int) -> Iterator[set[str]]:
+    def stream(self, group: str, sid: str, minutes: int, stop: Any) -> Iterator[set[str]]:
         """The labels with new mail, as the server streams them, for up to ``minutes``; ends when the server
-        closes the stream. Raises SourceError, also when the server no longer knows the subscription."""
+        closes the stream or soon after ``stop`` (an Event) is set. Raises SourceError, also when the server no
+        longer knows the subscription."""
         raise NotImplementedError
 
     def stream_unsubscribe(self, group: str, sid: str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -131,15 +132,20 @@ class EwsSession:
         self.busy = 0
 
     def close(self) -> None:
+        """Close the connections of this URL and login (exchangelib caches them per URL and credentials: a watch's
+        stream, with a pool of its own, is left alone)."""
         try:
-            from exchangelib.protocol import CachingProtocol, Protocol
+            from exchangelib.protocol import Protocol
 
-            if self.own_pool:  # only its own: the importer may be using the shared pool
-                protocol, _ = Protocol[self.config]
-                del Protocol[self.config]
+            protocols = {id(box.protocol): box.protocol for box in self.mailboxes.values()}
+            try:
+                cached, _ = Protocol[self.config]
+                protocols[id(cached)] = cached
+                del Protocol[self.config]  # the next session logs in anew
+            except KeyError:
+                pass
+            for protocol in protocols.values():
                 protocol.close()
-            else:
-                CachingProtocol.clear_cache()  # also closes the sessions; a second account may share the login
         except Exception:  # noqa: BLE001 - closing only
             pass
 
@@ -258,20 +264,35 @@ class EwsSession:
         return self.call(lambda: FolderCollection(account=box, folders=folders).subscribe_to_streaming(
             event_types=STREAM_EVENTS), mailbox)
 
-    def streaming_events(self, mailbox: str, sid: str, minutes: int) -> Iterator[list[str]]:
-        """GetStreamingEvents: for each notification as it comes, the ids of the folders its events are in; ends
-        when Exchange closes the stream after ``minutes``. Raises SourceError (a broken stream, a subscription
-        Exchange no longer knows)."""
+    def streaming_events(self, mailbox: str, sid: str, minutes: int,
+                         stop: threading.Event) -> Iterator[list[tuple[str | None, str | None]]]:
+        """GetStreamingEvents: for each notification as it comes, its events' folder ids (where the item is now,
+        where it was before a move or copy); ends when Exchange closes the stream after ``minutes``, or soon after
+        ``stop`` is set. Raises SourceError (a broken stream, a subscription Exchange no longer knows)."""
         from exchangelib.services import GetStreamingEvents
 
         service = GetStreamingEvents(account=self.mailbox(mailbox))
+        done = threading.Event()
+
+        def interrupt() -> None:  # the keep-alives reach no one: a stop must break the read itself
+            while not done.wait(0.25):
+                if stop.is_set():
+                    _shut_down(getattr(service, "_streaming_response", None))
+                    return
+
+        threading.Thread(target=interrupt, daemon=True, name=f"stream-stop-{mailbox}").start()
         try:
             for notification in service.call(subscription_ids=[sid], connection_timeout=minutes):
-                yield [e.parent_folder_id.id for e in notification.events if getattr(e, "parent_folder_id", None)]
+                yield [(_folder_id(e, "parent_folder_id"), _folder_id(e, "old_parent_folder_id"))
+                       for e in notification.events]
         except SourceError:
             raise
         except Exception as e:  # noqa: BLE001 - translated here
+            if stop.is_set():
+                return  # the stream was broken on purpose
             raise self.translate(e, mailbox) from e
+        finally:
+            done.set()
 
     def unsubscribe(self, mailbox: str, sid: str) -> None:
         from exchangelib.services import Unsubscribe
@@ -385,6 +406,21 @@ class EwsSession:
                 raise self.translate(result, mailbox, action)
 
 
+def _folder_id(event: Any, name: str) -> str | None:
+    folder = getattr(event, name, None)
+    return getattr(folder, "id", None)
+
+
+def _shut_down(response: Any) -> None:
+    """Break a streamed HTTP response another thread is reading: shutdown wakes its blocked read (close would not)."""
+    sock = getattr(getattr(getattr(response, "raw", None), "_connection", None), "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 class SyncStateError(FetchError):
     """Exchange rejected a folder's sync state (ErrorInvalidSyncStateData): read the folder again."""
 
@@ -479,9 +515,16 @@ class EwsSource(Source):
         self._streamed = {self._folder(f).id: f.label for f in folders}
         return self.session.subscribe_streaming(group, [self._folder(f) for f in folders])
 
-    def stream(self, group: str, sid: str, minutes: int) -> Iterator[set[str]]:
-        for parents in self.session.streaming_events(group, sid, minutes):
-            yield {self._streamed[p] for p in parents if p in self._streamed} or set(self._streamed.values())
+    def stream(self, group: str, sid: str, minutes: int, stop: threading.Event) -> Iterator[set[str]]:
+        for events in self.session.streaming_events(group, sid, minutes, stop):
+            labels: set[str] = set()
+            for parent, old_parent in events:
+                if parent in self._streamed:
+                    labels.add(self._streamed[parent])
+                elif parent is None and old_parent is None:  # an event naming no folder: look everywhere
+                    labels |= set(self._streamed.values())
+                # else a mail that left a watched folder (the after-archive move): nothing new
+            yield labels
 
     def stream_unsubscribe(self, group: str, sid: str) -> None:
         self.session.unsubscribe(group, sid)

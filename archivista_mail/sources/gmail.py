@@ -172,10 +172,10 @@ class GmailSession:
             self.credentials.refresh(google_auth_httplib2.Request(self.http.http))
         except google.auth.exceptions.RefreshError as e:
             raise _token_failure(self.account, self.client_id, self.mailbox, self.scopes, e) from e
-        except google.auth.exceptions.TransportError as e:
+        except (google.auth.exceptions.TransportError, OSError) as e:  # OSError: a proxy refusing (PySocks)
             raise ConnectError(t("Account %(name)s: Google's login service cannot be reached (%(reason)s). Check the "
                                  "network, proxy and firewall of this machine.", name=self.account.name,
-                                 reason=str(e))) from e
+                                 reason=str(e).strip())) from e
 
     # -- requests -------------------------------------------------------------------------------
     def call(self, request: Any, cost: str, acting: AfterAction | None = None, missing: Any = None) -> Any:
@@ -714,8 +714,12 @@ class GmailSource(Source):
             response = self._pubsub_session.post(f"{PUBSUB}/{acc.pubsub_subscription}:{verb}", json=body,
                                                  timeout=timeout)
         except (GoogleAuthError, OSError, ValueError) as e:
-            raise FetchError(t("Account %(name)s: Cloud Pub/Sub cannot be reached (%(reason)s). Meanwhile the mail is "
-                               "polled.", name=acc.name, reason=f"{type(e).__name__}: {e}")) from e
+            raise ConnectError(t("Account %(name)s: Cloud Pub/Sub cannot be reached (%(reason)s). Check the network "
+                                 "and the firewall; the watch connects again by itself.", name=acc.name,
+                                 reason=f"{type(e).__name__}: {e}")) from e
+        if response.status_code >= 500:
+            raise ConnectError(t("Account %(name)s: Cloud Pub/Sub answered %(status)s, a fault at Google; the watch "
+                                 "connects again by itself.", name=acc.name, status=response.status_code))
         if response.status_code in (401, 403):
             raise AuthError(t("Account %(name)s: the service account may not pull from %(subscription)s (%(status)s). "
                               "Grant it the role Pub/Sub Subscriber on that subscription.", name=acc.name,

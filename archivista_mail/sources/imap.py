@@ -14,6 +14,7 @@ from pathlib import Path
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imap_utf7 import encode as encode_utf7
+from imapclient.response_parser import parse_response
 
 from ..accounts import Account, AfterAction
 from ..errors import (
@@ -55,14 +56,43 @@ def _announces_mail(responses: list) -> bool:
     return any(isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
 
 
-def _announced_folders(responses: list) -> set[str]:
-    """The server names of folders NOTIFY announced (``* STATUS name (...)``, RFC 5465 5.2)."""
-    names = set()
+def _statuses(responses: list) -> list[tuple[str, dict]]:
+    """What NOTIFY announced: (server name, STATUS items) of each ``* STATUS name (...)`` (RFC 5465 5.2), from
+    responses as imapclient parses them."""
+    found = []
     for r in responses:
-        if isinstance(r, tuple) and len(r) > 1 and r[0] == b"STATUS":
+        if isinstance(r, tuple) and len(r) > 2 and r[0] == b"STATUS" and isinstance(r[2], tuple):
             name = r[1]  # the parser gives a name like 2024 as a number
-            names.add(name.decode("ascii", "replace") if isinstance(name, bytes) else str(name))
-    return names
+            items = dict(zip(r[2][::2], r[2][1::2]))
+            found.append((name.decode("ascii", "replace") if isinstance(name, bytes) else str(name), items))
+    return found
+
+
+def _overflowed(responses: list) -> bool:
+    """``* OK [NOTIFICATIONOVERFLOW]``: the server stopped notifying (RFC 5465 5.8)."""
+    return any(isinstance(r, tuple) and r[:1] == (b"OK",) and b"NOTIFICATIONOVERFLOW" in bytes(r[-1])
+               for r in responses if len(r) > 1 and isinstance(r[-1], bytes))
+
+
+def _begin_idle(client: IMAPClient) -> list:
+    """IDLE, accepting untagged responses before the server's "+" (NOTIFY's STATUS may come at any moment, and
+    imapclient's idle() takes them for errors); returns them, parsed. imapclient has no such call: its imaplib
+    object is used as imapclient's own idle() uses it."""
+    imap = client._imap
+    tag = imap._command("IDLE")
+    while imap._get_response() is not None:  # an untagged line (None: the "+")
+        if imap.tagged_commands.get(tag):
+            typ, data = imap.tagged_commands.pop(tag)
+            raise IMAPClientError(f"IDLE refused: {typ} {data}")
+    client._idle_tag = tag
+    return _stored(client)
+
+
+def _stored(client: IMAPClient) -> list:
+    """The STATUS responses imaplib kept while it waited for something else (they are dropped there)."""
+    stored = client._imap.untagged_responses.pop("STATUS", [])
+    client._imap.untagged_responses.clear()  # nothing else kept there is read on a watching connection
+    return [(b"STATUS", *parse_response([data])) for data in stored if isinstance(data, bytes)]
 
 
 def _keepalive(client: IMAPClient) -> None:
@@ -503,6 +533,7 @@ class ImapSource(Source):
         self.session = ImapSession(self.account, self.secret, self.timeout).__enter__()
         self._watched: str | None = None  # the folder watch_folder selected
         self._notified: dict[str, str] = {}  # server name -> label, of the folders given to notify
+        self._stands: dict[str, tuple] = {}  # server name -> (UIDVALIDITY, UIDNEXT) last announced
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -603,39 +634,58 @@ class ImapSource(Source):
 
     def notify(self, labels: list[str]) -> list[str]:
         """NOTIFY (RFC 5465) for folders on this connection (which selects none): while it idles, the server announces
-        new mail in any of them. Returns the labels it covers; [] when the server does not offer NOTIFY. Names in
-        ASCII only: Dovecot 2.3 neither matches nor announces others in modified UTF-7 (they are polled)."""
+        new mail in any of them. Returns the labels, or [] when the server does not offer NOTIFY, refuses it, or a
+        folder's name is not in ASCII (Dovecot 2.3 neither matches nor announces those in modified UTF-7)."""
         client = self.session.client
         with self.session._guard(t("asking for notifications")):
             if not client.has_capability("NOTIFY"):
                 return []
             servers = {label: self.session.server_name(label) for label in labels}
-            covered = [label for label, name in servers.items() if name.isascii() and "&" not in name]
-            if covered:
-                imaplib.Commands.setdefault("NOTIFY", ("AUTH", "SELECTED"))
-                names = b" ".join(client._normalise_folder(servers[label]) for label in covered)
-                client._raw_command(b"NOTIFY", [b"SET", b"(mailboxes (" + names + b") (MessageNew MessageExpunge))"],
-                                    uid=False)
-                _keepalive(client)
-        self._notified = {servers[label]: label for label in covered}
-        return covered
+            if not all(name.isascii() and "&" not in name for name in servers.values()):
+                return []
+            # imapclient has no NOTIFY: its raw command sender and folder quoting (private; the package pins
+            # imapclient in debian/requirements.lock, and tests/test_watch.py runs this against Dovecot)
+            imaplib.Commands.setdefault("NOTIFY", ("AUTH", "SELECTED"))
+            names = b" ".join(client._normalise_folder(name) for name in servers.values())
+            try:  # STATUS: the server first tells where each folder stands
+                typ, _ = client._raw_command(b"NOTIFY", [b"SET", b"STATUS", b"(mailboxes (" + names + b") (MessageNew "
+                                                         b"MessageExpunge))"], uid=False)
+            except IMAPClientError as e:
+                if isinstance(e, imaplib.IMAP4.abort):
+                    raise
+                typ = "BAD"
+            if typ != "OK":
+                return []  # these folders are polled
+            _keepalive(client)
+            self._notified = {name: label for label, name in servers.items()}
+            self._announced(_stored(client), priming=True)  # where they stand
+        return list(labels)
+
+    def _announced(self, responses: list, priming: bool = False) -> set[str]:
+        """The labels with new mail: EXISTS in the watched folder, or a notified folder's STATUS with another
+        UIDNEXT or UIDVALIDITY than before (an expunge, e.g. after the after-archive move, is not new mail).
+        ``priming``: where the folders stand now, nothing new."""
+        found = {self._watched} if self._watched and _announces_mail(responses) else set()
+        for name, items in _statuses(responses):
+            label = self._notified.get(name)
+            before = self._stands.get(name, (None, None))  # Dovecot leaves out what did not change
+            stands = (items.get(b"UIDVALIDITY", before[0]), items.get(b"UIDNEXT", before[1]))
+            if label is not None and (stands != before or None in stands):
+                if not priming:
+                    found.add(label)
+                self._stands[name] = stands
+        return found
 
     def idle(self, stop, renew: float) -> set[str]:
         """IDLE (RFC 2177) until the server announces new mail (EXISTS in the watched folder, or STATUS of a folder
         given to ``notify``), ``renew`` seconds or ``stop``; then DONE, whose answer proves the connection alive (a
         silent one fails within the network timeout, or earlier by TCP keepalive). Returns the labels announced."""
         client = self.session.client
-        news: set[str] = set()
-
-        def announced(responses: list) -> set[str]:
-            found = {self._notified[n] for n in _announced_folders(responses) if n in self._notified}
-            return found | ({self._watched} if _announces_mail(responses) and self._watched else set())
-
         with self.session._guard(t("waiting for new mail")):
-            client.idle()
+            news = self._announced(_begin_idle(client))
             started = time.monotonic()
             try:
-                while not stop.is_set() and time.monotonic() - started < renew:
+                while not news and not stop.is_set() and time.monotonic() - started < renew:
                     asked = time.monotonic()
                     responses = client.idle_check(timeout=min(1.0, renew))
                     if not responses and time.monotonic() - asked < 0.5 * min(1.0, renew):
@@ -643,12 +693,13 @@ class ImapSource(Source):
                         raise ConnectionResetError("the server closed the connection")
                     if any(r and r[0] == b"BYE" for r in responses):
                         raise ConnectionResetError("the server said BYE")
-                    news |= announced(responses)
-                    if news:
-                        break
+                    if _overflowed(responses):
+                        raise ConnectionResetError("the server stopped notifying (NOTIFICATIONOVERFLOW)")
+                    news |= self._announced(responses)
             finally:
                 _, last = client.idle_done()  # what came after the last check counts too
-                news |= announced(last)
+                client._imap.untagged_responses.clear()  # imaplib kept those, too; they are in ``last``
+            news |= self._announced(last)
         return news
 
     def probe(self) -> ProbeReport:
