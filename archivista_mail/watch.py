@@ -358,9 +358,7 @@ class Watcher:
                 finally:
                     self._unsubscribe(source, state, subs)
         except (ArchivistaMailError, OSError) as e:
-            state.save_watch_status(acc.name, "*", "notifications", error=str(e))
-            log.warning("Watching %s: %s", acc.name, e)
-            return False  # tried again after a pause (_again)
+            return self._lost(acc, state, ["*"], "notifications", e)
         finally:
             state.close()
         return True
@@ -406,9 +404,7 @@ class Watcher:
                         except ArchivistaMailError:
                             pass  # it expires by itself
         except (ArchivistaMailError, OSError) as e:
-            state.save_watch_status(acc.name, "*", "push", error=str(e))
-            log.warning("Watching %s: %s", acc.name, e)
-            return False  # tried again after a pause (_again)
+            return self._lost(acc, state, ["*"], "push", e)
         finally:
             state.close()
         return True
@@ -449,15 +445,19 @@ class Watcher:
                     except ArchivistaMailError:
                         pass  # it expires by itself
         except (ArchivistaMailError, OSError) as e:
-            if stop.is_set():
-                return None
-            for label in labels or ["*"]:
-                state.save_watch_status(acc.name, label, "streaming", error=str(e))
-            log.warning("Watching %s: %s", acc.name, e)
-            return False  # tried again after a pause (_again)
+            return None if stop.is_set() else self._lost(acc, state, labels or ["*"], "streaming", e)
         finally:
             state.close()
         return True
+
+    @staticmethod
+    def _lost(acc: Account, state: State, labels: list[str], mode: str, error: Exception) -> bool:
+        """A push watch lost its server: say why on its folders; False, so it is tried again after a pause
+        (_again)."""
+        for label in labels:
+            state.save_watch_status(acc.name, label, mode, error=str(error))
+        log.warning("Watching %s: %s", acc.name, error)
+        return False
 
     def _polled_instead(self, acc: Account, vault: Vault, stop: threading.Event, state: State, labels: list[str],
                         error: ArchivistaMailError) -> bool:

@@ -19,12 +19,18 @@ def streaming(run) -> bool:
     return bool(status) and all(s["mode"] == "streaming" and s["last_seen"] and not s["error"] for s in status)
 
 
+def streamed(run, exchange, data_dir, tmp_path, *options: str):
+    """An EWS account (``options`` for account add), the watch switched on and a watcher started, no polling to
+    help; returns the watcher's process."""
+    exchange.add_account(run, *options)
+    assert run("settings", "set", "watch_enabled", "1").exit_code == 0
+    return start_watcher(data_dir, config_file(tmp_path, watch_poll_seconds=3600))
+
+
 def test_new_mail_is_archived_on_a_streamed_notification(run, exchange, data_dir, tmp_path):
     exchange.server.add_folder(exchange.mailbox, "inbox/Kunden")
-    exchange.add_account(run, "--folder", "inbox", "--folder", "Posteingang/Kunden")
     exchange.deliver([make_mail(1)])
-    assert run("settings", "set", "watch_enabled", "1").exit_code == 0
-    proc = start_watcher(data_dir, config_file(tmp_path, watch_poll_seconds=3600))  # no polling to help
+    proc = streamed(run, exchange, data_dir, tmp_path, "--folder", "inbox", "--folder", "Posteingang/Kunden")
     try:
         wait_for(lambda: len(archived_mail_hashes(data_dir)) == 1, what="the mail there before")
         wait_for(lambda: len(watch_status(run)) == 2 and streaming(run), what="both folders streamed")
@@ -72,9 +78,7 @@ def test_the_stream_names_the_folder_with_new_mail_not_the_one_a_mail_left(excha
 
 
 def test_switching_the_watch_off_ends_the_streams_at_once(run, exchange, data_dir, tmp_path):
-    exchange.add_account(run)
-    run("settings", "set", "watch_enabled", "1")
-    proc = start_watcher(data_dir, config_file(tmp_path, watch_poll_seconds=3600))
+    proc = streamed(run, exchange, data_dir, tmp_path)
     try:
         wait_for(lambda: streaming(run) and exchange.server.streams_served == 1, what="the stream")
         run("settings", "set", "watch_enabled", "0")
@@ -92,9 +96,7 @@ def test_five_mailboxes_stream_side_by_side_and_the_imports_still_get_connection
     others = [f"user{i}@example.test" for i in range(4)]
     for address in others:
         exchange.server.add_mailbox(address)
-    exchange.add_account(run, *[x for a in others for x in ("--mailbox", a)])
-    run("settings", "set", "watch_enabled", "1")
-    proc = start_watcher(data_dir, config_file(tmp_path, watch_poll_seconds=3600))
+    proc = streamed(run, exchange, data_dir, tmp_path, *[x for a in others for x in ("--mailbox", a)])
     try:
         wait_for(lambda: len(watch_status(run)) == 5 and streaming(run) and exchange.server.streams_served >= 5,
                  what="five streams")
@@ -110,9 +112,7 @@ def test_five_mailboxes_stream_side_by_side_and_the_imports_still_get_connection
 
 
 def test_a_dropped_stream_loses_and_doubles_nothing(run, exchange, data_dir, tmp_path):
-    exchange.add_account(run)
-    run("settings", "set", "watch_enabled", "1")
-    proc = start_watcher(data_dir, config_file(tmp_path, watch_poll_seconds=3600))
+    proc = streamed(run, exchange, data_dir, tmp_path)
     try:
         wait_for(lambda: streaming(run) and exchange.server.streams_served == 1, what="the stream")
         exchange.server.cut_streams()  # the connection drops mid-response
@@ -128,9 +128,7 @@ def test_a_dropped_stream_loses_and_doubles_nothing(run, exchange, data_dir, tmp
 
 
 def test_a_server_restart_that_forgets_the_subscription_is_survived(run, exchange, data_dir, tmp_path):
-    exchange.add_account(run)
-    run("settings", "set", "watch_enabled", "1")
-    proc = start_watcher(data_dir, config_file(tmp_path, watch_poll_seconds=3600))
+    proc = streamed(run, exchange, data_dir, tmp_path)
     try:
         wait_for(lambda: streaming(run) and exchange.server.streams_served == 1, what="the stream")
         first = set(exchange.server.subscriptions)

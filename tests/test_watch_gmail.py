@@ -62,12 +62,18 @@ def test_the_watch_is_renewed(run, pushed, data_dir, tmp_path):
         stop(proc)
 
 
-def test_without_gmails_right_to_publish_the_account_is_polled(run, workspace, data_dir, tmp_path):
+def refused_topic(run, workspace, name: str) -> tuple[str, str]:
+    """An account whose topic Gmail may not publish to, with the watch switched on; (topic, subscription)."""
     workspace.authorize(SCOPE_MODIFY, SCOPE_READONLY)
-    topic, subscription = TOPIC.format(n="closed"), SUBSCRIPTION.format(n="closed")
+    topic, subscription = TOPIC.format(n=name), SUBSCRIPTION.format(n=name)
     workspace.server.add_topic(topic, subscription, gmail_may_publish=False)
     workspace.add_account(run, "--pubsub-topic", topic, "--pubsub-subscription", subscription)
     run("settings", "set", "watch_enabled", "1")
+    return topic, subscription
+
+
+def test_without_gmails_right_to_publish_the_account_is_polled(run, workspace, data_dir, tmp_path):
+    refused_topic(run, workspace, "closed")
     proc = start_watcher(data_dir, config_file(tmp_path))  # polling every second
     try:
         wait_for(lambda: [(s["mode"], bool(s["error"])) for s in watch_status(run)] == [("polling", True)],
@@ -143,11 +149,7 @@ def test_a_dropped_connection_and_an_outage_of_google_lose_and_double_nothing(ru
 
 
 def test_push_is_tried_again_after_a_refusal(run, workspace, data_dir, tmp_path):
-    workspace.authorize(SCOPE_MODIFY, SCOPE_READONLY)
-    topic, subscription = TOPIC.format(n="later"), SUBSCRIPTION.format(n="later")
-    workspace.server.add_topic(topic, subscription, gmail_may_publish=False)
-    workspace.add_account(run, "--pubsub-topic", topic, "--pubsub-subscription", subscription)
-    run("settings", "set", "watch_enabled", "1")
+    topic, subscription = refused_topic(run, workspace, "later")
     proc = start_watcher(data_dir, config_file(tmp_path, watch_poll_seconds=1, watch_push_retry_seconds=3))
     try:
         wait_for(lambda: [s["mode"] for s in watch_status(run)] == ["polling"], what="polling after the refusal")
